@@ -1,0 +1,50 @@
+# Haggle: one command to install, one to run the demo, one to test.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo up test test-fast lint fmt asyncapi eval bench clean browsers
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: install ## a job for three simulated providers through the real services, ending in a table
+	$(BIN)/haggle demo
+
+up: install ## everything in one process on one port (embedded NATS unless NATS_URL is set)
+	$(BIN)/haggle up
+
+browsers: ## Debian's Chromium for the browser tests (browsers cannot be downloaded here)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browsers
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -x -m "not browser"
+
+lint: install
+	$(BIN)/ruff check .
+
+fmt: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+asyncapi: install ## regenerate the checked-in AsyncAPI document from the contracts
+	$(BIN)/haggle contracts asyncapi > contracts/asyncapi.json
+
+eval: install ## score the offline price extractor on ../shared/eval
+	$(BIN)/python scripts/eval_extractor.py
+
+bench: install
+	$(BIN)/python -m benchmarks.gateway_bench
+
+clean:
+	rm -rf $(VENV) .haggle .pytest_cache

@@ -1,0 +1,98 @@
+"""The event catalog as an AsyncAPI 3.0 document, generated from the msgspec Structs.
+
+`make asyncapi` writes it to contracts/asyncapi.json; a test fails when the checked-in copy is stale,
+so the document can never drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from . import events as ev
+from . import subjects
+
+# Who publishes what: documentation of the flow, checked against the services by the tests that run it.
+PRODUCERS: dict[type[ev.Event], str] = {
+    ev.JobStarted: "operator API or any other system",
+    ev.JobCancelled: "operator API",
+    ev.DialScheduled: "dispatcher",
+    ev.CallDialed: "dispatcher",
+    ev.DialFailed: "dispatcher",
+    ev.CallStatusChanged: "media-gateway (Twilio status callback) or dispatcher (reconciliation)",
+    ev.MachineDetected: "media-gateway (Twilio async AMD callback)",
+    ev.UtteranceTranscribed: "media-gateway",
+    ev.QuoteRecorded: "media-gateway (record_quote tool)",
+    ev.CallEnded: "media-gateway",
+    ev.PriceExtracted: "extractor",
+    ev.JobCompleted: "extractor",
+}
+
+
+def _address(cls: type[ev.Event]) -> str:
+    if cls in subjects.JOB_KINDS:
+        return f"{subjects.PREFIX}.job.{{job_id}}.{subjects.JOB_KINDS[cls]}"
+    return f"{subjects.PREFIX}.job.{{job_id}}.provider.{{provider_id}}.{subjects.PROVIDER_KINDS[cls]}"
+
+
+def document() -> dict[str, Any]:
+    (_, components) = msgspec.json.schema_components(ev.ALL_EVENTS, ref_template="#/components/schemas/{name}")
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for cls in ev.ALL_EVENTS:
+        name = cls.__name__
+        address = _address(cls)
+        params = {"job_id": {"description": "The job id (a subject token: letters, digits, - and _)."}}
+        if "{provider_id}" in address:
+            params["provider_id"] = {"description": "The provider id within the job."}
+        messages[name] = {
+            "name": name,
+            "title": name,
+            "summary": (cls.__doc__ or "").strip().splitlines()[0],
+            "description": (cls.__doc__ or "").strip(),
+            "contentType": "application/json",
+            "headers": {"type": "object", "properties": {"Nats-Msg-Id": {
+                "type": "string", "description": "= event_id; JetStream stores a repeated id once"}}},
+            "payload": {"$ref": f"#/components/schemas/{name}"},
+        }
+        channels[name] = {
+            "address": address,
+            "messages": {name: {"$ref": f"#/components/messages/{name}"}},
+            "parameters": params,
+        }
+        operations[f"publish{name}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{name}"},
+            "summary": f"Published by the {PRODUCERS[cls]}.",
+        }
+    channels["DeadLetter"] = {
+        "address": f"{subjects.DEADLETTER_PREFIX}.{{consumer}}",
+        "parameters": {"consumer": {"description": "The durable consumer that could not use the message."}},
+        "messages": {"DeadLetter": {"$ref": "#/components/messages/DeadLetter"}},
+    }
+    (_, dl) = msgspec.json.schema_components([ev.DeadLetter], ref_template="#/components/schemas/{name}")
+    components.update(dl)
+    messages["DeadLetter"] = {"name": "DeadLetter", "contentType": "application/json",
+                              "summary": "A message a consumer could not decode, with the reason.",
+                              "payload": {"$ref": "#/components/schemas/DeadLetter"}}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Haggle events",
+            "version": "1",
+            "description": (
+                "Every fact Haggle records, on one JetStream stream "
+                f"`{subjects.STREAM}` capturing `{subjects.PREFIX}.>` (limits retention, file storage). "
+                "Replay one job with the filter `haggle.job.<job_id>.>`. Each event's `v` is its schema "
+                "version; consumers dead-letter versions they do not know."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {"nats": {"host": "localhost:4222", "protocol": "nats",
+                             "description": "Any NATS server with JetStream (embedded by `haggle up`)."}},
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": components, "messages": messages},
+    }

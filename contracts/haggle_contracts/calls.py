@@ -1,0 +1,47 @@
+"""Per-call context the dispatcher writes before dialing and any media-gateway replica reads.
+
+Kept in the JetStream key-value bucket `subjects.KV_CALLS` under `ctx.<call_id>`, so a gateway replica
+that did not dial the call can still take its webhooks and media stream. The `token` is single-use: the
+gateway burns it (compare-and-set on the entry's revision) when it accepts the media stream.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from .events import utcnow
+
+
+class CallContext(msgspec.Struct, kw_only=True):
+    call_id: str
+    job_id: str
+    provider_id: str
+    attempt: int
+    service_provider: str
+    phone_number: str
+    problem: str
+    zip_code: str
+    max_price: float
+    context_answers: str = ""
+    token: str
+    call_sid: str | None = None  # set once Twilio accepted the dial
+    token_used: bool = False
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+def ctx_key(call_id: str) -> str:
+    return f"ctx.{call_id}"
+
+
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder(CallContext)
+
+
+def encode_context(ctx: CallContext) -> bytes:
+    return _enc.encode(ctx)
+
+
+def decode_context(data: bytes) -> CallContext:
+    return _dec.decode(data)

@@ -1,0 +1,295 @@
+"""The event catalog: every fact Haggle records, as versioned msgspec Structs.
+
+Events are the only thing services share. Each one is a self-contained, immutable fact:
+- `event_id` doubles as the JetStream `Nats-Msg-Id`, so a retried publish is stored once;
+- `v` is the schema version of that event type; a consumer that meets a version it does not know
+  dead-letters the message instead of guessing;
+- `job_id` (and `provider_id` for call events) are part of the subject, so one job's history replays
+  with a subject filter (see `subjects.py`).
+
+Adding an optional field with a default keeps `v`; renaming, removing or changing the meaning of a
+field bumps `v` and adds a new Struct beside the old one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+import msgspec
+
+# Ids travel inside NATS subject tokens: no dots, spaces or wildcards.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
+Money = Annotated[float, msgspec.Meta(ge=0)]
+
+
+def new_id(prefix: str) -> str:
+    """A short random id that is safe as a NATS subject token."""
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    ASSISTANT = "assistant"  # our agent, speaking for the homeowner
+    USER = "user"  # the provider on the phone
+
+
+class Outcome(StrEnum):
+    AGREED = "agreed"
+    NO_AGREEMENT = "no_agreement"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    VOICEMAIL = "voicemail"
+    DECLINED = "declined"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PriceType(StrEnum):
+    FLAT = "flat"
+    HOURLY = "hourly"
+    VISIT_FEE = "visit_fee"
+    UNKNOWN = "unknown"
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
+    """Fields every event carries."""
+
+    event_id: str
+    job_id: Id
+    occurred_at: datetime = msgspec.field(default_factory=utcnow)
+    v: int = 1
+
+
+class ProviderSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """One provider to call, with optional per-provider overrides of the job's fields."""
+
+    id: Id
+    service_provider: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    phone_number: E164
+    zip_code: str | None = None
+    problem: str | None = None
+    max_price: Money | None = None
+    context_answers: str | None = None
+    timezone: str | None = None  # IANA name; otherwise derived from the phone number
+
+
+class JobStarted(Event, frozen=True, tag="JobStarted"):
+    """Start (or re-start) a job. Self-contained, so any system can start a job by publishing it.
+
+    Publishing it again for the same job is safe: nobody already dialed is dialed twice.
+    """
+
+    problem: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    zip_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    max_price: Annotated[float, msgspec.Meta(gt=0)]
+    providers: Annotated[list[ProviderSpec], msgspec.Meta(min_length=1, max_length=1000)]
+    context_answers: str = ""
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None  # None: dispatcher default
+    source: str = "api"
+
+
+class JobCancelled(Event, frozen=True, tag="JobCancelled"):
+    """Stop queued dials of a job; live calls finish."""
+
+    reason: str = "cancelled by operator"
+
+
+class DialScheduled(Event, frozen=True, tag="DialScheduled"):
+    """A dial attempt is queued: the first one when a job starts, later ones as scheduled retries."""
+
+    provider_id: Id
+    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    not_before: datetime | None = None  # retries and calling-hours waits
+    reason: str = "initial"
+    max_attempts: int | None = None  # the retry policy the dispatcher resolved for this job
+
+
+class CallDialed(Event, frozen=True, tag="CallDialed"):
+    """Twilio accepted the outbound call."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    to: str
+
+
+class DialFailed(Event, frozen=True, tag="DialFailed"):
+    """The dial request itself failed (Twilio REST error, bad number, configuration)."""
+
+    provider_id: Id
+    attempt: int
+    reason: str
+    code: int | None = None
+    permanent: bool = True
+
+
+class CallStatusChanged(Event, frozen=True, tag="CallStatusChanged"):
+    """A Twilio call-progress callback (or a status fetched while reconciling after an outage).
+
+    `status` is Twilio's CallStatus: queued, initiated, ringing, in-progress, completed, busy,
+    no-answer, canceled, failed.
+    """
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    status: str
+    duration_s: float | None = None
+    source: str = "callback"
+
+
+class MachineDetected(Event, frozen=True, tag="MachineDetected"):
+    """Twilio's asynchronous answering-machine detection result (AnsweredBy)."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    answered_by: str  # human, machine_start, machine_end_beep, ..., fax, unknown
+
+    @property
+    def is_machine(self) -> bool:
+        return self.answered_by.startswith("machine") or self.answered_by == "fax"
+
+
+class UtteranceTranscribed(Event, frozen=True, tag="UtteranceTranscribed"):
+    """One finished utterance. `seq` orders a call's utterances; `utterance_id` makes re-publishes idempotent."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    utterance_id: str
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    role: Role
+    text: str
+    spoken_at: datetime | None = None
+    interrupted: bool = False
+
+
+class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
+    """The realtime model called its `record_quote` tool. Evidence for the extractor, not the truth."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    price: float | None
+    price_type: PriceType = PriceType.UNKNOWN
+    conditions: str = ""
+    agreed: bool | None = None
+
+
+class CallEnded(Event, frozen=True, tag="CallEnded"):
+    """The conversation is over. `reason`: end_call, provider_hangup, silence_timeout, max_duration,
+    voicemail, realtime_error, shutdown, gateway_lost (from the status callback when the gateway died)."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    reason: str
+    duration_s: float = 0.0
+    utterances: int = 0
+
+
+class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):
+    """The result of one call: did the provider agree, to what, and on what evidence."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    outcome: Outcome
+    agreed: bool
+    price: float | None
+    initial_quote: float | None = None
+    price_type: PriceType = PriceType.UNKNOWN
+    conditions: str = ""
+    evidence: list[str] = msgspec.field(default_factory=list)
+    method: str = "offline"  # "xai", "offline", "offline(fallback: <why>)"
+    disagreement: str | None = None  # set when the methods disagree
+
+
+class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
+    provider_id: str
+    service_provider: str
+    outcome: str | None
+    price: float | None
+    initial_quote: float | None
+    saving: float | None
+
+
+class JobCompleted(Event, frozen=True, tag="JobCompleted"):
+    """Every provider of the job reached a terminal state. Carries the report sent to the results webhook."""
+
+    offers: list[OfferSummary]
+    best_provider_id: str | None = None
+    best_price: float | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
+    """Not an event: the body published on the dead-letter subject for a message a consumer could not use."""
+
+    consumer: str
+    subject: str
+    reason: str
+    stream_seq: int | None = None
+    body: str  # the original bytes, decoded as UTF-8 with replacement
+
+
+AnyEvent = (
+    JobStarted
+    | JobCancelled
+    | DialScheduled
+    | CallDialed
+    | DialFailed
+    | CallStatusChanged
+    | MachineDetected
+    | UtteranceTranscribed
+    | QuoteRecorded
+    | CallEnded
+    | PriceExtracted
+    | JobCompleted
+)
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    JobStarted,
+    JobCancelled,
+    DialScheduled,
+    CallDialed,
+    DialFailed,
+    CallStatusChanged,
+    MachineDetected,
+    UtteranceTranscribed,
+    QuoteRecorded,
+    CallEnded,
+    PriceExtracted,
+    JobCompleted,
+)
+
+# The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
+CURRENT_VERSION: dict[str, int] = {cls.__struct_config__.tag: 1 for cls in ALL_EVENTS}  # type: ignore[misc]
+
+ProviderEvent = (
+    DialScheduled
+    | CallDialed
+    | DialFailed
+    | CallStatusChanged
+    | MachineDetected
+    | UtteranceTranscribed
+    | QuoteRecorded
+    | CallEnded
+    | PriceExtracted
+)
+TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
+UNANSWERED_OUTCOMES: dict[str, Outcome] = {
+    "busy": Outcome.BUSY,
+    "no-answer": Outcome.NO_ANSWER,
+    "canceled": Outcome.NO_ANSWER,
+    "failed": Outcome.FAILED,
+}
+RETRYABLE_OUTCOMES = frozenset({Outcome.BUSY, Outcome.NO_ANSWER, Outcome.VOICEMAIL})

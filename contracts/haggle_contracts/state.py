@@ -1,0 +1,288 @@
+"""Provider state as a pure fold over the event log.
+
+The projector stores the result of this fold; the dispatcher and extractor fold a job's history
+with it to make decisions (retry or not, is the job settled). Because everyone folds the same
+events with the same function, `haggle projector rebuild` reproduces the stored rows exactly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from . import events as ev
+
+# The seed's call_status vocabulary.
+QUEUED, DIALING, IN_PROGRESS, COMPLETED, FAILED = "queued", "dialing", "in_progress", "completed", "failed"
+TERMINAL_CALL_STATUSES = frozenset({COMPLETED, FAILED})
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class Utterance(msgspec.Struct, kw_only=True):
+    utterance_id: str
+    attempt: int
+    seq: int
+    role: str
+    text: str
+    spoken_at: datetime | None = None
+    interrupted: bool = False
+
+
+class ProviderState(msgspec.Struct, kw_only=True):
+    """One row of the `providers` table (the seed's columns first), plus what the log adds."""
+
+    id: str
+    job_id: str
+    service_provider: str
+    phone_number: str
+    zip_code: str
+    problem: str
+    max_price: float
+    context_answers: str = ""
+    call_status: str = QUEUED
+    negotiated_price: float | None = None
+    call_transcript: str = ""
+    # Added by Haggle.
+    timezone: str | None = None
+    outcome: str | None = None
+    attempts: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    call_sid: str | None = None
+    initial_quote: float | None = None
+    price_type: str | None = None
+    conditions: str | None = None
+    evidence: list[str] = msgspec.field(default_factory=list)
+    extraction_method: str | None = None
+    disagreement: str | None = None
+    answered_by: str | None = None
+    twilio_status: str | None = None
+    end_reason: str | None = None
+    failure_reason: str | None = None
+    retry_at: datetime | None = None
+    cancelled: bool = False
+    transcript: list[Utterance] = msgspec.field(default_factory=list)
+    created_at: datetime | None = None
+    dialed_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    updated_at: datetime | None = None
+    last_seq: int = 0  # stream sequence of the last event applied (idempotency under redelivery)
+
+    @property
+    def terminal(self) -> bool:
+        return self.call_status in TERMINAL_CALL_STATUSES
+
+
+def render_transcript(utterances: list[Utterance]) -> str:
+    """The whole conversation as text, the way the seed's `call_transcript` column held it."""
+    lines: list[str] = []
+    attempt = None
+    multi = len({u.attempt for u in utterances}) > 1
+    for u in utterances:
+        if multi and u.attempt != attempt:
+            attempt = u.attempt
+            lines.append(f"-- call attempt {attempt} --")
+        who = "Agent" if u.role == ev.Role.ASSISTANT else "Provider"
+        lines.append(f"{who}: {u.text}")
+    return "\n".join(lines)
+
+
+def _settle(state: ProviderState, outcome: ev.Outcome, *, retryable: bool) -> None:
+    """Record an attempt's outcome; the provider stays queued while a retry is still allowed."""
+    state.outcome = outcome.value
+    if retryable and should_retry(state, outcome):
+        state.call_status = QUEUED
+    elif outcome == ev.Outcome.AGREED:
+        state.call_status = COMPLETED
+    else:
+        state.call_status = FAILED
+
+
+def should_retry(state: ProviderState, outcome: ev.Outcome | str | None) -> bool:
+    """Whether an attempt with this outcome earns another dial (shared by the projection and dispatcher)."""
+    return (
+        outcome in ev.RETRYABLE_OUTCOMES
+        and not state.cancelled
+        and state.attempts < state.max_attempts
+    )
+
+
+def new_provider_state(job: ev.JobStarted, spec: ev.ProviderSpec) -> ProviderState:
+    return ProviderState(
+        id=spec.id,
+        job_id=job.job_id,
+        service_provider=spec.service_provider,
+        phone_number=spec.phone_number,
+        zip_code=spec.zip_code or job.zip_code,
+        problem=spec.problem or job.problem,
+        max_price=spec.max_price if spec.max_price is not None else job.max_price,
+        context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
+        timezone=spec.timezone,
+        max_attempts=job.max_attempts or DEFAULT_MAX_ATTEMPTS,
+        created_at=job.occurred_at,
+        updated_at=job.occurred_at,
+    )
+
+
+def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | None = None) -> ProviderState | None:
+    """Fold one provider-scoped event (or a JobStarted with the provider's spec) into its state.
+
+    Returns None when the event cannot be applied (a call event for a provider the log never started).
+    """
+    if isinstance(event, ev.JobStarted):
+        assert spec is not None
+        if state is None:
+            return new_provider_state(event, spec)
+        # A re-start refreshes the job fields and never resets call progress.
+        fresh = new_provider_state(event, spec)
+        for name in ("service_provider", "phone_number", "zip_code", "problem", "max_price", "context_answers"):
+            setattr(state, name, getattr(fresh, name))
+        if event.max_attempts:
+            state.max_attempts = event.max_attempts
+        state.timezone = fresh.timezone or state.timezone
+        return state
+    if state is None:
+        return None
+    state.updated_at = event.occurred_at
+    if isinstance(event, ev.JobCancelled):
+        state.cancelled = True
+        if state.call_status == QUEUED:
+            state.call_status = FAILED
+            state.outcome = state.outcome or ev.Outcome.CANCELLED.value
+            state.retry_at = None
+        return state
+
+    attempt = getattr(event, "attempt", state.attempts)
+    if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded):
+        return state  # a late callback from an earlier attempt changes nothing
+
+    match event:
+        case ev.DialScheduled():
+            if state.terminal and state.outcome not in ev.RETRYABLE_OUTCOMES:
+                return state
+            state.call_status = QUEUED
+            state.retry_at = event.not_before
+            if event.max_attempts:
+                state.max_attempts = event.max_attempts
+            state.attempts = max(state.attempts, event.attempt - 1)
+        case ev.CallDialed():
+            state.attempts = max(state.attempts, event.attempt)
+            state.call_sid = event.call_sid
+            state.call_status = DIALING
+            state.dialed_at = event.occurred_at
+            state.retry_at = None
+            state.outcome = None
+            state.twilio_status = "queued"
+        case ev.DialFailed():
+            state.attempts = max(state.attempts, event.attempt)
+            state.failure_reason = event.reason
+            state.retry_at = None
+            _settle(state, ev.Outcome.FAILED, retryable=False)
+        case ev.CallStatusChanged():
+            state.twilio_status = event.status
+            if event.duration_s is not None:
+                state.duration_s = event.duration_s
+            if event.status in ("initiated", "ringing", "queued") and state.call_status == QUEUED:
+                state.call_status = DIALING
+            elif event.status in ("in-progress", "answered") and not state.terminal:
+                state.call_status = IN_PROGRESS
+                state.answered_at = state.answered_at or event.occurred_at
+            elif event.status in ev.UNANSWERED_OUTCOMES and not state.terminal:
+                state.ended_at = event.occurred_at
+                outcome = ev.UNANSWERED_OUTCOMES[event.status]
+                if event.status == "failed":
+                    state.failure_reason = state.failure_reason or "twilio reported the call failed"
+                _settle(state, outcome, retryable=outcome in ev.RETRYABLE_OUTCOMES)
+            elif event.status == "completed":
+                state.ended_at = state.ended_at or event.occurred_at
+        case ev.MachineDetected():
+            state.answered_by = event.answered_by
+        case ev.UtteranceTranscribed():
+            u = Utterance(
+                utterance_id=event.utterance_id,
+                attempt=event.attempt,
+                seq=event.seq,
+                role=event.role.value,
+                text=event.text,
+                spoken_at=event.spoken_at,
+                interrupted=event.interrupted,
+            )
+            kept = [x for x in state.transcript if x.utterance_id != u.utterance_id]
+            kept.append(u)
+            kept.sort(key=lambda x: (x.attempt, x.seq))
+            state.transcript = kept
+            state.call_transcript = render_transcript(kept)
+        case ev.QuoteRecorded():
+            if state.initial_quote is None and event.price is not None:
+                state.initial_quote = event.price
+        case ev.CallEnded():
+            if event.attempt == state.attempts:
+                state.end_reason = event.reason
+                state.ended_at = event.occurred_at
+                state.duration_s = event.duration_s
+        case ev.PriceExtracted():
+            if event.attempt != state.attempts:
+                return state
+            state.negotiated_price = event.price if event.agreed else None
+            state.initial_quote = event.initial_quote if event.initial_quote is not None else state.initial_quote
+            state.price_type = event.price_type.value
+            state.conditions = event.conditions
+            state.evidence = list(event.evidence)
+            state.extraction_method = event.method
+            state.disagreement = event.disagreement
+            _settle(state, event.outcome, retryable=event.outcome in ev.RETRYABLE_OUTCOMES)
+        case _:
+            pass
+    return state
+
+
+def fold_job(events: list[ev.Event]) -> dict[str, ProviderState]:
+    """Fold a job's history (in log order) into provider states keyed by provider id."""
+    states: dict[str, ProviderState] = {}
+    for event in events:
+        if isinstance(event, ev.JobStarted):
+            for spec in event.providers:
+                result = apply(states.get(spec.id), event, spec)
+                if result is not None:
+                    states[spec.id] = result
+        elif isinstance(event, ev.JobCancelled):
+            for pid, st in states.items():
+                states[pid] = apply(st, event) or st
+        elif hasattr(event, "provider_id"):
+            pid = event.provider_id  # type: ignore[attr-defined]
+            result = apply(states.get(pid), event)
+            if result is not None:
+                states[pid] = result
+    return states
+
+
+def job_settled(states: dict[str, ProviderState]) -> bool:
+    return bool(states) and all(s.terminal for s in states.values())
+
+
+def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
+    """Agreed offers first, cheapest first; then everyone else in their original order."""
+
+    def saving(s: ProviderState) -> float | None:
+        if s.negotiated_price is None or s.initial_quote is None:
+            return None
+        return round(s.initial_quote - s.negotiated_price, 2)
+
+    agreed = sorted(
+        (s for s in states if s.outcome == ev.Outcome.AGREED and s.negotiated_price is not None),
+        key=lambda s: (s.negotiated_price, s.service_provider),
+    )
+    rest = [s for s in states if s not in agreed]
+    return [
+        ev.OfferSummary(
+            provider_id=s.id,
+            service_provider=s.service_provider,
+            outcome=s.outcome,
+            price=s.negotiated_price,
+            initial_quote=s.initial_quote,
+            saving=saving(s),
+        )
+        for s in agreed + rest
+    ]

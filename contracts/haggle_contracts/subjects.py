@@ -1,0 +1,159 @@
+"""Subject names and the JetStream objects (stream, consumers, key-value buckets) Haggle uses.
+
+This module is the one place that knows subject layout. Every job-scoped subject starts with
+`haggle.job.<job_id>.`, so `haggle.job.<job_id>.>` replays one job's whole history:
+
+    haggle.job.<job>.started | .cancelled | .completed
+    haggle.job.<job>.provider.<provider>.<kind>     kind: see PROVIDER_KINDS
+    haggle.deadletter.<consumer>                    messages a consumer could not use
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import events as ev
+
+PREFIX = "haggle"
+STREAM = "HAGGLE"
+DEADLETTER_PREFIX = f"{PREFIX}.deadletter"
+
+# Event type -> last subject token.
+JOB_KINDS: dict[type[ev.Event], str] = {
+    ev.JobStarted: "started",
+    ev.JobCancelled: "cancelled",
+    ev.JobCompleted: "completed",
+}
+PROVIDER_KINDS: dict[type[ev.Event], str] = {
+    ev.DialScheduled: "dial_scheduled",
+    ev.CallDialed: "dialed",
+    ev.DialFailed: "dial_failed",
+    ev.CallStatusChanged: "status",
+    ev.MachineDetected: "amd",
+    ev.UtteranceTranscribed: "utterance",
+    ev.QuoteRecorded: "quote",
+    ev.CallEnded: "ended",
+    ev.PriceExtracted: "price",
+}
+
+
+def subject_for(event: ev.Event) -> str:
+    """The subject an event is published on."""
+    kind = JOB_KINDS.get(type(event))
+    if kind is not None:
+        return f"{PREFIX}.job.{event.job_id}.{kind}"
+    kind = PROVIDER_KINDS[type(event)]
+    provider_id = event.provider_id  # type: ignore[attr-defined]
+    return f"{PREFIX}.job.{event.job_id}.provider.{provider_id}.{kind}"
+
+
+def job_filter(job_id: str) -> str:
+    """Subject filter for one job's whole history."""
+    return f"{PREFIX}.job.{job_id}.>"
+
+
+def all_jobs_filter() -> str:
+    return f"{PREFIX}.job.>"
+
+
+def job_event_filter(kind: str) -> str:
+    """E.g. `job_event_filter("started")` -> every job's JobStarted."""
+    return f"{PREFIX}.job.*.{kind}"
+
+
+def provider_event_filter(kind: str) -> str:
+    """E.g. `provider_event_filter("ended")` -> every call's CallEnded."""
+    return f"{PREFIX}.job.*.provider.*.{kind}"
+
+
+def deadletter_subject(consumer: str) -> str:
+    return f"{DEADLETTER_PREFIX}.{consumer}"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """The one durable event stream. Limits-based retention: events stay for audits until `max_age_s`."""
+
+    name: str = STREAM
+    subjects: tuple[str, ...] = (f"{PREFIX}.>",)
+    max_age_s: float = 365 * 24 * 3600.0
+    replicas: int = 1
+    duplicate_window_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer; replicas of a service share it and split its messages."""
+
+    durable: str
+    filter_subjects: tuple[str, ...]
+    ack_wait_s: float = 30.0
+    max_deliver: int = -1
+    max_ack_pending: int = 1000
+    description: str = ""
+
+
+CONSUMERS: dict[str, ConsumerSpec] = {
+    spec.durable: spec
+    for spec in (
+        ConsumerSpec(
+            "projector",
+            (all_jobs_filter(),),
+            # One message in flight: after a crash the unacked message is redelivered before anything newer,
+            # so the log is applied in order (see EventConsumer's `ordered`). A short ack_wait keeps the
+            # restart quick; in-place retries send in_progress to hold the message longer.
+            ack_wait_s=3.0,
+            max_ack_pending=1,
+            description="Materializes provider rows from every job event.",
+        ),
+        ConsumerSpec(
+            "dispatcher-jobs",
+            (job_event_filter("started"), job_event_filter("cancelled")),
+            description="Turns JobStarted into one DialScheduled per provider.",
+        ),
+        ConsumerSpec(
+            "dispatcher-dials",
+            (provider_event_filter("dial_scheduled"),),
+            ack_wait_s=60.0,
+            description="Places scheduled dials with Twilio, honouring caps, pacing and calling hours.",
+        ),
+        ConsumerSpec(
+            "dispatcher-outcomes",
+            (
+                provider_event_filter("status"),
+                provider_event_filter("dial_failed"),
+                provider_event_filter("price"),
+            ),
+            description="Decides retries when an attempt ends without a conversation, frees call slots.",
+        ),
+        ConsumerSpec(
+            "extractor",
+            (provider_event_filter("ended"), provider_event_filter("status")),
+            ack_wait_s=120.0,
+            description="Extracts the price from each ended call's transcript.",
+        ),
+        ConsumerSpec(
+            "reporter",
+            (job_event_filter("completed"),),
+            description="POSTs each job's report to RESULTS_WEBHOOK_URL (once per job).",
+        ),
+        ConsumerSpec(
+            "extractor-jobs",
+            (provider_event_filter("price"), provider_event_filter("dial_failed"), provider_event_filter("status")),
+            description="Publishes JobCompleted and sends the results webhook when a job is settled.",
+        ),
+    )
+}
+
+KV_CALLS = "haggle_calls"  # call context by call id, written by the dispatcher before dialing
+KV_DIALS = "haggle_dials"  # one key per dial attempt: the guard that nobody is dialed twice
+KV_LIMITS = "haggle_limits"  # call slots and pacing shared by dispatcher replicas
+KV_REPORTS = "haggle_reports"  # which job reports the results webhook has received
+KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS)
+
+
+@dataclass(frozen=True)
+class Topology:
+    stream: StreamSpec = field(default_factory=StreamSpec)
+    consumers: dict[str, ConsumerSpec] = field(default_factory=lambda: dict(CONSUMERS))
+    kv_buckets: tuple[str, ...] = KV_BUCKETS

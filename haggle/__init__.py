@@ -1,0 +1,1 @@
+"""Haggle runtime: configuration, the NATS connection, the embedded server and the `haggle` CLI."""

@@ -1,0 +1,199 @@
+"""The event bus: connecting to NATS, declaring the JetStream topology, publishing and replaying events.
+
+Publishing uses the event id as `Nats-Msg-Id`, so a publish retried after a timeout (or a NATS restart)
+is stored once. Replay reads a subject filter from the first message to the last one that existed
+when the replay began, which is what an audit wants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, *, name: str = "haggle") -> NatsClient:
+    """A connection that keeps reconnecting for as long as the process lives (services outlive NATS restarts)."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats connection error: %s", exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        connect_timeout=5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+@dataclass(frozen=True)
+class TopologyOptions:
+    max_age_s: float = subjects.StreamSpec.max_age_s
+    replicas: int = 1
+
+
+async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = None) -> None:
+    """Create or update the stream, the durable consumers and the KV buckets (idempotent; any service may run it)."""
+    opts = opts or TopologyOptions()
+    spec = subjects.StreamSpec(max_age_s=opts.max_age_s, replicas=opts.replicas)
+    config = StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=spec.max_age_s,
+        num_replicas=spec.replicas,
+        duplicate_window=spec.duplicate_window_s,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+    for consumer in subjects.CONSUMERS.values():
+        await ensure_consumer(js, consumer, replicas=opts.replicas)
+    for bucket in subjects.KV_BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except NotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=opts.replicas)
+            )
+
+
+async def ensure_consumer(js: JetStreamContext, spec: subjects.ConsumerSpec, *, replicas: int = 1) -> None:
+    filters = list(spec.filter_subjects)
+    config = ConsumerConfig(
+        durable_name=spec.durable,
+        description=spec.description,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        num_replicas=replicas,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
+    )
+    await js.add_consumer(subjects.STREAM, config)
+
+
+RETRYABLE_PUBLISH_ERRORS = (
+    TimeoutError,
+    NatsTimeoutError,
+    NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+)
+
+
+class Publisher:
+    """Publishes events durably. Retries through timeouts and NATS restarts; the msg id makes retries safe."""
+
+    def __init__(self, js: JetStreamContext, *, deadline_s: float = 60.0) -> None:
+        self.js = js
+        self.deadline_s = deadline_s
+
+    async def publish(self, event: ev.Event) -> int:
+        """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated)."""
+        subject = subjects.subject_for(event)
+        data = codec.encode(event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.deadline_s
+        delay = 0.05
+        while True:
+            try:
+                ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": event.event_id}, timeout=2.0)
+                return ack.seq
+            except RETRYABLE_PUBLISH_ERRORS as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("publish of %s on %s failed (%s); retrying", type(event).__name__, subject, exc)
+                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+                delay = min(delay * 2, 1.0)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    subject: str
+    event: ev.Event | None
+    error: str | None = None
+    raw: bytes = b""
+
+
+async def replay(js: JetStreamContext, subject_filter: str, *, batch: int = 256) -> AsyncIterator[StoredEvent]:
+    """Every stored message matching the filter, in stream order, up to the end of the stream at call time."""
+    psub = await js.pull_subscribe(
+        subject_filter,
+        durable=None,
+        stream=subjects.STREAM,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        ),
+    )
+    try:
+        info = await psub.consumer_info()
+        remaining = info.num_pending
+        while remaining > 0:
+            try:
+                msgs: list[Msg] = await psub.fetch(min(batch, remaining), timeout=5.0)
+            except NatsTimeoutError:
+                break
+            for msg in msgs:
+                remaining = msg.metadata.num_pending
+                yield _stored(msg)
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:  # the ephemeral consumer expires on its own
+            pass
+
+
+def _stored(msg: Msg) -> StoredEvent:
+    seq = msg.metadata.sequence.stream
+    try:
+        return StoredEvent(seq=seq, subject=msg.subject, event=codec.decode(msg.data), raw=msg.data)
+    except codec.EventDecodeError as exc:
+        return StoredEvent(seq=seq, subject=msg.subject, event=None, error=str(exc), raw=msg.data)
+
+
+async def job_history(js: JetStreamContext, job_id: str) -> list[ev.Event]:
+    """The decodable events of one job, in log order (malformed ones are the dead-letter path's business)."""
+    return [s.event async for s in replay(js, subjects.job_filter(job_id)) if s.event is not None]

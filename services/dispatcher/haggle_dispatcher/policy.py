@@ -1,0 +1,75 @@
+"""Dialing policy as plain functions: calling hours in the callee's time zone, retry timing, error classes."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import timezone as pn_timezone
+
+# Twilio REST error codes that no retry can fix (bad or unreachable numbers, account/permission problems).
+PERMANENT_TWILIO_CODES = frozenset({
+    13223, 13224, 13225, 13226,  # invalid / blocked / unsupported destination
+    21211, 21212, 21213, 21214, 21215, 21216, 21217, 21218, 21219,  # invalid To/From, geo permissions
+    21401, 21407, 21408, 21601, 21602, 21603, 21604, 21610, 21612, 21614,
+    20003, 20404,  # authentication; not found
+})
+
+
+def is_permanent(code: int | None, http_status: int | None) -> bool:
+    if code in PERMANENT_TWILIO_CODES:
+        return True
+    if http_status is None:
+        return False
+    return 400 <= http_status < 500 and http_status != 429
+
+
+def provider_timezone(phone: str, explicit: str | None = None) -> ZoneInfo | None:
+    """The provider's time zone: an explicit IANA name wins, else the phone number's region (if unambiguous)."""
+    if explicit:
+        try:
+            return ZoneInfo(explicit)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    zones = [z for z in pn_timezone.time_zones_for_number(number) if z != "Etc/Unknown"]
+    if not zones:
+        return None
+    # Several zones (e.g. a US area code spanning two): take the westernmost-late-opening one conservatively,
+    # i.e. the zone where local time is earliest, so we never call before the window opens anywhere.
+    now = datetime.now(ZoneInfo("UTC"))
+    return min((ZoneInfo(z) for z in zones), key=lambda zi: now.astimezone(zi).utcoffset() or timedelta(0))
+
+
+def next_window_start(now: datetime, window: tuple[time, time] | None, tz: ZoneInfo | None) -> datetime | None:
+    """None if `now` is inside the calling window; else the UTC-aware moment the window next opens.
+
+    With no known time zone, the moment must be inside the window in both US Eastern and Pacific time
+    (the conservative reading for a North American number).
+    """
+    if window is None:
+        return None
+    zones = [tz] if tz else [ZoneInfo("America/New_York"), ZoneInfo("America/Los_Angeles")]
+    waits = [_wait_in_zone(now, window, z) for z in zones]
+    pending = [w for w in waits if w is not None]
+    if not pending:
+        return None
+    return max(pending)
+
+
+def _wait_in_zone(now: datetime, window: tuple[time, time], tz: ZoneInfo) -> datetime | None:
+    local = now.astimezone(tz)
+    start, end = window
+    if start <= local.time() < end:
+        return None
+    day = local.date() if local.time() < start else local.date() + timedelta(days=1)
+    return datetime.combine(day, start, tzinfo=tz).astimezone(now.tzinfo)
+
+
+def retry_delay(base_s: float, attempt: int) -> float:
+    """Wait before dial `attempt + 1`: the base after the first try, doubling after each further one."""
+    return base_s * (2 ** max(0, attempt - 1))

@@ -1,0 +1,66 @@
+"""The dispatcher service shell: three durable consumers and a periodic reconciliation with Twilio."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from haggle.runtime import Runtime, ServiceHandle
+
+from .service import Dispatcher, DispatcherSettings
+from .twilio_dialer import TwilioDialer
+
+log = logging.getLogger(__name__)
+
+
+def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
+    s = rt.settings
+    s.require_twilio()
+    assert s.twilio_phone_number and s.public_base_url
+    return DispatcherSettings(
+        twilio_phone_number=s.twilio_phone_number,
+        public_base_url=s.public_base_url,
+        max_concurrent_calls=s.max_concurrent_calls,
+        calls_per_second=s.calls_per_second,
+        max_call_attempts=s.max_call_attempts,
+        retry_delay_s=s.retry_delay_s,
+        calling_hours=s.calling_hours,
+        ring_timeout_s=s.ring_timeout_s,
+        call_time_limit_s=s.call_time_limit_s,
+    )
+
+
+async def start(rt: Runtime, *, reconcile_every_s: float = 60.0) -> ServiceHandle:
+    settings = dispatcher_settings(rt)
+    s = rt.settings
+    assert s.twilio_account_sid and s.twilio_auth_token
+    dialer = TwilioDialer(s.twilio_account_sid, s.twilio_auth_token, api_base_url=s.twilio_api_base_url)
+    dispatcher = await Dispatcher.create(rt.js, rt.publisher, dialer, settings)
+    handle = ServiceHandle("dispatcher")
+    handle.dispatcher = dispatcher  # type: ignore[attr-defined]
+    handle.consume(rt, "dispatcher-jobs", dispatcher.on_job)
+    handle.consume(rt, "dispatcher-dials", dispatcher.on_dial, concurrency=max(4, settings.max_concurrent_calls * 2))
+    handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
+
+    async def reconcile_loop() -> None:
+        # At start: calls that were live while no dispatcher ran; then periodically for lost callbacks.
+        first = True
+        while not dispatcher.stopping.is_set():
+            try:
+                fixed = await dispatcher.reconcile(older_than_s=0 if first else settings.ring_timeout_s + 30)
+                if fixed:
+                    log.info("reconciled %d call(s) from Twilio's call status", fixed)
+            except Exception:
+                log.exception("reconciliation failed")
+            first = False
+            try:
+                await asyncio.wait_for(dispatcher.stopping.wait(), reconcile_every_s)
+            except TimeoutError:
+                pass
+
+    async def stop() -> None:
+        dispatcher.stopping.set()
+
+    handle.background(reconcile_loop(), "reconcile")
+    handle.on_stop.append(stop)
+    return handle

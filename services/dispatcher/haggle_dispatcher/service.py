@@ -1,0 +1,388 @@
+"""The dispatcher's logic: jobs become scheduled dials; dials become Twilio calls; outcomes become retries.
+
+Three durable consumers (see `haggle_contracts.subjects.CONSUMERS`), each safe to run on several
+replicas at once:
+- jobs: JobStarted -> one DialScheduled per provider (guarded in KV so a re-started job dials nobody twice);
+- dials: DialScheduled -> wait for its time, the calling window, a call slot and a pacing turn, then dial;
+- outcomes: a terminal call status frees the slot; busy / no-answer / voicemail schedule the next attempt.
+
+All state lives in JetStream (the log and the `haggle_dials` / `haggle_limits` KV buckets), so a
+dispatcher can be killed at any point and another (or the same, restarted) carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from haggle_contracts.calls import CallContext, ctx_key, decode_context, encode_context
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from haggle.bus import Publisher
+from haggle.consumer import Delivery, Later
+
+from . import policy
+from .limits import SharedLimits
+from .twilio_dialer import DialError, DialRequest, TwilioDialer
+
+log = logging.getLogger(__name__)
+
+MAX_TRANSIENT_TRIES = 5
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    twilio_phone_number: str
+    public_base_url: str
+    max_concurrent_calls: int = 10
+    calls_per_second: float = 1.0
+    max_call_attempts: int = 3
+    retry_delay_s: float = 600.0
+    calling_hours: tuple | None = None  # (time, time) or None for any time
+    ring_timeout_s: int = 25
+    call_time_limit_s: int = 900
+
+
+class DialState(msgspec.Struct, kw_only=True):
+    state: str  # claimed | dialed | failed
+    at: float
+    call_id: str
+    sid: str | None = None
+
+
+def dial_key(job_id: str, provider_id: str, attempt: int) -> str:
+    return f"dial.{job_id}.{provider_id}.{attempt}"
+
+
+def call_id_for(job_id: str, provider_id: str, attempt: int) -> str:
+    return f"{job_id}.{provider_id}.{attempt}"
+
+
+def mask(phone: str) -> str:
+    return phone[:-4].rstrip() + "****" if len(phone) > 6 else "****"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        publisher: Publisher,
+        dialer: TwilioDialer,
+        settings: DispatcherSettings,
+        *,
+        dials_kv: KeyValue,
+        calls_kv: KeyValue,
+        limits: SharedLimits,
+    ) -> None:
+        self.js = js
+        self.publisher = publisher
+        self.dialer = dialer
+        self.settings = settings
+        self.dials = dials_kv
+        self.calls = calls_kv
+        self.limits = limits
+        self._jobs: dict[str, ev.JobStarted] = {}
+        self.stopping = asyncio.Event()
+
+    @classmethod
+    async def create(
+        cls, js: JetStreamContext, publisher: Publisher, dialer: TwilioDialer, settings: DispatcherSettings
+    ) -> Dispatcher:
+        dials_kv = await js.key_value(subjects.KV_DIALS)
+        calls_kv = await js.key_value(subjects.KV_CALLS)
+        limits_kv = await js.key_value(subjects.KV_LIMITS)
+        limits = SharedLimits(
+            limits_kv,
+            max_concurrent=settings.max_concurrent_calls,
+            calls_per_second=settings.calls_per_second,
+            slot_ttl_s=settings.call_time_limit_s + settings.ring_timeout_s + 120,
+        )
+        return cls(js, publisher, dialer, settings, dials_kv=dials_kv, calls_kv=calls_kv, limits=limits)
+
+    # ---- KV helpers -------------------------------------------------------------------------------------------
+    async def _get(self, key: str) -> tuple[bytes | None, int | None]:
+        try:
+            entry = await self.dials.get(key)
+        except KeyNotFoundError:
+            return None, None
+        return entry.value, entry.revision
+
+    async def _create(self, key: str, value: bytes) -> bool:
+        try:
+            await self.dials.create(key, value)
+            return True
+        except KeyWrongLastSequenceError:
+            return False
+
+    async def job(self, job_id: str) -> ev.JobStarted | None:
+        if job_id in self._jobs:
+            return self._jobs[job_id]
+        raw, _ = await self._get(f"job.{job_id}")
+        if raw is None:
+            return None
+        job = codec.decode(raw)
+        assert isinstance(job, ev.JobStarted)
+        self._jobs[job_id] = job
+        return job
+
+    async def cancelled(self, job_id: str) -> bool:
+        raw, _ = await self._get(f"cancel.{job_id}")
+        return raw is not None
+
+    def max_attempts(self, job: ev.JobStarted) -> int:
+        return job.max_attempts or self.settings.max_call_attempts
+
+    # ---- jobs -------------------------------------------------------------------------------------------------
+    async def on_job(self, event: ev.Event, delivery: Delivery) -> None:
+        if isinstance(event, ev.JobCancelled):
+            await self.dials.put(f"cancel.{event.job_id}", b"1")
+            log.info("job %s cancelled: queued dials will be dropped", event.job_id)
+            return
+        if not isinstance(event, ev.JobStarted):
+            return
+        known = await self.job(event.job_id)
+        merged = event
+        if known is not None:  # a re-start may add providers; keep everyone already known
+            new_ids = {p.id for p in event.providers}
+            merged = msgspec.structs.replace(
+                event, providers=[*event.providers, *(p for p in known.providers if p.id not in new_ids)]
+            )
+        await self.dials.put(f"job.{event.job_id}", codec.encode(merged))
+        self._jobs[event.job_id] = merged
+        for spec in event.providers:
+            await self.schedule(merged, spec.id, attempt=1, not_before=None, reason="initial")
+
+    async def schedule(
+        self, job: ev.JobStarted, provider_id: str, *, attempt: int, not_before: datetime | None, reason: str
+    ) -> bool:
+        """Publish DialScheduled once per (provider, attempt), however often this is called."""
+        guard = f"sched.{job.job_id}.{provider_id}.{attempt}"
+        if not await self._create(guard, b"pending"):
+            raw, _ = await self._get(guard)
+            if raw != b"pending":
+                return False  # already published: a repeated JobStarted or outcome
+        await self.publisher.publish(ev.DialScheduled(
+            event_id=f"dial-{job.job_id}-{provider_id}-{attempt}",
+            job_id=job.job_id,
+            provider_id=provider_id,
+            attempt=attempt,
+            not_before=not_before,
+            reason=reason,
+            max_attempts=self.max_attempts(job),
+        ))
+        await self.dials.put(guard, b"published")
+        return True
+
+    # ---- dials ------------------------------------------------------------------------------------------------
+    async def on_dial(self, event: ev.Event, delivery: Delivery) -> Later | None:
+        if not isinstance(event, ev.DialScheduled):
+            return None
+        job = await self.job(event.job_id)
+        if job is None:
+            return Later(1.0)  # the job record is written before any dial is scheduled; wait for it
+        spec = next((p for p in job.providers if p.id == event.provider_id), None)
+        if spec is None:
+            log.error("DialScheduled for unknown provider %s of job %s", event.provider_id, event.job_id)
+            return None
+        if await self.cancelled(event.job_id):
+            return None
+        key = dial_key(event.job_id, event.provider_id, event.attempt)
+        raw, _ = await self._get(key)
+        existing = msgspec.json.decode(raw, type=DialState) if raw else None
+        if existing is not None and existing.state == "dialed" and existing.sid:
+            await self._publish_dialed(event, existing.sid, spec.phone_number)
+            return None
+        if existing is not None and existing.state == "failed":
+            return None
+        now = datetime.now(UTC)
+        if event.not_before and event.not_before > now:
+            return Later(min((event.not_before - now).total_seconds(), 300.0))
+        window_opens = policy.next_window_start(
+            now, self.settings.calling_hours, policy.provider_timezone(spec.phone_number, spec.timezone)
+        )
+        if window_opens is not None:
+            log.info("provider %s outside calling hours; waiting until %s", event.provider_id, window_opens)
+            return Later(min((window_opens - now).total_seconds() + 1, 3600.0))
+
+        heartbeat = asyncio.create_task(self._keep_alive(delivery))
+        try:
+            await self.limits.acquire_slot(key, stop=self.stopping)
+            if await self.cancelled(event.job_id):
+                await self.limits.release_slot(key)
+                return None
+            if existing is not None and existing.state == "claimed":
+                adopted = await self._adopt_interrupted_dial(existing, spec.phone_number)
+                if adopted:
+                    adopted_state = DialState(state="dialed", at=time.time(), call_id=existing.call_id, sid=adopted)
+                    await self._mark(key, adopted_state)
+                    await self._publish_dialed(event, adopted, spec.phone_number)
+                    return None
+            await self.limits.take_turn()
+            return await self._dial(event, job, spec, key, delivery)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_alive(self, delivery: Delivery) -> None:
+        """Tell JetStream we are still working so a long wait for a slot is not redelivered elsewhere."""
+        while True:
+            await asyncio.sleep(10)
+            with contextlib.suppress(Exception):
+                await delivery.msg.in_progress()
+
+    async def _mark(self, key: str, state: DialState) -> None:
+        await self.dials.put(key, msgspec.json.encode(state))
+
+    async def _adopt_interrupted_dial(self, claimed: DialState, phone: str) -> str | None:
+        """A dispatcher died between claiming a dial and recording its SID: ask Twilio whether it was placed."""
+        try:
+            found = await self.dialer.find_calls(phone, datetime.fromtimestamp(claimed.at - 5, UTC))
+        except Exception as exc:
+            log.warning("could not reconcile interrupted dial %s: %s", claimed.call_id, exc)
+            return None
+        return found[0][0] if found else None
+
+    async def _dial(
+        self, event: ev.DialScheduled, job: ev.JobStarted, spec: ev.ProviderSpec, key: str, delivery: Delivery
+    ) -> None:
+        call_id = call_id_for(event.job_id, event.provider_id, event.attempt)
+        await self._mark(key, DialState(state="claimed", at=time.time(), call_id=call_id))
+        ctx = CallContext(
+            call_id=call_id,
+            job_id=event.job_id,
+            provider_id=event.provider_id,
+            attempt=event.attempt,
+            service_provider=spec.service_provider,
+            phone_number=spec.phone_number,
+            problem=spec.problem or job.problem,
+            zip_code=spec.zip_code or job.zip_code,
+            max_price=spec.max_price if spec.max_price is not None else job.max_price,
+            context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
+            token=secrets.token_urlsafe(32),
+        )
+        await self.calls.put(ctx_key(call_id), encode_context(ctx))
+        request = DialRequest(
+            call_id=call_id,
+            to=spec.phone_number,
+            from_=self.settings.twilio_phone_number,
+            public_base_url=self.settings.public_base_url,
+            ring_timeout_s=self.settings.ring_timeout_s,
+            time_limit_s=self.settings.call_time_limit_s,
+        )
+        try:
+            sid = await self.dialer.dial(request)
+        except DialError as exc:
+            permanent = policy.is_permanent(exc.code, exc.http_status)
+            if not permanent and delivery.num_delivered < MAX_TRANSIENT_TRIES:
+                await self.limits.release_slot(key)
+                await self.dials.delete(key)
+                raise  # redelivered with backoff
+            await self._mark(key, DialState(state="failed", at=time.time(), call_id=call_id))
+            await self.limits.release_slot(key)
+            log.warning("dial %s to %s failed: %s (code %s)", call_id, mask(spec.phone_number), exc.reason, exc.code)
+            await self.publisher.publish(ev.DialFailed(
+                event_id=f"dialfail-{event.job_id}-{event.provider_id}-{event.attempt}",
+                job_id=event.job_id,
+                provider_id=event.provider_id,
+                attempt=event.attempt,
+                reason=exc.reason,
+                code=exc.code,
+                permanent=permanent,
+            ))
+            return None
+        await self._mark(key, DialState(state="dialed", at=time.time(), call_id=call_id, sid=sid))
+        ctx.call_sid = sid
+        await self.calls.put(ctx_key(call_id), encode_context(ctx))
+        await self._publish_dialed(event, sid, spec.phone_number)
+        return None
+
+    async def _publish_dialed(self, event: ev.DialScheduled, sid: str, to: str) -> None:
+        await self.publisher.publish(ev.CallDialed(
+            event_id=f"dialed-{event.job_id}-{event.provider_id}-{event.attempt}",
+            job_id=event.job_id,
+            provider_id=event.provider_id,
+            attempt=event.attempt,
+            call_sid=sid,
+            to=to,
+        ))
+
+    # ---- outcomes ---------------------------------------------------------------------------------------------
+    async def on_outcome(self, event: ev.Event, delivery: Delivery) -> None:
+        match event:
+            case ev.CallStatusChanged(status=status) if status in ev.TERMINAL_TWILIO_STATUSES:
+                await self.limits.release_slot(dial_key(event.job_id, event.provider_id, event.attempt))
+                outcome = ev.UNANSWERED_OUTCOMES.get(status)
+                if outcome in ev.RETRYABLE_OUTCOMES:
+                    await self.maybe_retry(event.job_id, event.provider_id, event.attempt, outcome)
+            case ev.DialFailed():
+                await self.limits.release_slot(dial_key(event.job_id, event.provider_id, event.attempt))
+            case ev.PriceExtracted(outcome=outcome) if outcome in ev.RETRYABLE_OUTCOMES:
+                await self.maybe_retry(event.job_id, event.provider_id, event.attempt, outcome)
+            case _:
+                pass
+
+    async def maybe_retry(self, job_id: str, provider_id: str, attempt: int, outcome: ev.Outcome) -> bool:
+        job = await self.job(job_id)
+        if job is None or await self.cancelled(job_id) or attempt >= self.max_attempts(job):
+            return False
+        delay = policy.retry_delay(self.settings.retry_delay_s, attempt)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        scheduled = await self.schedule(job, provider_id, attempt=attempt + 1, not_before=when, reason=outcome.value)
+        if scheduled:
+            log.info("provider %s: %s on attempt %s; retry at %s", provider_id, outcome.value, attempt, when)
+        return scheduled
+
+    # ---- reconciliation ---------------------------------------------------------------------------------------
+    async def reconcile(self, older_than_s: float = 0.0) -> int:
+        """Ask Twilio about calls still holding a slot; publish the terminal status of those that ended.
+
+        Covers calls that were live while no gateway or dispatcher was there to hear their status callback.
+        The event id matches the gateway's, so a status both saw is stored once.
+        """
+        fixed = 0
+        now = time.time()
+        for key, taken_at in (await self.limits.live_slots()).items():
+            if now - taken_at < older_than_s:
+                continue
+            raw, _ = await self._get(key)
+            if raw is None:
+                continue
+            state = msgspec.json.decode(raw, type=DialState)
+            if state.state != "dialed" or not state.sid:
+                continue
+            try:
+                status, duration = await self.dialer.fetch_status(state.sid)
+            except Exception as exc:
+                log.warning("reconcile: cannot fetch %s: %s", state.sid, exc)
+                continue
+            if status not in ev.TERMINAL_TWILIO_STATUSES:
+                continue
+            _, job_id, provider_id, attempt = key.split(".")
+            await self.publisher.publish(ev.CallStatusChanged(
+                event_id=f"status-{state.sid}-{status}",
+                job_id=job_id,
+                provider_id=provider_id,
+                attempt=int(attempt),
+                call_sid=state.sid,
+                status=status,
+                duration_s=duration,
+                source="reconcile",
+            ))
+            fixed += 1
+        return fixed
+
+    async def call_context(self, call_id: str) -> CallContext | None:
+        try:
+            entry = await self.calls.get(ctx_key(call_id))
+        except KeyNotFoundError:
+            return None
+        return decode_context(entry.value)

@@ -1,0 +1,761 @@
+"""The deterministic price extractor: reads a negotiation transcript and says whether a price was agreed.
+
+It is the fallback when xAI is unreachable and the second opinion when it is not, so it must never need the
+network and must give the same answer twice. It follows the negotiation the way a person reading the
+transcript would: who proposed what, who accepted or rejected which proposal, and how the talk ended.
+
+Roles: `assistant` is our agent, the BUYER (speaking for the homeowner); `user` is the provider, the SELLER.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Literal
+
+import msgspec
+
+from haggle_extractor.spoken_numbers import Mention, MentionKind, find_mentions
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Extraction", "TranscriptError", "extract_offline", "normalise_transcript"]
+
+Role = Literal["buyer", "seller"]
+_ROLE_OF = {"assistant": "buyer", "user": "seller", "buyer": "buyer", "seller": "seller", "agent": "buyer",
+            "provider": "seller"}  # fmt: skip
+
+
+class Extraction(msgspec.Struct, kw_only=True):
+    """What one call came to. `price` is the agreed price (None without a deal)."""
+
+    agreed: bool
+    price: float | None
+    initial_quote: float | None
+    price_type: str  # "flat" | "hourly" | "visit_fee" | "unknown"
+    conditions: str
+    evidence: list[str]
+    outcome: str  # "agreed" | "no_agreement" | "declined"
+    method: str = "offline"
+    disagreement: str | None = None
+
+
+class TranscriptError(ValueError):
+    """The transcript is not a list of {"role": "assistant"|"user", "text": str}."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    index: int
+    speaker: Role
+    text: str
+
+
+def normalise_transcript(transcript: object) -> list[_Turn]:
+    """Validate the transcript shape and map roles to buyer/seller; empty utterances are dropped."""
+    if not isinstance(transcript, Sequence) or isinstance(transcript, str | bytes):
+        raise TranscriptError(f"transcript must be a list of turns, got {type(transcript).__name__}")
+    turns: list[_Turn] = []
+    for n, item in enumerate(transcript):
+        if not isinstance(item, Mapping):
+            raise TranscriptError(f"turn {n} must be an object with role and text, got {type(item).__name__}")
+        role = item.get("role")
+        text = item.get("text")
+        if role not in _ROLE_OF:
+            raise TranscriptError(f"turn {n} has role {role!r}; expected 'assistant' or 'user'")
+        if not isinstance(text, str):
+            raise TranscriptError(f"turn {n} text must be a string, got {type(text).__name__}")
+        if text.strip():
+            turns.append(_Turn(len(turns), _ROLE_OF[role], text.strip()))  # type: ignore[arg-type]
+    return turns
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Speech acts. Each pattern is checked per sentence; a question is never an acceptance.
+
+_NEG = r"(?<!\bnot )(?<!n't )(?<!\bno )(?<!never )"
+_ACCEPT_STRONG = re.compile(
+    r"""\b(
+      (it'?s|that'?s|that\ is|it\ is|we\ have|we'?ve\ got|you\ have|you'?ve\ got|you\ got|we\ got|
+        call\ it|make\ it|sounds\ like|that\ would\ be|that'?d\ be|you\ have\ yourself|you'?ve\ got\ yourself)
+        \ (yourself\ |ourselves\ |a\ |an\ |ourself\ )?(a\ )?deal\b
+    | ^deal\b | ^it'?s\ a\ deal
+    | sounds?\ (good|great|fair|perfect|fine|reasonable|ok(ay)?|alright|awesome|excellent|wonderful|like\ a\ plan|
+        about\ right|doable|acceptable|amazing|nice|lovely|like\ a\ good\ deal)
+    | (that|this|it)\ (works|will\ work|would\ work|'?ll\ work|'?d\ work|should\ work)
+    | that'?ll\ work | that'?d\ work | works\ for\ (me|us) | work\ for\ me | fine\ (by|with)\ me | okay\ with\ me
+    | ok\ with\ me | good\ with\ me | good\ for\ me
+    | \d\ (is|would\ be|will\ be|works|sounds)\ (fine|good|great|ok|okay|perfect|acceptable|doable|reasonable|fair)\b
+    | (that'?s|that\ is|that\ would\ be|that'?d\ be|it'?s|sounds)\ (fine|perfect|fair|reasonable|doable|acceptable|
+        great|good|agreeable|wonderful|awesome|excellent|a\ fair\ price|a\ good\ price|totally\ fine|more\ than\ fair|
+        very\ fair|very\ reasonable|fair\ enough|a\ great\ price|great\ to\ me|good\ to\ me|fine\ with\ me)\b
+    | (i|we)\ (can|could|will|'ll|would)\ (do|live\ with|work\ with|manage|swing|go\ with|handle|agree\ to|settle\ for)
+        \ (that|this|it|those|the)\b
+    | (i|we)\ can\ do\ that | (^|\ )can\ do(\ that|\ it)?\W*$
+    | (i|we)('ll|\ will|\ would|'d|\ can|\ could)?\ (take|buy)\ (it|that|them|the\ (offer|deal|bike|car|one|room|
+        apartment|place|unit|lot)|your\ offer|you\ up|this|those)\b
+    | (i|we)('ll|\ will|\ would|'d)?\ (happily\ )?accept | accepted\b | (i|we)\ agree\b | agreed\b
+    | let'?s\ (do|go\ with|book|schedule|make)\ (it|that|this|the|a\ deal|them)
+    | let'?s\ (book|schedule|lock|set|go)\b
+    | go\ ahead\ and\ (book|schedule|put|get) | (go|goes)\ ahead\b
+    | you'?re\ on\b | ^sold\b | \bsold! | it'?s\ a\ go\b | count\ me\ in | i'?m\ in\b
+    | (you|we)\ have\ an\ agreement | we\ have\ a\ deal | pleasure\ doing\ business | doing\ business\ with\ you
+    | glad\ we\ could | nice\ doing\ business | good\ doing\ business | great\ doing\ business
+    | fair\ enough | (i|we)\ (can|could)\ (live|work)\ with\ (that|this|it)
+    | (i|we)\ (will|'ll)\ (come|pick|be\ there|see\ you|bring|send|meet)
+    | (deal|agreed)!
+    | (that|it|this)\ (would|will|should|could|can|'ll|'d)\ (be\ )?(ok(ay)?|fine|work|do|be\ fine|better)\b
+    | (make|making)\ (that|it|this)\ work | can\ work\ with\ (that|this|it) | (that|this|it)\ (can|could)\ work
+    | (seems|looks|is)\ (very\ |pretty\ |more\ than\ |totally\ |quite\ )?(reasonable|fair|good\ to\ me|fine\ to\ me)
+    | (i|we)\ (can|could|will|'ll)\ (accept|agree\ to)\ (that|this|it|those)
+    | appreciate\ the\ (deal|offer) | thanks?\ (you\ )?for\ (the|a)\ (deal|great\ deal)
+    | ^(yes,?\ |sure,?\ |ok(ay)?,?\ )?(i|we)\ (can|could|will|do)\W*$
+    | ^(yes,?\ |sure,?\ |ok(ay)?,?\ )?(i|we)\ (can|could)\ (pick\ (it|them|this|that)?\ ?up|come\ (by|over|get|pick|and)|
+        swing\ by|be\ there|meet\ (you|up))
+    | (i\ think\ )?(i|we)\ can\ go\ with\ (you|that|it)
+    | (,|\bso|\bthen|^ok(ay)?|^fine)\ deal\W*$
+    | ,\ sure\W*$
+    | (that'?s|that\ is|it'?s|it\ is|sounds\ like|what)\ (a\ |an\ )?(really\ |very\ |pretty\ )?(fair|good|great|
+        reasonable|fantastic|excellent|awesome|nice|sweet|generous|amazing)\ (deal|offer|price|number)
+    | ^(great|good|fair|nice|sweet)\ (deal|offer|price)\b | ^will\ do\b | ^can\ do\b
+    | (is|are|be|seems|sounds)\ (acceptable|agreeable|doable|perfect|great\ for\ me|fine\ (for|with|by)\ me|
+        good\ (for|with)\ me|ok(ay)?\ (for|with)\ me)
+    | (i'?m|i\ am|we'?re|we\ are)\ (willing|happy|glad|fine|ok(ay)?|good)\ (to\ (pay|do|accept|take|go\ with)\ 
+        (that|it|this|the|your)|with\ (that|it|this))
+    | you\ (got|have)\ it\b | perfect\b
+    | it'?s\ yours | they'?re\ yours | all\ yours
+    | (that|it)\ (is|'s)?\ ?ok(ay)?\b
+    | offer\ accepted | accept\ (your|the|that)\ (offer|price) | i'?ll\ go\ with
+    | see\ you\ (then|soon|tomorrow|today|tonight|at)
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_WEAK_ACCEPT = re.compile(
+    r"^(ok(ay)?|alright|all\ right|yes|yeah|yea|yep|yup|sure|great|awesome|excellent|cool|perfect|fine|"
+    r"good|wonderful|absolutely|definitely|certainly|of\ course|done|right\ on|fantastic|lovely|nice|"
+    r"sweet|works|gotcha|got\ it|hmm+,?\ ok(ay)?|well,?\ ok(ay)?|oh\ ok(ay)?|yeas|eys|yess+|"
+    r"sure\ thing|if\ you\ (can\ )?(pick|come|pay|bring|get|take|do|deliver))\b",
+    re.IGNORECASE | re.VERBOSE,
+)
+_NEGATED = re.compile(r"\b(not|n't|no|never|nor|don'?t\ think|hardly|without)\W+(\w+\W+){0,2}$", re.I | re.X)
+_REJECT = re.compile(
+    r"""\b(
+      too\ (low|high|much|expensive|steep|rich|far\ apart|pricey|little|cheap)
+    | (can'?t|cannot|can\ not|couldn'?t|won'?t|wouldn'?t|unable\ to|not\ able\ to)\ (really\ )?
+        (go|do|accept|afford|take|pay|make(?!\ (a|any|much)\ difference)|agree|sell|drop|lower|come\ down|go\ down|
+        go\ up|meet|part|justify|let)
+    | not\ (interested|willing|possible|doable|enough|low\ enough|going\ to\ (work|happen)|gonna\ (work|happen)|
+        what\ i\ (had|have)\ in\ mind|in\ (my|our)\ budget|within\ (my|our)\ budget)
+    | no\ deal | no\ way | no\ thanks | no\ thank\ you | no,? sorry | (i|we)'?ll\ (have\ to\ )?pass | have\ to\ pass
+    | pass\ on\ (this|that|it) | i\ pass | we\ pass
+    | out\ of\ (my|our)\ (price\ )?(range|budget) | over\ (my|our)\ budget | above\ (my|our)\ budget
+    | (look|looking|shop|shopping)\ (elsewhere|around|somewhere\ else) | keep\ looking | find\ (another|someone\ else)
+    | reject | declin | not\ for\ me | doesn'?t\ work | does\ not\ work | won'?t\ work | wouldn'?t\ work
+    | forget\ it | never\ ?mind | maybe\ (next\ time|another\ time|some\ other\ time)
+    | couldn'?t\ agree | can'?t\ agree | not\ agree | don'?t\ agree | no\ agreement | not\ (a\ )?deal
+    | waste\ of\ (my\ )?time | ridiculous | insulting | lowball | low\ ball | you'?re\ (crazy|kidding|joking)
+    | not\ worth | way\ too | that'?s\ a\ lot | i\ don'?t\ think\ (so|i\ can) | not\ sure\ (i|we)\ can
+    | thanks?\ (anyway|though|for\ your\ time|for\ the\ (time|info|information))
+    | (i|we)\ (can|could)\ only\ (do|pay|afford|go) | (the\ )?(most|highest|max(imum)?)\ (i|we)\ (can|could)
+    | end\ (this|the\ chat|the\ conversation) | no\ longer\ interested | not\ buying | walk\ away
+    | (won'?t|can'?t|couldn'?t|unable\ to|not\ able\ to|not\ going\ to)\ (be\ able\ to\ )?(reach|make|come\ to|strike)
+        \ (a|an)\ (deal|agreement)
+    | (\d|\bthat|\bthis|\bit|offer|price)\ ?(is|'s|seems|sounds)\ (\w+ly\ |a\ (bit|little|tad)\ |pretty\ |kind\ of\ |rather\ |
+        quite\ |really\ |very\ |way\ |still\ )?(too\ )?(low|high|steep|expensive|pricey)\b
+    | unfortunately
+    | ^no\b(?!\ (problem|worries|doubt|issue|prob|rush|pressure|need))(?!,?\ (i|we)\ (can|will|do)) | ^nah\b | ^nope\b
+    | ^sorry\W*$ | not\ good\ enough
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# The provider will not take the job at all (outcome "declined" when no price was ever quoted).
+_DECLINE = re.compile(
+    r"""\b(
+      (we|i)\ (don'?t|do\ not|no\ longer|can'?t|cannot|won'?t)\ (really\ )?
+        (do|handle|service|work\ on|cover|offer|go|take|install|repair|fix|travel|come|drive|work|serve)\b
+    | not\ taking\ (on\ )?(any\ )?(new\ )?(jobs|customers|clients|work|appointments|calls|projects)
+    | (fully|completely|all|totally)\ booked | booked\ (up|solid) | too\ far | outside\ (of\ )?(our|my|the)\ (service\ )?
+        (area|range|zone) | (not\ in|out\ of)\ (our|my)\ (service\ )?(area|range|zone)
+    | can'?t\ (help|take\ (this|that|it|the\ job|on))
+    | won'?t\ be\ able\ to\ (help|take|do|make\ it|fit|get)
+    | not\ (something|a\ job|the\ kind\ of\ (work|job)|work)\ (that\ )?(we|i)\ (do|take)
+    | we'?re\ (retired|closed|not\ taking) | (we|i)'?ll\ (have\ to\ )?pass | (we|i)\ (have\ to|must|need\ to)\ pass
+    | pass\ on\ (this|that|it|the\ job) | not\ interested | no\ thanks | no\ thank\ you
+    | (don'?t|do\ not)\ (do|service|handle|work\ on)\ (that|those|this|these|it)
+    | not\ able\ to\ take | no\ availability | don'?t\ have\ (any\ )?(availability|openings|time|capacity)
+    | (have\ to|must|going\ to|gonna)\ (decline|turn\ (this|it|that)\ down)
+    | not\ worth\ (it|our\ time|my\ time|the\ trip)
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Not a yes and not a no: the deal is not made on this call.
+_DEFER = re.compile(
+    r"""\b(
+      let\ me\ (check|think|talk|ask|get\ back|run\ it|see\ what|confirm|look) | (i|we)'?ll\ (get|call|circle)\ back
+    | (call|get)\ (you|me)\ back | think\ (about\ it|it\ over) | run\ (it|this|that)\ by | check\ with
+    | talk\ (it\ over\ )?(to|with)\ (the\ )?(homeowner|owner|client|my|boss|wife|husband|partner)
+    | (i|we)'?ll\ (let|pass\ (it|that|this)\ (along|on)\ to|relay|tell)\ (the\ )?(homeowner|owner|client|them|her|him)
+    | (i|we)'?ll\ let\ you\ know | get\ back\ to\ you | not\ (ready|able)\ to\ commit
+    | (i|we)\ need\ to\ (check|confirm|ask|talk)
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_FIRM = re.compile(
+    r"\b(firm|final\ offer|lowest\ i\ (can|could|will|would)|bottom\ line|best\ i\ can\ do|rock\ bottom|"
+    r"not\ a\ penny\ less|take\ it\ or\ leave\ it|that'?s\ my\ (best|final|last))",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Words that make a number someone else's price, not an offer in this negotiation.
+_REFERENCE_BEFORE = re.compile(
+    r"""\b(
+      paid | bought | retail\w* | msrp | worth | valued? | value\ of | goes\ for | go\ for\ (about|around|over|up\ to)
+    | sells?\ for | sold\ (it\ )?for | selling\ (them|these|those)\ for | online | kbb | blue\ book | originally
+    | original(ly)?\ (price|cost)? | cost\ (me|us|him|her) | costs? | spent | other\ (places|people|stores|guys|companies)
+    | elsewhere | competitors? | stores? | saves?\ you | coupon | new\ (one|ones)?\ (is|are|go|goes|cost|costs)
+    | brand\ new | (in|at)\ a\ (store|shop) | market\ (value|price) | appraised | estimated\ at | insured
+    | (they|others|everyone|people|shops|dealers?)\ (charge|sell|want|ask|get) | deposit | tax(es)? | fees?
+    | would\ cost | could\ go\ for | can\ go\ for | typically | usually\ (go|goes|sell|sells|cost|costs|run|runs)
+    | average | (other|another)\ (quote|estimate|bid) | quoted\ (me|us)\ | got\ a\ quote | last\ (time|year)
+    | budget\ (for|of)\ (a|the)\ new | instead\ of | rather\ than | than
+    | (you'?re|you\ are|you\ were)\ (asking|charging|wanting|offering|selling\ (it|them)\ for) | you\ (listed|posted)\ (it|them)?
+    | wanted | was\ hoping | hoped | was\ asking | asked\ for | were\ asking | listed\ (it\ )?(at|for) | list\ price
+    )\W+(\w+\W+){0,4}$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_REFERENCE_AFTER = re.compile(
+    r"""^\W*(
+      (new|brand\ new|retail|online|elsewhere|in\ stores?|at\ the\ store|originally|before|last\ (year|time|month))\b
+    | (is|was|would\ be|seems|sounds)\ (too|way|a\ (bit|little|tad)|pretty|kind\ of|kinda|rather|really|very|quite|
+        \w+ly|way\ too|far\ too|still|still\ too|just\ too)?\ ?(low|high|much|steep|expensive|cheap|a\ lot|ridiculous|
+        insulting|out\ of|more\ than)
+    | (doesn'?t|does\ not|won'?t|will\ not|isn'?t|is\ not|wouldn'?t)\ (work|do|cut\ it|fly|enough)
+    | (is|was)\ not\ (enough|going\ to|gonna|possible|doable|acceptable|reasonable)
+    | (worth|value|savings?|off|discount|deposit|fee|tax|budget\ for\ a\ new)
+    | (that\ )?(you'?re|you\ are|you\ were|you'?ve\ been)\ (asking|wanting|listing|charging)
+    | (that\ )?you\ (want|listed|posted|quoted|mentioned|asked)
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_ECHO_REJECT_BEFORE = re.compile(
+    r"\b(can'?t|cannot|can\ not|couldn'?t|won'?t|wouldn'?t|not|unable\ to|no)\b\W+(\w+\W+){0,4}$", re.I | re.X
+)
+_REFUSED_AFTER = re.compile(
+    r"^\W*(is|was|would\ be|seems|sounds)\ (\w+\ ){0,2}(low|high|much|steep|expensive|cheap|ridiculous|insulting)|"
+    r"^\W*(doesn'?t|won'?t|isn'?t|is\ not|wouldn'?t)\b",
+    re.I | re.X,
+)
+_ATTRIBUTIVE_AFTER = re.compile(
+    r"^\s*(?!an?\b|the\b|and\b|or\b|but\b|for\b|to\b|if\b|is\b|it\b|i\b|that\b|this\b|with\b|plus\b|per\b|each\b|"
+    r"a\ month\b|total\b|flat\b|cash\b|max\b|firm\b|tops\b|even\b|obo\b|then\b|so\b|now\b|today\b|tonight\b|"
+    r"and\b|sound\b|sounds\b|work\b|works\b|would\b|will\b|please\b|deal\b|would\b|is\b|was\b|since\b|because\b|"
+    r"as\b|at\b|on\b|in\b|including\b|includes\b|included\b|out\b|up\b|down\b|or\b|lowest\b|range\b|instead\b|"
+    r"right\b|ok\b|okay\b|though\b|too\b|really\b|price\b|offer\b|thanks\b|thank\b|which\b|including\b|"
+    r"dollars?\b|bucks?\b|even\b|all\b|altogether\b|together\b|in\b|you\b|we\b|do\b)"
+    r"[a-z]{3,}\b",
+    re.IGNORECASE,
+)
+_CONDITIONS = re.compile(
+    r"""\b(
+      plus\ (the\ )?(parts|materials?|supplies|tax(es)?|hst|gst|the\ (cost\ of\ )?parts|disposal|permit\w*|
+        equipment|mileage|travel|fuel|shipping|delivery|labor|labour|the\ (call[- ]?out|trip|service|diagnostic|
+        visit)\ (fee|charge))
+    | (parts|materials?)\ (are\ |is\ )?(extra|separate|additional|not\ included|on\ top|billed\ separately)
+    | not\ including\ (the\ )?(parts|materials?|tax) | (parts|materials?)\ not\ included
+    | (including|includes|included)\ (the\ )?(parts|materials?|labor|labour|tax|disposal|everything)
+    | (two|three|four|one|1|2|3|4)[-\ ]hour\ minimum | minimum\ of\ (one|two|three|an?|1|2|3)\ hours?
+    | cash\ only | cash\ price | if\ (you\ )?pay(ing)?\ (in\ )?cash | (fee|charge|it)\ (is\ )?waived\ if\ [^.,;!?]+
+    | (applied|credited|goes)\ (to|toward|towards)\ the\ (repair|job|work|bill) | after\ hours\ [^.,;!?]{0,30}
+    | weekend\ rate | emergency\ (rate|fee|surcharge) | per\ (unit|fixture|window|room|hour)
+    | if\ (you|we)\ (book|schedule)\ [^.,;!?]+ | (with|w/)\ a\ (one|two|1|2)[-\ ]year\ warranty
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BUT = re.compile(
+    r"^\W*(\w+\W+){0,4}?(but|however|though|except|unfortunately)\b.*\b(can'?t|cannot|not|n't|can\ only|could\ only|"
+    r"only\ (have|afford|pay|do|go|want)|too|budget|afford|"
+    r"limited|lower|less|high|higher|more\ than|much)\b",
+    re.I,
+)
+_QUESTION_START = re.compile(
+    r"(does|do|is|are|would|will|can|could|should|how|what|did|was|were|shall|may|any|if|so)\b", re.I
+)
+# Arranging the pick-up or the visit right after an offer is taking it ("Great, when can you come out?").
+_LOGISTICS = re.compile(
+    r"\b((when|what\ time)\ (can|could|should|would|will|do)\ (you|i|we)\ (come|pick|get|stop|meet|swing|drop|arrange|"
+    r"be\ there|start|schedule)|(want|like|able)\ to\ (pick|come\ get)\ (it|them)\ up|when\ (are|is)\ (you|it)\ "
+    r"(available|free|around)|arrange\ the\ (pick|pickup|pick-up|delivery)|(what'?s|what\ is)\ (your|the)\ address|"
+    r"send\ (me\ )?(your|the)\ address|where\ (should|can|do)\ (i|we)\ (meet|pick|come))",
+    re.I | re.X,
+)
+_NEGATED_LOGISTICS = re.compile(r"\b(if|before|unless|first)\b", re.I)
+_RETROSPECTIVE = re.compile(
+    r"\b(glad\ we|pleasure\ doing|(nice|good|great)\ doing\ business|thanks?\ (you\ )?for\ (the|your)\ (business|purchase)|"
+    r"enjoy\ (it|the|your)|we\ (made|have|reached)\ a\ deal)",
+    re.I | re.X,
+)
+_GOODBYE = re.compile(r"\b(bye|goodbye|good\ ?night|have\ a\ (good|great|nice)\ (day|one|evening|night))\b", re.I)
+_TO_THEIR_OFFER = re.compile(
+    r"\b(accept|take|go with|agree to|do)\s+(your|that|the|this)\s+(offer|price|number|amount|deal|counter)", re.I
+)
+_FLAT_CUE = re.compile(r"\b(total|flat|all[- ]in|out the door|everything included|for the (whole|entire) job)\b", re.I)
+
+
+@dataclass(slots=True)
+class _Offer:
+    speaker: Role
+    value: float
+    kind: MentionKind
+    turn: int
+    framed: bool  # money-marked: stronger than a bare number
+    total: bool = False  # "for a total of $14"
+    question: bool = False  # said in a question ("would you take 140?")
+    named: bool = False  # "your offer of $1325": the number an acceptance names
+
+
+@dataclass(slots=True)
+class _TurnInfo:
+    turn: _Turn
+    offers: list[_Offer] = field(default_factory=list)
+    mentioned: list[float] = field(default_factory=list)  # every price-like value, offers or not
+    marked: list[float] = field(default_factory=list)  # the money-marked ones
+    negated: list[float] = field(default_factory=list)  # "I can't afford 1700": named only to be refused
+    to_their_offer: bool = False  # "I accept your offer"
+    accept: bool = False
+    weak_accept: bool = False
+    reject: bool = False
+    decline: bool = False
+    defer: bool = False
+    firm: bool = False
+    own_deal: bool = False  # "let's call it 38 and it's a deal": an acceptance of one's own number
+    conditions: list[str] = field(default_factory=list)
+
+
+_SENTENCE_RE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)|[.!?]+")
+
+
+def _sentences(text: str) -> list[tuple[str, int]]:
+    """Sentences with their start offsets; decimals ("1.75", "$2.50") do not split."""
+    protected = re.sub(r"(?<=\d)\.(?=\d)", "\x00", text)
+    out: list[tuple[str, int]] = []
+    for m in _SENTENCE_RE.finditer(protected):
+        chunk = m.group().replace("\x00", ".")
+        if chunk.strip():
+            out.append((chunk, m.start()))
+    return out
+
+
+def _accepts(sentence: str) -> tuple[bool, bool]:
+    """(strong, weak) acceptance in one sentence. A question asks for a yes, it does not give one."""
+    s = sentence.strip()
+    if s.endswith("?"):
+        # "Ok that works, but you'd pick it up, right?": the clauses before the question can still say yes.
+        head = re.split(r",|\bbut\b", s)[0]
+        if head == s or _QUESTION_START.match(head.strip()):
+            return False, False
+        s = head
+        weak_ok = False  # "Awesome, are they in good shape?" is a reaction, not a yes
+    else:
+        weak_ok = True
+    low = re.sub(r"\s+", " ", s.lower()).lstrip("\"'([ ")
+    strong = False
+    for m in _ACCEPT_STRONG.finditer(low):
+        if not _NEGATED.search(low[: m.start()]) and not _BUT.match(low[m.end() :]):
+            strong = True
+            break
+    weak = weak_ok and bool(_WEAK_ACCEPT.match(low))
+    return strong, weak
+
+
+def _analyse(turn: _Turn) -> _TurnInfo:
+    info = _TurnInfo(turn=turn)
+    text = turn.text
+    mentions = find_mentions(text)
+    sentences = _sentences(text)
+    for n, (sentence, offset) in enumerate(sentences):
+        strong, weak = _accepts(sentence)
+        weak = weak and not _GOODBYE.search(sentence)
+        info.accept |= strong
+        if strong and _TO_THEIR_OFFER.search(sentence):
+            info.to_their_offer = True
+        info.weak_accept |= weak and (n == 0 or not mentions)
+        info.weak_accept |= bool(_LOGISTICS.search(sentence)) and not _NEGATED_LOGISTICS.search(sentence)
+        norm = re.sub(r"\s+", " ", sentence).strip().lstrip("\"'([ ")
+        info.reject |= bool(_REJECT.search(norm))
+        info.defer |= bool(_DEFER.search(norm))
+        info.firm |= bool(_FIRM.search(norm))
+        if turn.speaker == "seller":
+            info.decline |= bool(_DECLINE.search(norm))
+        in_sentence = [m for m in mentions if offset <= m.start < offset + len(sentence)]
+        if strong and in_sentence and re.search(r"\b(deal|it is|it's|call it|make it|done)\b", sentence, re.I):
+            info.own_deal = True
+        info.conditions.extend(c.group().strip() for c in _CONDITIONS.finditer(sentence))
+    for m in mentions:
+        if not m.is_price_like:
+            continue
+        info.mentioned.append(m.value)
+        if m.money:
+            info.marked.append(m.value)
+        if _is_reference(text, m):
+            if _ECHO_REJECT_BEFORE.search(_clause_before(text, m)) or _REFUSED_AFTER.search(text[m.end : m.end + 50]):
+                info.negated.append(m.value)
+            continue
+        total = bool(re.search(r"\btotal( of| is| would be| comes to)?\W*$", text[max(0, m.start - 25) : m.start], re.I))
+        question = any(off <= m.start < off + len(sent) and sent.rstrip().endswith("?") for sent, off in sentences)
+        named = bool(re.search(r"\b(offer|price|deal|number|amount)\s+(of|at|for)\W*$", text[max(0, m.start - 25) : m.start],
+                               re.I))
+        info.offers.append(_Offer(turn.speaker, m.value, m.kind, turn.index, m.money, total, question, named))
+    return info
+
+
+def _clause_before(text: str, m: Mention) -> str:
+    return re.split(r"[.!?;]\s", text[max(0, m.start - 60) : m.start])[-1]
+
+
+def _is_reference(text: str, m: Mention) -> bool:
+    """A number that prices something else: "paid $1200 new", "a $20 case", "$75 is too low"."""
+    before = _clause_before(text, m)
+    after = text[m.end : m.end + 50]
+    if _REFERENCE_BEFORE.search(before) or _REFERENCE_AFTER.search(after):
+        return True
+    if m.money and re.search(r"\b(a|an)\s*$", before, re.I) and _ATTRIBUTIVE_AFTER.match(after):
+        return True  # "a $20 case", "a $150 coupon package"
+    return bool(_ECHO_REJECT_BEFORE.search(before) and not re.search(r"\b(less|more|lower|higher|below|"
+                                                                      r"under|over|than)\W*$", before, re.I))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The negotiation
+
+
+@dataclass(slots=True)
+class _Deal:
+    offer: _Offer
+    accept_turn: int
+    turns: list[int]
+    provisional: bool = False  # "2200 and you have a deal": an offer until the other side stops countering
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) < 0.005
+
+
+def _filter_scale(infos: list[_TurnInfo]) -> None:
+    """Drop numbers far off the negotiation's scale ("be there in 20" in a $1,500 negotiation)."""
+    marked = [v for i in infos for v in i.marked if v > 0]
+    if len(marked) < 2:
+        marked = [v for i in infos for v in i.mentioned if v > 0]
+    if not marked:
+        return
+    anchor = median(marked)
+    for info in infos:
+        info.offers = [o for o in info.offers if o.framed or anchor / 8 <= o.value <= anchor * 8]
+
+
+def _inherit_kinds(infos: list[_TurnInfo]) -> None:
+    """A bare counter to "$95 an hour" is an hourly rate too; to "$79 to come out", a fee."""
+    last: _Offer | None = None
+    for info in infos:
+        for offer in info.offers:
+            explicit = offer.kind in (MentionKind.HOURLY, MentionKind.FEE)
+            flat = bool(_FLAT_CUE.search(info.turn.text))
+            if (
+                not explicit
+                and not flat
+                and last is not None
+                and last.kind in (MentionKind.HOURLY, MentionKind.FEE)
+                and 0.5 * last.value <= offer.value <= 1.5 * last.value
+            ):
+                offer.kind = last.kind
+            last = offer
+
+
+def _current(offers: Iterable[_Offer]) -> _Offer | None:
+    """The position a turn states: a stated total, else its last offer, a job price before a fee."""
+    items = list(offers)
+    totals = [o for o in items if o.total]
+    if totals:
+        return totals[-1]
+    main = [o for o in items if o.kind is not MentionKind.FEE]
+    pool = main or items
+    return pool[-1] if pool else None
+
+
+def _latest(history: list[_TurnInfo], speaker: Role, *, offers: bool) -> _TurnInfo | None:
+    for h in reversed(history):
+        if h.turn.speaker == speaker and (h.offers if offers else h.mentioned):
+            return h
+    return None
+
+
+def _other(role: Role) -> Role:
+    return "seller" if role == "buyer" else "buyer"
+
+
+def _as_offer(value: float, info: _TurnInfo) -> _Offer:
+    """The offer object behind a value someone mentioned (an echo keeps the original's kind)."""
+    for offer in info.offers:
+        if _same(offer.value, value):
+            return offer
+    return _Offer(info.turn.speaker, value, MentionKind.PRICE, info.turn.index, True)
+
+
+def _accepted_offer(info: _TurnInfo, history: list[_TurnInfo]) -> _Offer | None:
+    """Which earlier offer this accepting turn accepts, or None if it is really a counter-offer."""
+    me = info.turn.speaker
+    them = _other(me)
+    latest_theirs = _latest(history, them, offers=True)
+    current = _current(info.offers)
+    if info.to_their_offer:
+        named = next((o for o in info.offers if o.named), None)
+        if named is not None:  # "I will accept your offer of 1325"
+            return next((_as_offer(named.value, h) for h in reversed(history) if h.turn.speaker == them
+                         and any(_same(v, named.value) for v in h.mentioned)), named)
+        if latest_theirs is not None:
+            return _current(latest_theirs.offers)  # "I'll accept your offer" (whatever else it mentions)
+    if current is not None:
+        for h in reversed(history):
+            if h.turn.speaker == them and any(_same(v, current.value) for v in h.mentioned):
+                return _as_offer(current.value, h)  # "$135 it is", "I'll take the 70 deal"
+        if info.own_deal:
+            return _current(info.offers)
+        return None  # "ok, how about 16?" is a counter, not a yes
+    latest_mine = _latest(history, me, offers=True)
+    if (
+        latest_mine is not None
+        and info.accept
+        and _RETROSPECTIVE.search(info.turn.text)
+        and history[-1] is latest_mine
+        and (latest_theirs is None or latest_mine.turn.index > latest_theirs.turn.index)
+    ):
+        return _current(latest_mine.offers)  # "[my offer] ... Glad we could make a deal": they took mine, silently
+    if latest_theirs is not None:
+        if (
+            latest_mine is not None
+            and latest_mine.turn.index > latest_theirs.turn.index
+            and info.weak_accept
+            and not info.accept
+        ):
+            return None  # "ok" after my own newer offer is not a yes to theirs
+        return _current(latest_theirs.offers)
+    if latest_mine is not None and info.accept:
+        return _current(latest_mine.offers)  # they agreed in words only; this is our yes to our own number
+    return None
+
+
+def _recent_offer(history: list[_TurnInfo], me: Role, within: int) -> bool:
+    """Whether the other side proposed something in the last `within` turns (for a bare "ok" to count)."""
+    return any(h.turn.speaker != me and h.offers for h in history[-within:])
+
+
+def _converges(info: _TurnInfo, history: list[_TurnInfo]) -> _Offer | None:
+    """Naming the other side's own latest number is agreeing to it ("Could we do $100?" "I can swing $100")."""
+    if info.reject or not info.offers:
+        return None
+    theirs = _latest(history, _other(info.turn.speaker), offers=False)
+    mine = _current(info.offers)
+    if theirs is None or mine is None:
+        return None
+    if mine.question:
+        return None  # "Is that $290 a month?" asks about their number, it does not take it
+    mine_before = [o.value for h in history for o in h.offers if h.turn.speaker == info.turn.speaker]
+    refused = any(_same(v, mine.value) for v in theirs.negated) and any(_same(v, mine.value) for v in mine_before)
+    if any(_same(v, mine.value) for v in theirs.mentioned) and not refused:
+        return _as_offer(mine.value, theirs)  # not when they just refused this very number of mine
+    for h in reversed(history):  # going back to a number they once offered takes that offer
+        if h.turn.speaker != info.turn.speaker:
+            for offer in h.offers:
+                if _same(offer.value, mine.value):
+                    return offer
+    return None
+
+
+def extract_offline(transcript: list[dict]) -> Extraction:
+    """Who agreed to what: the deterministic reading of a buyer (assistant) / seller (user) negotiation."""
+    turns = normalise_transcript(transcript)
+    infos = [_analyse(t) for t in turns]
+    _filter_scale(infos)
+    _inherit_kinds(infos)
+
+    deal: _Deal | None = None
+    history: list[_TurnInfo] = []
+    last_reject: _TurnInfo | None = None
+    for info in infos:
+        me = info.turn.speaker
+        idx = info.turn.index
+        mine = _current(info.offers)
+        if (
+            deal is not None
+            and deal.provisional
+            and me != deal.offer.speaker
+            and mine is not None
+            and not _same(mine.value, deal.offer.value)
+        ):
+            deal = None  # they countered the "... and it's a deal" offer
+        said_yes = info.accept or (info.weak_accept and not info.reject and _recent_offer(history, me, 2))
+        new_offer_since = deal is not None and any(h.offers for h in history if h.turn.index > deal.accept_turn)
+        if said_yes and not (info.reject and not info.accept):
+            if deal is not None and not new_offer_since and (mine is None or _same(mine.value, deal.offer.value)):
+                deal.turns.append(idx)  # a confirmation of the deal already made
+                if me != deal.offer.speaker:
+                    deal.provisional = False
+            else:
+                target = _accepted_offer(info, history)
+                if target is not None:
+                    own = target.speaker == me and target.turn == idx
+                    deal = _Deal(target, idx, [target.turn, idx], provisional=own)
+        elif (target := _converges(info, history)) is not None:
+            deal = _Deal(target, idx, [target.turn, idx])
+        elif info.reject or info.decline:
+            last_reject = info
+        if deal is not None and idx > deal.accept_turn and not info.offers and _backs_out(info):
+            deal = None
+            last_reject = info
+        if deal is not None and _reopened(deal, infos[deal.accept_turn + 1 : idx + 1]):
+            deal = None  # they went on haggling over other numbers: whatever was said before did not stick
+        history.append(info)
+
+    if deal is None:
+        deal = _near_close(infos)
+    return _result(infos, deal, last_reject)
+
+
+def _reopened(deal: _Deal, after: list[_TurnInfo]) -> bool:
+    """Both sides proposing other numbers after a deal, or refusing a number, means it was not one."""
+    others: dict[str, bool] = {}
+    for info in after:
+        moved = [o for o in info.offers if not _same(o.value, deal.offer.value)]
+        if moved:
+            others[info.turn.speaker] = True
+            if info.reject and not info.accept:
+                return True
+    return len(others) == 2
+
+
+_CLOSE_GAP = 0.05
+
+
+def _near_close(infos: list[_TurnInfo]) -> _Deal | None:
+    """Both sides' last offers within a few percent and nobody objected after: they have met.
+
+    Typed negotiations often end on a final small concession that the other side takes without a word
+    (the chat's offer form, a nod on a call): a last offer within 5% of the other side's standing offer,
+    followed by no rejection, deferral or refusal, is read as accepted.
+    """
+    offer_turns = [i for i in infos if i.offers]
+    if not offer_turns:
+        return None
+    last = offer_turns[-1]
+    after = infos[last.turn.index + 1 :]
+    if last.reject or last.defer or any(i.reject or i.defer or i.decline or _backs_out(i) for i in after):
+        return None
+    theirs = next((i for i in reversed(offer_turns) if i.turn.speaker != last.turn.speaker), None)
+    mine, other = _current(last.offers), _current(theirs.offers) if theirs else None
+    if mine is None or other is None or _same(mine.value, other.value):
+        return None
+    if abs(mine.value - other.value) / max(mine.value, other.value) > _CLOSE_GAP:
+        return None
+    return _Deal(mine, last.turn.index, [theirs.turn.index, last.turn.index])  # type: ignore[union-attr]
+
+
+_BACK_OUT = re.compile(
+    r"""\b(no\ deal|changed\ my\ mind|never\ ?mind|can'?t\ do\ (that|it)|not\ interested|(i|we)'?ll\ pass|forget\ it|
+    deal'?s\ off|call\ it\ off|not\ going\ to\ work|couldn'?t\ agree|can'?t\ agree|reject\ (your|the|that|this)\ offer|
+    thanks?\ (you\ )?anyway|no\ thanks|no\ thank\ you|look(ing)?\ elsewhere|(not|won'?t\ be)\ a\ good\ fit|
+    maybe\ (next|another)\ time|(i'?ll|we'?ll)\ keep\ looking|sorry\ we\ could|(best\ of|good)\ luck|
+    (won'?t|can'?t|couldn'?t|unable\ to|not\ able\ to|not\ going\ to)\ (be\ able\ to\ )?(reach|make|come\ to|strike)
+    \ (a|an)\ (deal|agreement))""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _backs_out(info: _TurnInfo) -> bool:
+    return bool(_BACK_OUT.search(info.turn.text))
+
+
+def _price_type(kind: MentionKind | None) -> str:
+    if kind is MentionKind.HOURLY:
+        return "hourly"
+    if kind is MentionKind.FEE:
+        return "visit_fee"
+    if kind is None:
+        return "unknown"
+    return "flat"
+
+
+def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo | None) -> Extraction:
+    seller_offers = [o for i in infos for o in i.offers if o.speaker == "seller"]
+    first_turn = seller_offers[0].turn if seller_offers else None
+    first_quote = _current(o for o in seller_offers if o.turn == first_turn) if first_turn is not None else None
+    if first_quote is not None:
+        mains = [o for o in seller_offers if o.turn == first_turn and o.kind is not MentionKind.FEE]
+        first_quote = mains[0] if mains else first_quote
+    initial = first_quote.value if first_quote is not None else None
+
+    # A deal that the other side deferred right after ("let me check with the homeowner") is not made.
+    if deal is not None:
+        after = [i for i in infos if i.turn.index >= deal.accept_turn]
+        if any(i.defer for i in after) and not any(i.accept for i in after if i.turn.index > deal.accept_turn):
+            if not any(i.accept and not i.defer for i in after):
+                deal = None
+
+    if deal is not None:
+        upto = deal.accept_turn
+        conditions = _collect_conditions(infos, upto, deal.offer.kind)
+        evidence = _evidence(infos, deal.turns)
+        return Extraction(
+            agreed=True,
+            price=deal.offer.value,
+            initial_quote=initial,
+            price_type=_price_type(deal.offer.kind),
+            conditions=conditions,
+            evidence=evidence,
+            outcome="agreed",
+        )
+
+    declined = any(i.decline for i in infos) and not seller_offers
+    ev_turns: list[int] = []
+    if first_quote is not None:
+        ev_turns.append(first_quote.turn)
+    if last_reject is not None:
+        ev_turns.append(last_reject.turn.index)
+    elif declined:
+        ev_turns.extend(i.turn.index for i in infos if i.decline)
+    return Extraction(
+        agreed=False,
+        price=None,
+        initial_quote=initial,
+        price_type=_price_type(first_quote.kind if first_quote else None),
+        conditions=_collect_conditions(infos, len(infos), first_quote.kind if first_quote else None),
+        evidence=_evidence(infos, ev_turns),
+        outcome="declined" if declined else "no_agreement",
+    )
+
+
+def _collect_conditions(infos: list[_TurnInfo], upto: int, kind: MentionKind | None) -> str:
+    seen: list[str] = []
+    for info in infos:
+        if info.turn.index > upto:
+            break
+        for cond in info.conditions:
+            norm = re.sub(r"\s+", " ", cond.lower())
+            if norm not in seen:
+                seen.append(norm)
+    fees = [o for i in infos if i.turn.index <= upto for o in i.offers
+            if o.speaker == "seller" and o.kind is MentionKind.FEE]
+    if kind is not None and kind is not MentionKind.FEE and fees and not any("waived" in s for s in seen):
+        fee = f"plus ${fees[-1].value:g} visit fee"
+        if fee not in seen:
+            seen.append(fee)
+    return "; ".join(seen)
+
+
+def _evidence(infos: list[_TurnInfo], turn_indexes: Iterable[int]) -> list[str]:
+    out: list[str] = []
+    for idx in sorted(set(turn_indexes)):
+        text = infos[idx].turn.text
+        if text not in out:
+            out.append(text)
+    return out

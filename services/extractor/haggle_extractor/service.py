@@ -1,0 +1,135 @@
+"""The extractor's event handlers: every ended call gets a PriceExtracted, every settled job a JobCompleted.
+
+The transcript is rebuilt from the call's UtteranceTranscribed events on the log, not taken from
+CallEnded, so a call whose gateway died still gets its result: the Twilio status callback
+("completed") triggers extraction after a grace period in which the gateway's CallEnded would
+normally have arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from haggle_contracts import events as ev
+from haggle_contracts import state as st
+from haggle_contracts import subjects
+from nats.js import JetStreamContext
+
+from haggle import bus
+from haggle.bus import Publisher
+from haggle.consumer import Delivery, Later
+
+from .extract import extract
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractorSettings:
+    xai_api_key: str | None = None
+    xai_api_base_url: str = "https://api.x.ai/v1"
+    xai_model: str = "grok-4.3"
+    gateway_grace_s: float = 5.0  # how long a "completed" status waits for the gateway's CallEnded
+
+
+def provider_filter(job_id: str, provider_id: str) -> str:
+    return f"{subjects.PREFIX}.job.{job_id}.provider.{provider_id}.>"
+
+
+class Extractor:
+    def __init__(self, js: JetStreamContext, publisher: Publisher, settings: ExtractorSettings) -> None:
+        self.js = js
+        self.publisher = publisher
+        self.settings = settings
+
+    async def on_call_event(self, event: ev.Event, delivery: Delivery) -> Later | None:
+        if isinstance(event, ev.CallEnded):
+            await self.extract_call(event.job_id, event.provider_id, event.attempt, event.call_sid, event.reason)
+        elif isinstance(event, ev.CallStatusChanged) and event.status == "completed":
+            if delivery.num_delivered == 1 and self.settings.gateway_grace_s > 0:
+                return Later(self.settings.gateway_grace_s)
+            await self.extract_call(event.job_id, event.provider_id, event.attempt, event.call_sid, None)
+        return None
+
+    async def _history(self, job_id: str, provider_id: str) -> list[ev.Event]:
+        return [s.event async for s in bus.replay(self.js, provider_filter(job_id, provider_id)) if s.event]
+
+    async def extract_call(
+        self, job_id: str, provider_id: str, attempt: int, call_sid: str, reason: str | None
+    ) -> ev.PriceExtracted | None:
+        history = await self._history(job_id, provider_id)
+        mine = [e for e in history if getattr(e, "call_sid", None) == call_sid]
+        if any(isinstance(e, ev.PriceExtracted) for e in mine):
+            return None  # done already (CallEnded and the status callback both lead here)
+        if reason is None:
+            ended = next((e for e in mine if isinstance(e, ev.CallEnded)), None)
+            reason = ended.reason if ended else "gateway_lost"
+        utterances: dict[str, ev.UtteranceTranscribed] = {}
+        for e in mine:
+            if isinstance(e, ev.UtteranceTranscribed):
+                utterances[e.utterance_id] = e
+        transcript = [{"role": u.role.value, "text": u.text} for u in sorted(utterances.values(), key=lambda u: u.seq)]
+        quotes = [
+            {"price": q.price, "price_type": q.price_type.value, "conditions": q.conditions, "agreed": q.agreed}
+            for q in mine if isinstance(q, ev.QuoteRecorded)
+        ]
+        machine = any(isinstance(e, ev.MachineDetected) and e.is_machine for e in mine)
+        if reason == "voicemail" or (machine and not any(t["role"] == "user" for t in transcript[1:])):
+            result = ev.PriceExtracted(
+                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
+                call_sid=call_sid, outcome=ev.Outcome.VOICEMAIL, agreed=False, price=None, method="amd",
+            )
+        elif not any(t["role"] == "user" for t in transcript):
+            result = ev.PriceExtracted(
+                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
+                call_sid=call_sid, outcome=ev.Outcome.NO_AGREEMENT, agreed=False, price=None,
+                method="none", evidence=[f"nothing was heard from the provider (call ended: {reason})"],
+            )
+        else:
+            x = await extract(
+                transcript,
+                api_key=self.settings.xai_api_key,
+                base_url=self.settings.xai_api_base_url,
+                model=self.settings.xai_model,
+                quote_hints=quotes,
+            )
+            outcome = ev.Outcome(x.outcome) if x.outcome in ev.Outcome._value2member_map_ else ev.Outcome.NO_AGREEMENT
+            if x.agreed and x.price is not None:
+                outcome = ev.Outcome.AGREED
+            elif outcome == ev.Outcome.AGREED:
+                outcome = ev.Outcome.NO_AGREEMENT
+            result = ev.PriceExtracted(
+                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
+                call_sid=call_sid, outcome=outcome, agreed=outcome == ev.Outcome.AGREED,
+                price=x.price if outcome == ev.Outcome.AGREED else None,
+                initial_quote=x.initial_quote,
+                price_type=ev.PriceType(x.price_type) if x.price_type in ev.PriceType._value2member_map_
+                else ev.PriceType.UNKNOWN,
+                conditions=x.conditions or "", evidence=list(x.evidence), method=x.method,
+                disagreement=x.disagreement,
+            )
+        await self.publisher.publish(result)
+        log.info("call %s of provider %s: %s %s (%s)", call_sid, provider_id, result.outcome.value,
+                 result.price, result.method)
+        return result
+
+    async def on_job_progress(self, event: ev.Event, delivery: Delivery) -> None:
+        """After any event that can settle a provider, publish JobCompleted once the whole job is settled."""
+        if isinstance(event, ev.CallStatusChanged) and event.status not in ev.TERMINAL_TWILIO_STATUSES:
+            return
+        history = await bus.job_history(self.js, event.job_id)
+        if any(isinstance(e, ev.JobCompleted) for e in history):
+            return
+        states = st.fold_job(history)
+        if not st.job_settled(states):
+            return
+        offers = st.rank_offers(list(states.values()))
+        best = next((o for o in offers if o.outcome == ev.Outcome.AGREED and o.price is not None), None)
+        await self.publisher.publish(ev.JobCompleted(
+            event_id=f"completed-{event.job_id}",
+            job_id=event.job_id,
+            offers=offers,
+            best_provider_id=best.provider_id if best else None,
+            best_price=best.price if best else None,
+        ))

@@ -1,0 +1,151 @@
+"""What the callee actually heard: mark-based playback tracking with generations (twilio.md §2).
+
+Twilio echoes a mark once the audio sent before it has played, but `clear` echoes every pending mark at
+once, so an echo alone does not prove playback. Every outbound chunk gets a unique mark `g<gen>-<seq>`
+mapped to (item_id, content_index, ms). Echoes of the current generation credit their chunk (and any
+earlier pending chunk: Twilio plays in order) as played; `interrupt()` bumps the generation before the
+`clear` is sent, so the flood of echoes the clear triggers reads as stale and credits nothing.
+
+Non-audio markers (`marker("bye")`) ride the same queue: the echo of a current-generation marker proves the
+audio before it played out (used to hang up only after the goodbye was heard).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+
+
+class EchoKind(Enum):
+    AUDIO = "audio"  # a chunk of the current generation finished playing
+    MARKER = "marker"  # a labelled marker of the current generation came back
+    STALE = "stale"  # from a generation that was cleared: ignore
+    UNKNOWN = "unknown"  # not a name we sent (or already credited)
+
+
+@dataclass(frozen=True)
+class Echo:
+    kind: EchoKind
+    label: str | None = None
+    item_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Where to cut an assistant item after a barge-in: never beyond what was sent."""
+
+    item_id: str
+    content_index: int
+    played_ms: int
+    sent_ms: int
+
+    @property
+    def audio_end_ms(self) -> int:
+        return min(self.played_ms, self.sent_ms)
+
+
+@dataclass
+class _Pending:
+    item_id: str | None
+    content_index: int
+    ms: float
+    label: str | None = None
+
+
+class PlaybackTracker:
+    def __init__(self) -> None:
+        self.generation = 0
+        self._seq = 0
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._played_ms: dict[str, float] = {}
+        self._sent_ms: dict[str, float] = {}
+        self._content_index: dict[str, int] = {}
+
+    def _name(self, label: str | None = None) -> str:
+        self._seq += 1
+        base = f"g{self.generation}-{self._seq}"
+        return f"{base}-{label}" if label else base
+
+    def audio_sent(self, item_id: str, ms: float, content_index: int = 0) -> str:
+        """Record a chunk handed to Twilio; returns the mark name to send right after it."""
+        name = self._name()
+        self._pending[name] = _Pending(item_id=item_id, content_index=content_index, ms=ms)
+        self._sent_ms[item_id] = self._sent_ms.get(item_id, 0.0) + ms
+        self._content_index.setdefault(item_id, content_index)
+        return name
+
+    def marker(self, label: str) -> str:
+        """A mark that carries no audio: its echo means everything sent before it has played."""
+        name = self._name(label)
+        self._pending[name] = _Pending(item_id=None, content_index=0, ms=0.0, label=label)
+        return name
+
+    def on_echo(self, name: str) -> Echo:
+        if name not in self._pending:
+            generation = _generation_of(name)
+            if generation is not None and generation < self.generation:
+                return Echo(EchoKind.STALE)
+            return Echo(EchoKind.UNKNOWN)
+        # Twilio plays in order: everything queued before this mark has played too.
+        last: _Pending | None = None
+        while self._pending:
+            key, entry = self._pending.popitem(last=False)
+            if entry.item_id is not None:
+                self._played_ms[entry.item_id] = self._played_ms.get(entry.item_id, 0.0) + entry.ms
+            if key == name:
+                last = entry
+                break
+        assert last is not None
+        if last.label is not None:
+            return Echo(EchoKind.MARKER, label=last.label)
+        return Echo(EchoKind.AUDIO, item_id=last.item_id)
+
+    def interrupt(self) -> list[Truncation]:
+        """Call just before sending `clear`: forget pending audio, start a new generation, and say where each
+        interrupted item should be truncated (items that had not started playing get 0)."""
+        items: list[str] = []
+        for entry in self._pending.values():
+            if entry.item_id is not None and entry.item_id not in items:
+                items.append(entry.item_id)
+        cuts = [
+            Truncation(
+                item_id=item,
+                content_index=self._content_index.get(item, 0),
+                played_ms=int(self._played_ms.get(item, 0.0)),
+                sent_ms=int(self._sent_ms.get(item, 0.0)),
+            )
+            for item in items
+        ]
+        self._pending.clear()
+        self.generation += 1
+        return cuts
+
+    @property
+    def playing(self) -> bool:
+        """Audio of the current generation is still queued at Twilio (sent, not yet echoed)."""
+        return any(entry.item_id is not None for entry in self._pending.values())
+
+    @property
+    def outstanding_ms(self) -> float:
+        return sum(entry.ms for entry in self._pending.values())
+
+    def played_ms(self, item_id: str) -> float:
+        return self._played_ms.get(item_id, 0.0)
+
+    def sent_ms(self, item_id: str) -> float:
+        return self._sent_ms.get(item_id, 0.0)
+
+    def playing_items(self) -> list[str]:
+        seen: list[str] = []
+        for entry in self._pending.values():
+            if entry.item_id is not None and entry.item_id not in seen:
+                seen.append(entry.item_id)
+        return seen
+
+
+def _generation_of(name: str) -> int | None:
+    if not name.startswith("g"):
+        return None
+    head = name[1:].split("-", 1)[0]
+    return int(head) if head.isdigit() else None

@@ -1,0 +1,345 @@
+"""xAI Grok realtime events: building client events and parsing server events (OpenAI-Realtime-style JSON).
+
+Why typed parsing with a catch-all: the API changed during 2025-2026 (xai-realtime.md), so parsing must
+accept both spellings where they differ (`response.output_audio.delta` / beta `response.audio.delta`,
+`session.created` / older `conversation.created`), ignore fields it does not use, and turn event types it
+does not know into `UnknownEvent` instead of failing a live call. Client events are plain dicts built by
+small functions so their shape (xAI: `voice` and `turn_detection` at the top level of `session`, audio
+formats nested, flat function tools) lives in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from .settings import GatewaySettings
+
+# Benign errors seen from Grok (xai-realtime.md §5): log and continue.
+BENIGN_ERROR_PREFIXES = (
+    "Conversation already has an active response in progress",
+    "Cancellation failed: no active response found",
+)
+
+
+# ---------------------------------------------------------------------------------------------- client events
+
+
+def audio_format(settings: GatewaySettings) -> dict[str, Any]:
+    """`audio/pcmu` passes Twilio's mu-law through untouched; pcm24k is PCM16 LE at 24 kHz."""
+    if settings.audio_format == "pcmu":
+        return {"type": "audio/pcmu"}  # no `rate`: as xAI's own Twilio example sends it
+    return {"type": "audio/pcm", "rate": 24000}
+
+
+def session_config(settings: GatewaySettings, instructions: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    fmt = audio_format(settings)
+    audio_input: dict[str, Any] = {"format": fmt}
+    if settings.transcription_model:
+        audio_input["transcription"] = {"model": settings.transcription_model}
+    session: dict[str, Any] = {
+        "instructions": instructions,
+        "voice": settings.voice,
+        "turn_detection": {
+            "type": "server_vad",
+            "threshold": settings.vad_threshold,
+            "prefix_padding_ms": settings.vad_prefix_padding_ms,
+            "silence_duration_ms": settings.vad_silence_ms,
+        },
+        "audio": {"input": audio_input, "output": {"format": dict(fmt)}},
+        "output_modalities": ["audio"],
+        "tools": tools,
+        "tool_choice": "auto",
+    }
+    if settings.reasoning_effort:
+        session["reasoning"] = {"effort": settings.reasoning_effort}
+    return session
+
+
+def session_update(session: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "session.update", "session": session}
+
+
+def input_audio_append(audio_b64: str) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "audio": audio_b64}
+
+
+def response_create() -> dict[str, Any]:
+    return {"type": "response.create"}
+
+
+def response_cancel() -> dict[str, Any]:
+    return {"type": "response.cancel"}
+
+
+def item_truncate(item_id: str, content_index: int, audio_end_ms: int) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.truncate",
+        "item_id": item_id,
+        "content_index": content_index,
+        "audio_end_ms": max(0, int(audio_end_ms)),
+    }
+
+
+def function_call_output(call_id: str, output: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
+    }
+
+
+def force_message(text: str, *, interruptible: bool = True) -> dict[str, Any]:
+    """xAI-only: speak `text` verbatim; the server runs a full response cycle for it (no response.create)."""
+    return {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "force_message",
+            "role": "assistant",
+            "interruptible": interruptible,
+            "content": [{"type": "output_text", "text": text}],
+        },
+    }
+
+
+def user_text(text: str) -> dict[str, Any]:
+    return {
+        "type": "conversation.item.create",
+        "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- server events
+
+
+class ServerEvent(msgspec.Struct, kw_only=True, frozen=True):
+    type: str
+    event_id: str = ""
+
+
+class SessionEvent(ServerEvent, frozen=True):
+    """session.created, session.updated, conversation.created."""
+
+    session: dict[str, Any] = msgspec.field(default_factory=dict)
+    conversation: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Ping(ServerEvent, frozen=True):
+    timestamp: int | float | None = None
+
+
+class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True):
+    type: str = ""
+    code: str | None = None
+    message: str = ""
+
+
+class ErrorEvent(ServerEvent, frozen=True):
+    error: ErrorInfo = msgspec.field(default_factory=ErrorInfo)
+
+    @property
+    def benign(self) -> bool:
+        return self.error.message.startswith(BENIGN_ERROR_PREFIXES)
+
+
+class SpeechStarted(ServerEvent, frozen=True):
+    audio_start_ms: int | float = 0
+    item_id: str | None = None
+
+
+class SpeechStopped(ServerEvent, frozen=True):
+    audio_end_ms: int | float = 0
+    item_id: str | None = None
+
+
+class AudioCommitted(ServerEvent, frozen=True):
+    item_id: str | None = None
+    previous_item_id: str | None = None
+
+
+class Item(msgspec.Struct, kw_only=True, frozen=True):
+    id: str = ""
+    type: str = "message"
+    role: str | None = None
+    status: str | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ItemAdded(ServerEvent, frozen=True):
+    """conversation.item.added / conversation.item.created."""
+
+    item: Item = msgspec.field(default_factory=Item)
+    previous_item_id: str | None = None
+
+
+class InputTranscription(ServerEvent, frozen=True):
+    """`...input_audio_transcription.completed` (or `.updated`): a cumulative snapshot for `item_id`."""
+
+    item_id: str = ""
+    transcript: str = ""
+    status: str | None = None  # "in_progress" | "completed" when the server says so
+
+    @property
+    def is_final(self) -> bool | None:
+        """True/False when the server states it; None when only a debounce can tell."""
+        if self.status is None:
+            return None
+        return self.status == "completed"
+
+
+class ResponseInfo(msgspec.Struct, kw_only=True, frozen=True):
+    id: str = ""
+    status: str | None = None
+    output: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class ResponseCreated(ServerEvent, frozen=True):
+    response: ResponseInfo = msgspec.field(default_factory=ResponseInfo)
+
+
+class ResponseDone(ServerEvent, frozen=True):
+    response: ResponseInfo = msgspec.field(default_factory=ResponseInfo)
+
+    def transcripts(self) -> dict[str, str]:
+        """item_id -> transcript from `response.output[].content[]` (a fallback when deltas were missed)."""
+        found: dict[str, str] = {}
+        for item in self.response.output:
+            if not isinstance(item, dict) or item.get("type") != "message":
+                continue
+            parts = [c.get("transcript") or c.get("text") or "" for c in item.get("content") or []
+                     if isinstance(c, dict)]
+            text = "".join(p for p in parts if isinstance(p, str))
+            if text and isinstance(item.get("id"), str):
+                found[item["id"]] = text
+        return found
+
+
+class OutputItemAdded(ServerEvent, frozen=True):
+    response_id: str = ""
+    output_index: int = 0
+    item: Item = msgspec.field(default_factory=Item)
+
+
+class AudioDelta(ServerEvent, frozen=True):
+    response_id: str = ""
+    item_id: str = ""
+    output_index: int = 0
+    content_index: int = 0
+    delta: str = ""
+
+
+class AudioDone(ServerEvent, frozen=True):
+    response_id: str = ""
+    item_id: str = ""
+
+
+class TranscriptDelta(ServerEvent, frozen=True):
+    response_id: str = ""
+    item_id: str = ""
+    delta: str = ""
+
+
+class TranscriptDone(ServerEvent, frozen=True):
+    response_id: str = ""
+    item_id: str = ""
+    transcript: str | None = None  # Grok may omit it: accumulate the deltas
+
+
+class FunctionCallDone(ServerEvent, frozen=True):
+    response_id: str = ""
+    item_id: str = ""
+    call_id: str = ""
+    name: str = ""
+    arguments: str = "{}"
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The JSON arguments as a dict; malformed JSON yields {} (the tool validates fields itself)."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except (ValueError, TypeError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class UnknownEvent(ServerEvent, frozen=True):
+    """An event type this build does not act on."""
+
+
+_TYPES: dict[str, type[ServerEvent]] = {
+    "session.created": SessionEvent,
+    "session.updated": SessionEvent,
+    "conversation.created": SessionEvent,
+    "ping": Ping,
+    "error": ErrorEvent,
+    "input_audio_buffer.speech_started": SpeechStarted,
+    "input_audio_buffer.speech_stopped": SpeechStopped,
+    "input_audio_buffer.committed": AudioCommitted,
+    "conversation.item.added": ItemAdded,
+    "conversation.item.created": ItemAdded,
+    "conversation.item.input_audio_transcription.completed": InputTranscription,
+    "conversation.item.input_audio_transcription.updated": InputTranscription,
+    "response.created": ResponseCreated,
+    "response.done": ResponseDone,
+    "response.output_item.added": OutputItemAdded,
+    "response.output_audio.delta": AudioDelta,
+    "response.audio.delta": AudioDelta,
+    "response.output_audio.done": AudioDone,
+    "response.audio.done": AudioDone,
+    "response.output_audio_transcript.delta": TranscriptDelta,
+    "response.audio_transcript.delta": TranscriptDelta,
+    "response.output_audio_transcript.done": TranscriptDone,
+    "response.audio_transcript.done": TranscriptDone,
+    "response.function_call_arguments.done": FunctionCallDone,
+}
+
+# Beta spellings normalised to the GA names the bridge matches on.
+CANONICAL: dict[str, str] = {
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "conversation.item.created": "conversation.item.added",
+    "conversation.item.input_audio_transcription.updated": "conversation.item.input_audio_transcription.completed",
+}
+
+
+class RealtimeProtocolError(ValueError):
+    """A server frame that is not a JSON object with a string `type`."""
+
+
+_dict_decoder = msgspec.json.Decoder(dict)
+
+
+def parse_server_event(data: str | bytes) -> ServerEvent:
+    """Parse one server frame. Unknown types -> UnknownEvent; a known type with bad fields -> UnknownEvent too
+    (logged by the caller), so a schema drift degrades one feature instead of the call."""
+    try:
+        raw = _dict_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RealtimeProtocolError(f"server frame is not a JSON object: {exc}") from exc
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise RealtimeProtocolError("server frame has no string 'type'")
+    cls = _TYPES.get(kind)
+    if cls is None:
+        return UnknownEvent(type=kind, event_id=str(raw.get("event_id") or ""))
+    raw["type"] = CANONICAL.get(kind, kind)
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError:
+        return UnknownEvent(type=f"invalid:{kind}", event_id=str(raw.get("event_id") or ""))
+
+
+def session_audio_format(session: dict[str, Any], direction: str) -> str | None:
+    """The `audio.<direction>.format.type` a session echoes (None when it does not say)."""
+    try:
+        fmt = session["audio"][direction]["format"]
+    except (KeyError, TypeError):
+        return None
+    if isinstance(fmt, dict):
+        value = fmt.get("type")
+        return value if isinstance(value, str) else None
+    return fmt if isinstance(fmt, str) else None

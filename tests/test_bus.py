@@ -1,0 +1,78 @@
+"""The bus on a real nats-server: dedupe by event id, replay in order, dead-lettering malformed events."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from haggle_contracts import events as ev
+from haggle_contracts import subjects
+
+from haggle import bus
+from haggle.consumer import EventConsumer
+
+
+def job(job_id: str = "job1") -> ev.JobStarted:
+    return ev.JobStarted(
+        event_id=f"start-{job_id}",
+        job_id=job_id,
+        problem="leaking faucet",
+        zip_code="94110",
+        max_price=180,
+        providers=[ev.ProviderSpec(id="p1", service_provider="Joe's Plumbing", phone_number="+14155550101")],
+    )
+
+
+async def test_republish_is_stored_once(nc) -> None:
+    js = nc.jetstream()
+    pub = bus.Publisher(js)
+    s1 = await pub.publish(job())
+    s2 = await pub.publish(job())
+    assert s1 == s2
+    history = await bus.job_history(js, "job1")
+    assert [type(e).__name__ for e in history] == ["JobStarted"]
+
+
+async def test_replay_filters_one_job_in_order(nc) -> None:
+    js = nc.jetstream()
+    pub = bus.Publisher(js)
+    await pub.publish(job("a"))
+    await pub.publish(job("b"))
+    for i in range(3):
+        await pub.publish(ev.UtteranceTranscribed(
+            event_id=f"u{i}", job_id="a", provider_id="p1", attempt=1, call_sid="CA1",
+            utterance_id=f"it{i}", seq=i, role=ev.Role.USER, text=f"line {i}"))
+    history = await bus.job_history(js, "a")
+    assert [type(e).__name__ for e in history] == ["JobStarted"] + ["UtteranceTranscribed"] * 3
+    assert [e.seq for e in history[1:]] == [0, 1, 2]  # type: ignore[attr-defined]
+    assert all(e.job_id == "a" for e in history)
+
+
+async def test_malformed_event_goes_to_dead_letter_and_consumer_continues(nc) -> None:
+    js = nc.jetstream()
+    seen: list[ev.Event] = []
+    done = asyncio.Event()
+
+    async def handler(event: ev.Event, delivery) -> None:  # type: ignore[no-untyped-def]
+        seen.append(event)
+        done.set()
+
+    dlq = await nc.subscribe(subjects.deadletter_subject("dispatcher-jobs"))
+    await js.publish("haggle.job.x.started", b"{not json", headers={"Nats-Msg-Id": "bad1"})
+    await js.publish("haggle.job.x.started", msgspec.json.encode({"type": "JobStarted", "v": 99}),
+                     headers={"Nats-Msg-Id": "bad2"})
+    await bus.Publisher(js).publish(job("x"))
+    consumer = EventConsumer(js, subjects.CONSUMERS["dispatcher-jobs"], handler)
+    task = asyncio.create_task(consumer.run())
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+        reasons = []
+        for _ in range(2):
+            msg = await dlq.next_msg(timeout=5)
+            reasons.append(msgspec.json.decode(msg.data)["reason"])
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+    assert any("not JSON" in r for r in reasons)
+    assert any("unsupported version 99" in r for r in reasons)
+    assert [type(e).__name__ for e in seen] == ["JobStarted"]
