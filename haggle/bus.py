@@ -36,17 +36,19 @@ log = logging.getLogger(__name__)
 
 async def connect(url: str, *, name: str = "haggle") -> NatsClient:
     """A connection that keeps reconnecting for as long as the process lives (services outlive NATS restarts)."""
+    nc = NatsClient()
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats connection error: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected; reconnecting")
+        if not (nc.is_closed or nc.is_draining):  # a deliberate close is not news
+            log.warning("nats disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    await nc.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -57,6 +59,7 @@ async def connect(url: str, *, name: str = "haggle") -> NatsClient:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    return nc
 
 
 @dataclass(frozen=True)

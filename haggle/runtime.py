@@ -53,7 +53,7 @@ class ServiceHandle:
     routers: list[APIRouter] = field(default_factory=list)
     consumers: list[EventConsumer] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)  # given the deadline
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def consume(
@@ -73,7 +73,7 @@ class ServiceHandle:
             consumer.stop()
         for hook in self.on_stop:  # e.g. the gateway drains live calls here, while NATS is still up
             try:
-                await asyncio.wait_for(hook(), deadline_s)
+                await asyncio.wait_for(hook(deadline_s), deadline_s + 1.0)
             except Exception:
                 log.exception("%s: stop hook failed", self.name)
         if self.tasks:

@@ -81,8 +81,8 @@ def score(path: Path | str, *, errors: list[dict[str, Any]] | None = None) -> di
             base = last_number(transcript)
             baseline_right += base is not None and abs(base - want) <= _EXACT
         if errors is not None and not (ok_agreed and ok_price):
-            errors.append({"id": row["id"], "truth": truth, "got": {"agreed": got.agreed, "price": got.price},
-                           "transcript": transcript})
+            # Ids only: the dialogues stay in the eval file (their terms allow evaluation, not republishing).
+            errors.append({"id": row["id"], "truth": truth, "got": {"agreed": got.agreed, "price": got.price}})
     total = len(rows)
     return {
         "file": path.name,
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-dir", type=Path, default=None, help="default: $HAGGLE_EVAL_DIR or ../shared/eval")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--errors", type=int, default=0, help="print up to N misread dialogues (local use)")
+    parser.add_argument("--errors", type=int, default=0, help="print the ids of up to N misread dialogues")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     eval_dir = args.eval_dir or default_eval_dir()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         errs: list[dict[str, Any]] = []
         results[path.name] = score(path, errors=errs if args.errors else None)
         for err in errs[: args.errors]:
-            print(json.dumps(err, indent=1))
+            print(json.dumps({"file": path.name, **err}))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

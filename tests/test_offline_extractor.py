@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
 from haggle_extractor.offline import Extraction, TranscriptError, extract_offline
 from haggle_extractor.spoken_numbers import MentionKind, find_mentions, parse_spoken_number
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,23 @@ def test_spans_index_the_original_text() -> None:
 def test_find_mentions_rejects_non_text() -> None:
     with pytest.raises(TypeError):
         find_mentions(150)  # type: ignore[arg-type]
+
+
+_WORDS = st.sampled_from([
+    "one", "fifty", "a", "hundred", "and", "grand", "k", "$", "1,500", "3.5", "bucks", "an", "hour", "oh", "-",
+    "at", "3pm", "10:30", "Main", "St", "deal", "no", "ok", "sounds", "good", "?", ".", "555-867-5309", "%",
+    "twenty", "five", "nine", "ninety", "dollars", "cents", "k", "84k", "miles", "I", "can", "do", "that", "2019",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_WORDS, max_size=30).map(" ".join), st.text(max_size=40))
+def test_any_text_parses_without_crashing(words: str, noise: str) -> None:
+    for text in (words, noise, words + noise):
+        for m in find_mentions(text):
+            assert text[m.start : m.end] == m.text
+            assert m.value >= 0
+        extract_offline([{"role": "user", "text": text}, {"role": "assistant", "text": words}])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -414,7 +431,6 @@ def _eval_module():  # scripts/ is not a package: load the script the Makefile r
     spec = importlib.util.spec_from_file_location("eval_extractor", REPO / "scripts" / "eval_extractor.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("eval_extractor", module)
     spec.loader.exec_module(module)
     return module
 
@@ -431,3 +447,63 @@ def test_craigslist_clean_scores() -> None:
     assert result["exact_price_accuracy"] >= 0.92, result
     assert result["agreed_accuracy"] >= 0.85, result
     assert result["exact_price_accuracy"] > result["baseline_last_number_accuracy"], result
+
+
+def test_sounds_good_but_let_me_check_is_not_a_deal() -> None:
+    r = extract_offline(call(
+        "P: I can do 150 for the repair.",
+        "A: Okay, sounds good, but let me check with the homeowner and I'll call you back.",
+    ))
+    check(r, outcome="no_agreement", price=None, initial=150)
+
+
+def test_asking_availability_is_not_accepting() -> None:
+    r = extract_offline(call(
+        "P: It's $200 to clean the ducts.",
+        "A: When can you come out?",
+        "P: Thursday morning.",
+        "A: Okay, I'll pass that along to the homeowner. Thanks, bye.",
+    ))
+    check(r, outcome="no_agreement", price=None, initial=200)
+
+
+def test_trip_charge_waived_and_job_price_negotiated() -> None:
+    r = extract_offline(call(
+        "P: Our trip charge is $49 and it's waived if we do the repair.",
+        "A: And what would the repair be for a running toilet?",
+        "P: Usually around 180.",
+        "A: Could you do 150?",
+        "P: I can do 165, that's my best.",
+        "A: 165 it is.",
+    ))
+    check(r, outcome="agreed", price=165, initial=180, price_type="flat")
+    assert "waived if we do the repair" in r.conditions
+
+
+def test_price_per_unit_is_a_condition() -> None:
+    r = extract_offline(call(
+        "P: It's usually $120 per fan, and there are 3 fans?",
+        "A: Yes, three fans. Could you do $100 each?",
+        "P: For three, sure, $100 each.",
+        "A: Great, thanks so much.",
+    ))
+    check(r, outcome="agreed", price=100, initial=120)
+    assert "per fan" in r.conditions
+
+
+def test_provider_needs_to_ask_the_boss() -> None:
+    r = extract_offline(call(
+        "P: Yeah we can do that, it'll be two seventy-five.",
+        "A: Is there any way to do two fifty?",
+        "P: Hmm. Let me talk to my boss and call you back.",
+    ))
+    check(r, outcome="no_agreement", price=None, initial=275)
+    assert r.evidence[-1] == "Hmm. Let me talk to my boss and call you back."
+
+
+def test_only_a_fee_quoted() -> None:
+    r = extract_offline(call(
+        "P: We charge $89 for the service call, then we quote the repair on site.",
+        "A: Okay, thanks, I'll let the homeowner know.",
+    ))
+    check(r, outcome="no_agreement", price=None, initial=89, price_type="visit_fee")

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -566,6 +567,31 @@ async def test_async_amd_callback(answer: Answer, expected: str) -> None:
     assert fetched.answered_by == expected
 
 
+async def test_sync_amd_reports_on_the_twiml_request() -> None:
+    async with standin(human()) as twilio, StreamServer() as media, receiver() as hooks:
+        hooks.twiml = media.twiml()
+        call = await create(sdk(twilio.base_url), to=HUMAN, url=f"{hooks.base_url}/twiml",
+                            machine_detection="Enable", status_callback=f"{hooks.base_url}/status")
+        session = await media.session()
+        await session.next_event("start")
+        await session.ws.close()
+        sim = await twilio.wait_for_call_end(call.sid, timeout=5)
+    twiml_request = hooks.on("/twiml")[0]
+    assert twiml_request.valid and twiml_request.params["AnsweredBy"] == "human"
+    assert hooks.on("/status")[-1].params["AnsweredBy"] == "human" and sim.answered_by == "human"
+
+
+async def test_unreachable_stream_ends_the_call() -> None:
+    async with StreamServer() as gone:
+        url = gone.url  # a port that was just closed: the WebSocket handshake cannot succeed
+    async with standin(human()) as twilio:
+        twiml = f'<Response><Connect><Stream url="{url}"/></Connect></Response>'
+        call = await create(sdk(twilio.base_url), to=HUMAN, twiml=twiml)
+        sim = await twilio.wait_for_call_end(call.sid, timeout=10)
+    assert sim.status == "completed" and sim.end_reason == "stream-connect-failed"
+    assert sim.stream is not None and sim.stream.connect_error
+
+
 async def test_account_stats_and_wait_all_ended() -> None:
     busy = Persona(business="Busy Co", phone="+14155550301", answer="busy", ring_ms=800)
     async with standin(busy) as twilio:
@@ -577,3 +603,10 @@ async def test_account_stats_and_wait_all_ended() -> None:
         assert twilio.stats.live == 0 and twilio.stats.max_live == 3 and len(twilio.stats.created_at) == 3
         with pytest.raises(KeyError):
             twilio.call("CA-unknown")
+        # The list the dispatcher reconciles with: filters as the SDK sends them, paging followed by the SDK.
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        listed = await asyncio.to_thread(client.calls.list, to=busy.phone, start_time_after=since, page_size=2)
+        assert sorted(c.sid for c in listed) == sorted(c.sid for c in calls)
+        assert await asyncio.to_thread(client.calls.list, to=HUMAN) == []
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        assert await asyncio.to_thread(client.calls.list, start_time_after=later) == []

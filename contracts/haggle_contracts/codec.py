@@ -23,6 +23,8 @@ def decode(data: bytes) -> ev.AnyEvent:
     """Decode and validate one event; unknown types, unknown versions and bad fields raise EventDecodeError."""
     try:
         head = _header_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise EventDecodeError(f"not a JSON object: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
     kind = head.get("type")

@@ -27,6 +27,7 @@ from haggle_sim.personas import Persona
 logger = logging.getLogger(__name__)
 
 OUTBOUND_EVENTS = frozenset({"media", "mark", "clear"})
+SILENT_FRAME = audio.silence(audio.FRAME_MS)
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,10 @@ class MediaStreamClient:
 
     async def _converse(self, ws: ClientConnection) -> str:
         sid = self.log.stream_sid
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        try:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        except ConnectionClosed:
+            return "stream-closed"
         start = {
             "event": "start",
             "sequenceNumber": self._next_seq(),
@@ -245,7 +249,10 @@ class MediaStreamClient:
             },
         }
         self.log.start_message = start
-        await ws.send(json.dumps(start))
+        try:
+            await ws.send(json.dumps(start))
+        except ConnectionClosed:
+            return "stream-closed"
         receiver = asyncio.create_task(self._receive(ws), name=f"twilio-media-rx-{self._call_sid}")
         try:
             return await self._pump(ws, receiver)
@@ -334,7 +341,7 @@ class MediaStreamClient:
             frame = self._speech[self._speech_pos]
             self._speech_pos += 1
             return frame
-        return audio.silence(audio.FRAME_MS)
+        return SILENT_FRAME
 
     def _end_line(self, at: float) -> bool:
         """Close the current line; True when the persona hangs up after it."""
@@ -352,6 +359,8 @@ class MediaStreamClient:
                 await self._on_message(ws, raw)
         except ConnectionClosed:
             pass
+        except Exception:  # a stand-in bug: the stream ends as if closed, but loudly
+            logger.exception("call %s: media stream receiver failed", self._call_sid)
 
     async def _on_message(self, ws: ClientConnection, raw: str | bytes) -> None:
         now = self._loop.time()

@@ -287,6 +287,11 @@ class CallsApi:
             params = {k: [str(v) for v in form.getlist(k)] for k in form}
             return JSONResponse(call_resource(self._create(params)), status_code=201)
 
+        @app.get(prefix + ".json")
+        async def list_calls(account_sid: str, request: Request) -> JSONResponse:
+            self._authenticate(request, account_sid)
+            return JSONResponse(self._list(account_sid, dict(request.query_params)))
+
         @app.get(prefix + "/{call_sid}.json")
         async def fetch_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:
             self._authenticate(request, account_sid)
@@ -331,6 +336,34 @@ class CallsApi:
         self._control.start_call(call)
         return call
 
+    def _list(self, account_sid: str, query: dict[str, str]) -> dict[str, Any]:
+        """One page of calls, newest first, filtered like Twilio's list (To, From, Status, Start/EndTime)."""
+        calls = sorted(self.calls.values(), key=lambda c: c.date_created, reverse=True)
+        for name, attr in (("To", "to"), ("From", "from_"), ("Status", "status")):
+            if query.get(name):
+                calls = [c for c in calls if getattr(c, attr) == query[name]]
+        for name, attr in (("StartTime", "start_time"), ("EndTime", "end_time")):
+            for op in ("", ">", "<"):
+                if query.get(name + op):
+                    bound = _parse_when(name + op, query[name + op])
+                    calls = [c for c in calls if _time_matches(getattr(c, attr), op, bound)]
+        try:
+            size = min(1000, max(1, int(query.get("PageSize") or 50)))
+            page = max(0, int(query.get("Page") or 0))
+        except ValueError as exc:
+            raise TwilioApiError(400, 20001, f"Invalid Page or PageSize: {exc}") from exc
+        chunk = calls[page * size:(page + 1) * size]
+        base = f"/{API_VERSION}/Accounts/{account_sid}/Calls.json"
+
+        def uri(n: int) -> str:
+            return f"{base}?{urlencode({**query, 'PageSize': size, 'Page': n})}"
+
+        return {"calls": [call_resource(c) for c in chunk], "start": page * size,
+                "end": page * size + max(0, len(chunk) - 1), "page": page, "page_size": size,
+                "first_page_uri": uri(0), "uri": uri(page),
+                "next_page_uri": uri(page + 1) if (page + 1) * size < len(calls) else None,
+                "previous_page_uri": uri(page - 1) if page > 0 else None}
+
     async def _update(self, call: SimCall, form: dict[str, str]) -> None:
         call.updates.append(form)
         status = form.get("Status")
@@ -349,3 +382,23 @@ class CallsApi:
                 raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
             source = ("url", url, form.get("Method") or "POST") if url else ("twiml", twiml or "", "")
             self._control.redirect(call, source)
+
+
+def _parse_when(name: str, raw: str) -> datetime:
+    """The SDK sends `YYYY-MM-DDTHH:MM:SSZ`; Twilio also takes a bare date."""
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(raw, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    raise TwilioApiError(400, 20001, f"Invalid {name}: {raw!r}")
+
+
+def _time_matches(value: datetime | None, op: str, bound: datetime) -> bool:
+    if value is None:
+        return False
+    if op == ">":
+        return value >= bound
+    if op == "<":
+        return value <= bound
+    return value.date() == bound.date()

@@ -133,6 +133,7 @@ class CallRun:
         answer = c.persona.answer if c.persona else "no-answer"
         ring_s = (c.persona.ring_ms if c.persona else self._options.unknown_ring_ms) / 1000
         timeout_s = _int_param(c, "Timeout", 60, 1, 600)
+        c.start_time = datetime.now(UTC)  # Twilio's start_time: when the call was dialed
         self._status("initiated", "initiated")
         if answer == "failed":
             return "failed", "the carrier could not connect the call (persona answer=failed)"
@@ -149,7 +150,6 @@ class CallRun:
         if await self._hung_up_within(ring_s):
             return "canceled", self.hangup_reason or "canceled"
         c.answered_at = self._loop.time()
-        c.start_time = datetime.now(UTC)
         c.set_status("in-progress")
         self._status("answered", "in-progress")
         await self._machine_detection()

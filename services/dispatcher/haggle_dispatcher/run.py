@@ -58,7 +58,7 @@ async def start(rt: Runtime, *, reconcile_every_s: float = 60.0) -> ServiceHandl
             except TimeoutError:
                 pass
 
-    async def stop() -> None:
+    async def stop(deadline_s: float) -> None:
         dispatcher.stopping.set()
 
     handle.background(reconcile_loop(), "reconcile")

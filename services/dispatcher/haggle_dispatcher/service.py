@@ -64,10 +64,6 @@ def dial_key(job_id: str, provider_id: str, attempt: int) -> str:
     return f"dial.{job_id}.{provider_id}.{attempt}"
 
 
-def call_id_for(job_id: str, provider_id: str, attempt: int) -> str:
-    return f"{job_id}.{provider_id}.{attempt}"
-
-
 def mask(phone: str) -> str:
     return phone[:-4].rstrip() + "****" if len(phone) > 6 else "****"
 
@@ -254,7 +250,7 @@ class Dispatcher:
     async def _dial(
         self, event: ev.DialScheduled, job: ev.JobStarted, spec: ev.ProviderSpec, key: str, delivery: Delivery
     ) -> None:
-        call_id = call_id_for(event.job_id, event.provider_id, event.attempt)
+        call_id = ev.new_id("call")  # opaque: it travels in webhook URLs and stream parameters
         await self._mark(key, DialState(state="claimed", at=time.time(), call_id=call_id))
         ctx = CallContext(
             call_id=call_id,

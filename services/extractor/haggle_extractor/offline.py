@@ -103,6 +103,8 @@ _ACCEPT_STRONG = re.compile(
     | go\ ahead\ and\ (book|schedule|put|get) | (go|goes)\ ahead\b
     | you'?re\ on\b | ^sold\b | \bsold! | it'?s\ a\ go\b | count\ me\ in | i'?m\ in\b
     | (you|we)\ have\ an\ agreement | we\ have\ a\ deal | pleasure\ doing\ business | doing\ business\ with\ you
+    | (you'?ll|you\ will|you'?re\ going\ to|you\ are\ going\ to|you'?re\ gonna)\ (love|enjoy)\b
+    | (hope\ you\ )?enjoy\ (it|the|your|this)\b
     | glad\ we\ could | nice\ doing\ business | good\ doing\ business | great\ doing\ business
     | fair\ enough | (i|we)\ (can|could)\ (live|work)\ with\ (that|this|it)
     | (i|we)\ (will|'ll)\ (come|pick|be\ there|see\ you|bring|send|meet)
@@ -113,7 +115,8 @@ _ACCEPT_STRONG = re.compile(
     | (i|we)\ (can|could|will|'ll)\ (accept|agree\ to)\ (that|this|it|those)
     | appreciate\ the\ (deal|offer) | thanks?\ (you\ )?for\ (the|a)\ (deal|great\ deal)
     | ^(yes,?\ |sure,?\ |ok(ay)?,?\ )?(i|we)\ (can|could|will|do)\W*$
-    | ^(yes,?\ |sure,?\ |ok(ay)?,?\ )?(i|we)\ (can|could)\ (pick\ (it|them|this|that)?\ ?up|come\ (by|over|get|pick|and)|
+    | ^(yes,?\ |sure,?\ |ok(ay)?,?\ )?(i|we)\ (can|could)\ (pick\ (it|them|this|that)?\ ?up|
+        come\ (by|over|get|pick|and)|
         swing\ by|be\ there|meet\ (you|up))
     | (i\ think\ )?(i|we)\ can\ go\ with\ (you|that|it)
     | (,|\bso|\bthen|^ok(ay)?|^fine)\ deal\W*$
@@ -123,8 +126,8 @@ _ACCEPT_STRONG = re.compile(
     | ^(great|good|fair|nice|sweet)\ (deal|offer|price)\b | ^will\ do\b | ^can\ do\b
     | (is|are|be|seems|sounds)\ (acceptable|agreeable|doable|perfect|great\ for\ me|fine\ (for|with|by)\ me|
         good\ (for|with)\ me|ok(ay)?\ (for|with)\ me)
-    | (i'?m|i\ am|we'?re|we\ are)\ (willing|happy|glad|fine|ok(ay)?|good)\ (to\ (pay|do|accept|take|go\ with)\ 
-        (that|it|this|the|your)|with\ (that|it|this))
+    | (i'?m|i\ am|we'?re|we\ are)\ (willing|happy|glad|fine|ok(ay)?|good)\ (to\ (pay|do|accept|take|go\ with)
+        [ ](that|it|this|the|your)|with\ (that|it|this))
     | you\ (got|have)\ it\b | perfect\b
     | it'?s\ yours | they'?re\ yours | all\ yours
     | (that|it)\ (is|'s)?\ ?ok(ay)?\b
@@ -136,7 +139,8 @@ _ACCEPT_STRONG = re.compile(
 _WEAK_ACCEPT = re.compile(
     r"^(ok(ay)?|alright|all\ right|yes|yeah|yea|yep|yup|sure|great|awesome|excellent|cool|perfect|fine|"
     r"good|wonderful|absolutely|definitely|certainly|of\ course|done|right\ on|fantastic|lovely|nice|"
-    r"sweet|works|gotcha|got\ it|hmm+,?\ ok(ay)?|well,?\ ok(ay)?|oh\ ok(ay)?|yeas|eys|yess+|"
+    r"sweet|works|gotcha|got\ it|hmm+,?\ ok(ay)?|well,?\ ok(ay)?|oh\ ok(ay)?|"
+    r"yess+|yeas|eys|"  # typed misspellings of "yes"
     r"sure\ thing|if\ you\ (can\ )?(pick|come|pay|bring|get|take|do|deliver))\b",
     re.IGNORECASE | re.VERBOSE,
 )
@@ -163,7 +167,8 @@ _REJECT = re.compile(
     | end\ (this|the\ chat|the\ conversation) | no\ longer\ interested | not\ buying | walk\ away
     | (won'?t|can'?t|couldn'?t|unable\ to|not\ able\ to|not\ going\ to)\ (be\ able\ to\ )?(reach|make|come\ to|strike)
         \ (a|an)\ (deal|agreement)
-    | (\d|\bthat|\bthis|\bit|offer|price)\ ?(is|'s|seems|sounds)\ (\w+ly\ |a\ (bit|little|tad)\ |pretty\ |kind\ of\ |rather\ |
+    | (\d|\bthat|\bthis|\bit|offer|price)\ ?(is|'s|seems|sounds)
+        \ (\w+ly\ |a\ (bit|little|tad)\ |pretty\ |kind\ of\ |rather\ |
         quite\ |really\ |very\ |way\ |still\ )?(too\ )?(low|high|steep|expensive|pricey)\b
     | unfortunately
     | ^no\b(?!\ (problem|worries|doubt|issue|prob|rush|pressure|need))(?!,?\ (i|we)\ (can|will|do)) | ^nah\b | ^nope\b
@@ -177,7 +182,8 @@ _DECLINE = re.compile(
       (we|i)\ (don'?t|do\ not|no\ longer|can'?t|cannot|won'?t)\ (really\ )?
         (do|handle|service|work\ on|cover|offer|go|take|install|repair|fix|travel|come|drive|work|serve)\b
     | not\ taking\ (on\ )?(any\ )?(new\ )?(jobs|customers|clients|work|appointments|calls|projects)
-    | (fully|completely|all|totally)\ booked | booked\ (up|solid) | too\ far | outside\ (of\ )?(our|my|the)\ (service\ )?
+    | (fully|completely|all|totally)\ booked | booked\ (up|solid) | too\ far
+    | outside\ (of\ )?(our|my|the)\ (service\ )?
         (area|range|zone) | (not\ in|out\ of)\ (our|my)\ (service\ )?(area|range|zone)
     | can'?t\ (help|take\ (this|that|it|the\ job|on))
     | won'?t\ be\ able\ to\ (help|take|do|make\ it|fit|get)
@@ -203,24 +209,21 @@ _DEFER = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_FIRM = re.compile(
-    r"\b(firm|final\ offer|lowest\ i\ (can|could|will|would)|bottom\ line|best\ i\ can\ do|rock\ bottom|"
-    r"not\ a\ penny\ less|take\ it\ or\ leave\ it|that'?s\ my\ (best|final|last))",
-    re.IGNORECASE | re.VERBOSE,
-)
 # Words that make a number someone else's price, not an offer in this negotiation.
 _REFERENCE_BEFORE = re.compile(
     r"""\b(
       paid | bought | retail\w* | msrp | worth | valued? | value\ of | goes\ for | go\ for\ (about|around|over|up\ to)
     | sells?\ for | sold\ (it\ )?for | selling\ (them|these|those)\ for | online | kbb | blue\ book | originally
-    | original(ly)?\ (price|cost)? | cost\ (me|us|him|her) | costs? | spent | other\ (places|people|stores|guys|companies)
+    | original(ly)?\ (price|cost)? | cost\ (me|us|him|her) | costs? | spent
+    | other\ (places|people|stores|guys|companies)
     | elsewhere | competitors? | stores? | saves?\ you | coupon | new\ (one|ones)?\ (is|are|go|goes|cost|costs)
     | brand\ new | (in|at)\ a\ (store|shop) | market\ (value|price) | appraised | estimated\ at | insured
     | (they|others|everyone|people|shops|dealers?)\ (charge|sell|want|ask|get) | deposit | tax(es)? | fees?
     | would\ cost | could\ go\ for | can\ go\ for | typically | usually\ (go|goes|sell|sells|cost|costs|run|runs)
     | average | (other|another)\ (quote|estimate|bid) | quoted\ (me|us)\ | got\ a\ quote | last\ (time|year)
     | budget\ (for|of)\ (a|the)\ new | instead\ of | rather\ than | than
-    | (you'?re|you\ are|you\ were)\ (asking|charging|wanting|offering|selling\ (it|them)\ for) | you\ (listed|posted)\ (it|them)?
+    | (you'?re|you\ are|you\ were)\ (asking|charging|wanting|offering|selling\ (it|them)\ for)
+    | you\ (listed|posted)\ (it|them)?
     | wanted | was\ hoping | hoped | was\ asking | asked\ for | were\ asking | listed\ (it\ )?(at|for) | list\ price
     )\W+(\w+\W+){0,4}$""",
     re.IGNORECASE | re.VERBOSE,
@@ -266,9 +269,14 @@ _CONDITIONS = re.compile(
     | not\ including\ (the\ )?(parts|materials?|tax) | (parts|materials?)\ not\ included
     | (including|includes|included)\ (the\ )?(parts|materials?|labor|labour|tax|disposal|everything)
     | (two|three|four|one|1|2|3|4)[-\ ]hour\ minimum | minimum\ of\ (one|two|three|an?|1|2|3)\ hours?
-    | cash\ only | cash\ price | if\ (you\ )?pay(ing)?\ (in\ )?cash | (fee|charge|it)\ (is\ )?waived\ if\ [^.,;!?]+
+    | cash\ only | cash\ price | if\ (you\ )?pay(ing)?\ (in\ )?cash
+    | (fee|charge|it)('s|\ is|\ gets)?\ waived\ (if|when)\ [^.,;!?]+
+    | waive\ (it|the\ fee|that)\ (if|when)\ [^.,;!?]+
     | (applied|credited|goes)\ (to|toward|towards)\ the\ (repair|job|work|bill) | after\ hours\ [^.,;!?]{0,30}
-    | weekend\ rate | emergency\ (rate|fee|surcharge) | per\ (unit|fixture|window|room|hour)
+    | weekend\ rate | emergency\ (rate|fee|surcharge)
+    | (?<=\d\ )each\b | apiece | a\ piece
+    | per\ (unit|fixture|window|room|fan|item|door|outlet|light|toilet|sink|faucet|tree|panel|vent|zone|square\ foot|
+        sq\ ?ft|linear\ foot)
     | if\ (you|we)\ (book|schedule)\ [^.,;!?]+ | (with|w/)\ a\ (one|two|1|2)[-\ ]year\ warranty
     )""",
     re.IGNORECASE | re.VERBOSE,
@@ -284,16 +292,17 @@ _QUESTION_START = re.compile(
 )
 # Arranging the pick-up or the visit right after an offer is taking it ("Great, when can you come out?").
 _LOGISTICS = re.compile(
-    r"\b((when|what\ time)\ (can|could|should|would|will|do)\ (you|i|we)\ (come|pick|get|stop|meet|swing|drop|arrange|"
-    r"be\ there|start|schedule)|(want|like|able)\ to\ (pick|come\ get)\ (it|them)\ up|when\ (are|is)\ (you|it)\ "
-    r"(available|free|around)|arrange\ the\ (pick|pickup|pick-up|delivery)|(what'?s|what\ is)\ (your|the)\ address|"
-    r"send\ (me\ )?(your|the)\ address|where\ (should|can|do)\ (i|we)\ (meet|pick|come))",
+    r"\b((when|what\ time)\ (can|could|should|would|will|do)\ (you|i|we)\ (pick|get\ it|stop\ by|meet|swing\ by|"
+    r"arrange)|(want|like|able)\ to\ (pick|come\ get)\ (it|them)\ up|arrange\ the\ (pick|pickup|pick-up|delivery)|"
+    r"(what'?s|what\ is)\ (your|the)\ address|send\ (me\ )?(your|the)\ address|where\ (should|can|do)\ (i|we)\ "
+    r"(meet|pick))",
     re.I | re.X,
 )
 _NEGATED_LOGISTICS = re.compile(r"\b(if|before|unless|first)\b", re.I)
 _RETROSPECTIVE = re.compile(
-    r"\b(glad\ we|pleasure\ doing|(nice|good|great)\ doing\ business|thanks?\ (you\ )?for\ (the|your)\ (business|purchase)|"
-    r"enjoy\ (it|the|your)|we\ (made|have|reached)\ a\ deal)",
+    r"\b(glad\ we|pleasure\ doing|(nice|good|great)\ doing\ business|"
+    r"thanks?\ (you\ )?for\ (the|your)\ (business|purchase)|"
+    r"enjoy\ (it|the|your)|we\ (made|have|reached)\ a\ deal|(you'?ll|you\ will|going\ to|gonna)\ love)",
     re.I | re.X,
 )
 _GOODBYE = re.compile(r"\b(bye|goodbye|good\ ?night|have\ a\ (good|great|nice)\ (day|one|evening|night))\b", re.I)
@@ -328,7 +337,6 @@ class _TurnInfo:
     reject: bool = False
     decline: bool = False
     defer: bool = False
-    firm: bool = False
     own_deal: bool = False  # "let's call it 38 and it's a deal": an acceptance of one's own number
     conditions: list[str] = field(default_factory=list)
 
@@ -385,7 +393,6 @@ def _analyse(turn: _Turn) -> _TurnInfo:
         norm = re.sub(r"\s+", " ", sentence).strip().lstrip("\"'([ ")
         info.reject |= bool(_REJECT.search(norm))
         info.defer |= bool(_DEFER.search(norm))
-        info.firm |= bool(_FIRM.search(norm))
         if turn.speaker == "seller":
             info.decline |= bool(_DECLINE.search(norm))
         in_sentence = [m for m in mentions if offset <= m.start < offset + len(sentence)]
@@ -402,10 +409,10 @@ def _analyse(turn: _Turn) -> _TurnInfo:
             if _ECHO_REJECT_BEFORE.search(_clause_before(text, m)) or _REFUSED_AFTER.search(text[m.end : m.end + 50]):
                 info.negated.append(m.value)
             continue
-        total = bool(re.search(r"\btotal( of| is| would be| comes to)?\W*$", text[max(0, m.start - 25) : m.start], re.I))
+        lead = text[max(0, m.start - 25) : m.start]
+        total = bool(re.search(r"\btotal( of| is| would be| comes to)?\W*$", lead, re.I))
         question = any(off <= m.start < off + len(sent) and sent.rstrip().endswith("?") for sent, off in sentences)
-        named = bool(re.search(r"\b(offer|price|deal|number|amount)\s+(of|at|for)\W*$", text[max(0, m.start - 25) : m.start],
-                               re.I))
+        named = bool(re.search(r"\b(offer|price|deal|number|amount)\s+(of|at|for)\W*$", lead, re.I))
         info.offers.append(_Offer(turn.speaker, m.value, m.kind, turn.index, m.money, total, question, named))
     return info
 
@@ -451,7 +458,12 @@ def _filter_scale(infos: list[_TurnInfo]) -> None:
         return
     anchor = median(marked)
     for info in infos:
-        info.offers = [o for o in info.offers if o.framed or anchor / 8 <= o.value <= anchor * 8]
+        info.offers = [o for o in info.offers if _on_scale(o, anchor)]
+
+
+def _on_scale(offer: _Offer, anchor: float) -> bool:
+    spread = 20 if offer.framed else 8  # a "$" makes an odd number more believable
+    return anchor / spread <= offer.value <= anchor * spread
 
 
 def _inherit_kinds(infos: list[_TurnInfo]) -> None:
@@ -527,10 +539,10 @@ def _accepted_offer(info: _TurnInfo, history: list[_TurnInfo]) -> _Offer | None:
         latest_mine is not None
         and info.accept
         and _RETROSPECTIVE.search(info.turn.text)
-        and history[-1] is latest_mine
         and (latest_theirs is None or latest_mine.turn.index > latest_theirs.turn.index)
+        and not any(h.reject for h in history[latest_mine.turn.index + 1 :])
     ):
-        return _current(latest_mine.offers)  # "[my offer] ... Glad we could make a deal": they took mine, silently
+        return _current(latest_mine.offers)  # "[my offer]" ... "Glad we could make a deal": they took mine
     if latest_theirs is not None:
         if (
             latest_mine is not None
@@ -601,7 +613,7 @@ def extract_offline(transcript: list[dict]) -> Extraction:
                 deal.turns.append(idx)  # a confirmation of the deal already made
                 if me != deal.offer.speaker:
                     deal.provisional = False
-            else:
+            elif not info.defer:  # "sounds good, let me check with the homeowner" is not a yes yet
                 target = _accepted_offer(info, history)
                 if target is not None:
                     own = target.speaker == me and target.turn == idx
@@ -687,19 +699,15 @@ def _price_type(kind: MentionKind | None) -> str:
 
 def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo | None) -> Extraction:
     seller_offers = [o for i in infos for o in i.offers if o.speaker == "seller"]
-    first_turn = seller_offers[0].turn if seller_offers else None
-    first_quote = _current(o for o in seller_offers if o.turn == first_turn) if first_turn is not None else None
-    if first_quote is not None:
-        mains = [o for o in seller_offers if o.turn == first_turn and o.kind is not MentionKind.FEE]
-        first_quote = mains[0] if mains else first_quote
+    # The provider's first quote for the thing the call settled on: the visit fee if a fee was agreed,
+    # else the job (a "$49 trip charge" said first is not the quote for the repair).
+    fees = [o for o in seller_offers if o.kind is MentionKind.FEE]
+    jobs = [o for o in seller_offers if o.kind is not MentionKind.FEE]
+    if deal is not None and deal.offer.kind is MentionKind.FEE:
+        first_quote = (fees or jobs or [None])[0]
+    else:
+        first_quote = (jobs or fees or [None])[0]
     initial = first_quote.value if first_quote is not None else None
-
-    # A deal that the other side deferred right after ("let me check with the homeowner") is not made.
-    if deal is not None:
-        after = [i for i in infos if i.turn.index >= deal.accept_turn]
-        if any(i.defer for i in after) and not any(i.accept for i in after if i.turn.index > deal.accept_turn):
-            if not any(i.accept and not i.defer for i in after):
-                deal = None
 
     if deal is not None:
         upto = deal.accept_turn
@@ -719,10 +727,16 @@ def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo |
     ev_turns: list[int] = []
     if first_quote is not None:
         ev_turns.append(first_quote.turn)
+    deferred = [i.turn.index for i in infos if i.defer]
     if last_reject is not None:
         ev_turns.append(last_reject.turn.index)
+    elif deferred:
+        ev_turns.append(deferred[-1])
     elif declined:
         ev_turns.extend(i.turn.index for i in infos if i.decline)
+    if not ev_turns and infos:  # no price talk at all: the provider's last word is what there is
+        sellers = [i.turn.index for i in infos if i.turn.speaker == "seller"]
+        ev_turns.append(sellers[-1] if sellers else infos[-1].turn.index)
     return Extraction(
         agreed=False,
         price=None,

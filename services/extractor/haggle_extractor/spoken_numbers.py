@@ -66,7 +66,9 @@ _TOKEN_RE = re.compile(
   | (?P<phone>\(\d{3}\)\s?\d{3}[-.\s]\d{4}\b|\b\d{3}[-.\s]\d{3}[-.\s]\d{4}\b|\b\d{3}-\d{4}\b)
   | (?P<date>\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b)
   | (?P<clock>\b\d{1,2}:\d{2}\b)
-  | (?P<code>\b[A-Za-z]+\d[A-Za-z\d]*\b|\b\d+(?:\.\d+)?(?!(?:k|st|nd|rd|th|am|pm|s|ish|hrs?|mins?|yrs?|mo|x|ft|lbs?|gb|mph|mi|km|sec|m|ish)\b)[A-Za-z]+[A-Za-z\d]*\b)
+  | (?P<code>\b[A-Za-z]+\d[A-Za-z\d]*\b   # model numbers and codes: "E350", "v6", "3.5L", "iPhone7"
+      |\b\d+(?:\.\d+)?(?!(?:k|st|nd|rd|th|am|pm|s|ish|hrs?|mins?|yrs?|mo|x|ft|lbs?|gb|mph|mi|km|sec|m)\b)
+        [A-Za-z]+[A-Za-z\d]*\b)
   | (?P<num>\d+(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?P<suffix>[kK]\b|(?:st|nd|rd|th)\b)?
   | (?P<word>[A-Za-z]+(?:'[A-Za-z]+)?)
   | (?P<punct>[^\sA-Za-z\d])
@@ -315,7 +317,8 @@ _COUNT_NOUNS = {
     "tires", "tire", "trees", "tree", "guys", "techs", "technicians", "men", "workers", "times", "time",
     "things", "thing", "items", "item", "pieces", "piece", "of", "seats", "seater", "owner", "owners",
     "drawer", "drawers", "chairs", "chair", "spots", "spot", "stalls", "panels", "vents", "ducts", "zones",
-    "quotes", "quote", "calls", "rows", "row", "speed", "speeds", "doors", "wheels", "wheel", "kids", "bids", "estimates", "more", "other", "others", "cases", "case", "pairs",
+    "quotes", "quote", "calls", "rows", "row", "speed", "speeds", "wheels", "wheel", "bids", "estimates",
+    "more", "other", "others", "cases", "case", "pairs",
     "pair", "boxes", "box", "bags", "copies", "shelves", "cabinets", "cabinet", "steps", "stairs", "walls",
     "wall", "coats", "coat", "layers", "visits", "trips", "jobs", "job", "bikes", "bike", "phones", "tvs",
 }  # fmt: skip
@@ -393,6 +396,10 @@ def _classify(
         return MentionKind.PERCENT
     if money and a1 in _MEASURE_UNITS and re.search(r"k$", text[toks[first].start : toks[end - 1].end].lower()):
         return MentionKind.MEASURE  # "84k miles"
+    if not money and any(tail.startswith(h) for h in _HOURLY_AFTER if h.startswith(("an ", "a ", "per "))):
+        return MentionKind.HOURLY  # "85 an hour"
+    if not money and re.search(r"\b(labor|labour|hourly) rate (is|of)\s*$", head):
+        return MentionKind.HOURLY
     if money and is_words and value == 1 and colloquial and b1 not in _MONEY_FRAME and b1 not in ("just", "only"):
         return MentionKind.DELTA  # "a dollar wouldn't make any difference": a difference, not a price
     if money:
@@ -400,7 +407,7 @@ def _classify(
             return MentionKind.HOURLY
         if b1 == "it" and b2 in ("lower", "drop", "reduce", "knock", "bring", "take", "cut", "mark"):
             return MentionKind.DELTA  # "lower it $500"
-        if a1 in _DELTA_AFTER and a1 not in ("over", "under", "above", "below") or b1 in _DELTA_BEFORE:
+        if (a1 in _DELTA_AFTER and a1 not in ("over", "under", "above", "below")) or b1 in _DELTA_BEFORE:
             if not (b1 in ("up", "down", "by") and a1 not in _DELTA_AFTER):
                 return MentionKind.DELTA
         near = head[-30:] + " " + text[toks[end - 1].end : toks[end - 1].end + 40].lower()
@@ -418,8 +425,8 @@ def _classify(
     if a1 in ("in", "at") and a2 in ("the",) and len(after) > 2 and after[2] in (
         "morning", "afternoon", "evening", "night"):
         return MentionKind.TIME
-    if b1 in _MONTHS or a1 in _MONTHS or (b1 == "of" and b2 in ("the",)) and value <= 31:
-        return MentionKind.DATE if value <= 31 else MentionKind.YEAR
+    if (b1 in _MONTHS or a1 in _MONTHS) and value <= 31:
+        return MentionKind.DATE
     if a1 in ("st", "nd", "rd", "th"):
         return MentionKind.ORDINAL
     if b1 in _TIME_PREPS and 0 < value <= 12 and value == int(value) and b2 not in _MONEY_FRAME:
@@ -438,7 +445,8 @@ def _classify(
     if digits is not None and value == int(value) and value >= 10 and _looks_like_street(toks, end):
         return MentionKind.ADDRESS
     if digits is not None and len(digits) == 5 and "," not in digits and (
-        b1 in ("zip", "code", "zipcode", "postal") or (b1 and len(b1) == 2 and toks[first - 1].text.isupper())
+        any(w in ("zip", "zipcode", "postal") for w in before[:3])
+        or (b1 and len(b1) == 2 and toks[first - 1].text.isupper())
     ):
         return MentionKind.ZIP
     if digits is not None and len(digits) == 4 and "," not in digits and 1950 <= value <= 2039 and (
@@ -452,14 +460,14 @@ def _classify(
         return MentionKind.YEAR  # a bare "2019" is a year far more often than a price
     if a1 in ("year", "years") or (a1 == "-" and a2 in ("year", "years")):
         return MentionKind.DURATION
-    if a1 in _DELTA_AFTER and a1 in ("off", "more", "less", "extra", "cheaper", "discount", "short") or b1 in (
+    if a1 in ("off", "more", "less", "extra", "cheaper", "discount", "short") or b1 in (
         "another", "extra", "additional", "knock", "knocked", "save", "saves"):
         return MentionKind.DELTA
     if a1 in _COUNT_NOUNS or (a1 in ("more", "new", "old", "different", "big", "small", "little", "other",
                                       "extra", "separate", "full", "half")
                               and a2 in _COUNT_NOUNS):
         return MentionKind.COUNT
-    if b1 == "a" and value <= 10 or (b1 == "of" and b2 in ("scale", "out")):
+    if (b1 == "a" and value <= 10) or (b1 == "of" and b2 in ("scale", "out")):
         return MentionKind.COUNT  # "it's a 10", "on a scale of 1-10"
     if is_words and value < 10 and not colloquial:
         return MentionKind.COUNT  # "one", "two" alone are almost never prices on a phone call
@@ -551,7 +559,7 @@ def find_mentions(text: str) -> list[Mention]:
                     if toks[end].kind == "word":
                         count += 1
                     end += 1
-                digits = "".join(str(_UNITS[t.low]) for t in toks[i:end] if t.kind == "word")
+                digits = "".join(str(_UNITS.get(t.low, 0)) for t in toks[i:end] if t.kind == "word")  # oh = 0
                 out.append(_mention(text, toks, i, end, float(digits), MentionKind.PHONE, False))
                 i = end
                 continue
@@ -593,7 +601,7 @@ def _digit_word_run(toks: list[_Tok], i: int) -> int:
     j = i
     while j < len(toks):
         tok = toks[j]
-        if tok.kind == "word" and tok.low in _UNITS or (tok.kind == "word" and tok.low == "oh" and run):
+        if tok.kind == "word" and (tok.low in _UNITS or (tok.low == "oh" and run)):
             run += 1
         elif not (tok.kind == "punct" and tok.text in "-,."):
             break

@@ -23,7 +23,6 @@ import audioop
 import base64
 import binascii
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -304,22 +303,20 @@ class CallBridge:
         except tm.MediaMessageError:
             pass
         payload = media.media.payload
-        if self._greeting == "waiting":
-            self._measure_voice(payload)
         try:
-            model_audio = self.transcoder.to_model(payload)
-        except (binascii.Error, ValueError):
+            ulaw = media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
+        except tm.MediaMessageError:
             self._malformed()
             return
-        await self._rt.send(rt.input_audio_append(model_audio))
-
-    def _measure_voice(self, payload_b64: str) -> None:
-        """Before the greeting only: local energy, so the opening line never starts over a hello."""
-        try:
-            ulaw = base64.b64decode(payload_b64)
-        except (binascii.Error, ValueError):
+        if not ulaw:
             return
-        if ulaw and audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) >= self.settings.greeting_voice_rms:
+        if self._greeting == "waiting":
+            self._measure_voice(ulaw)
+        await self._rt.send(rt.input_audio_append(self.transcoder.to_model(payload)))
+
+    def _measure_voice(self, ulaw: bytes) -> None:
+        """Before the greeting only: local energy, so the opening line never starts over a hello."""
+        if audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) >= self.settings.greeting_voice_rms:
             self._last_voice_at = self._loop.time()
 
     def _on_mark(self, name: str) -> None:
@@ -644,7 +641,3 @@ class CallBridge:
 
 def _wall() -> datetime:
     return datetime.now(UTC)
-
-
-def monotonic() -> float:
-    return time.monotonic()

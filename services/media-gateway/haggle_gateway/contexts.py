@@ -21,11 +21,10 @@ import re
 from dataclasses import dataclass
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.errors import Error as JsError
-from nats.js.kv import KeyValue
-
 from haggle_contracts.calls import CallContext, ctx_key, decode_context, encode_context
+from nats.js.errors import Error as JsError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 

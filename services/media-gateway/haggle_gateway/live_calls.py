@@ -20,12 +20,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-
-from haggle_contracts import codec, subjects
-from haggle_contracts import events as ev
 
 from .realtime_client import RealtimeClient, RealtimeError
 
@@ -56,6 +55,7 @@ class PrewarmPool:
         self._entries: dict[str, _Prewarm] = {}
         self.opened = 0
         self.expired = 0
+        self._closing: set[asyncio.Future[None]] = set()
 
     def __contains__(self, call_id: str) -> bool:
         return call_id in self._entries
@@ -94,7 +94,9 @@ class PrewarmPool:
             return
         self.expired += 1
         log.info("prewarmed realtime session for %s unused after %.0fs; closing it", call_id, self.ttl_s)
-        asyncio.ensure_future(_discard(entry.task))
+        closing = asyncio.ensure_future(_discard(entry.task))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         entries, self._entries = list(self._entries.values()), {}
@@ -113,7 +115,7 @@ async def _discard(task: asyncio.Task[RealtimeClient]) -> None:
         task.cancel()
         try:
             await task
-        except BaseException:  # noqa: BLE001 - cancelled or failed: either way nothing to close
+        except BaseException:
             return
         return
     if task.cancelled() or task.exception() is not None:
@@ -181,14 +183,13 @@ class LiveCalls:
 
     async def drain(self, deadline_s: float) -> None:
         """Let live calls end on their own until the deadline, then end the rest with reason 'shutdown'."""
-        calls = list(self.calls.values())
-        if calls:
-            waits = [asyncio.ensure_future(c.wait_closed()) for c in calls]
+        waits = {asyncio.ensure_future(c.wait_closed()): c for c in self.calls.values()}
+        if waits:
             _, pending = await asyncio.wait(waits, timeout=max(0.0, deadline_s * 0.8))
+            for wait in pending:
+                waits[wait].request_end("shutdown")
             if pending:
-                for call in list(self.calls.values()):
-                    call.request_end("shutdown")
                 await asyncio.wait(pending, timeout=max(0.5, deadline_s * 0.2))
-            for w in waits:
-                w.cancel()
+            for wait in waits:
+                wait.cancel()
         await self.prewarms.close()

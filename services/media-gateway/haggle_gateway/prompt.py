@@ -30,8 +30,11 @@ MAX_ZIP_CHARS = 12
 FALLBACK_BUSINESS = "the business"
 
 # What a spoken business name may contain: letters (any script), digits, spaces and light punctuation.
+MAX_BUSINESS_WORDS = 10
 _NAME_ALLOWED = re.compile(r"[^\w &'.,\-/+]", re.UNICODE)
 _MARKDOWN = re.compile(r"[*_`~#|<>\[\]{}\\^=\"]+")
+_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
 
@@ -45,9 +48,12 @@ def clean_business_name(name: str) -> str:
     at most MAX_BUSINESS_CHARS (cut at a word boundary). Empty -> "the business"."""
     text = unicodedata.normalize("NFKC", name or "")
     text = _strip_controls(text)
+    text = _MD_LINK.sub(r"\1", text)
+    text = _URL.sub(" ", text)
     text = _MARKDOWN.sub(" ", text)
     text = _NAME_ALLOWED.sub(" ", text).replace("_", " ")
     text = _SPACES.sub(" ", text).strip(" .,-/+&'")
+    text = " ".join(text.split(" ")[:MAX_BUSINESS_WORDS]).rstrip(" .,-/+&'")
     if len(text) > MAX_BUSINESS_CHARS:
         text = text[:MAX_BUSINESS_CHARS].rsplit(" ", 1)[0].rstrip(" .,-/+&'")
     return text or FALLBACK_BUSINESS
@@ -70,8 +76,9 @@ def money(amount: float) -> str:
 
 
 def quoted(value: str) -> str:
-    """A JSON string literal: quotes, backslashes and anything unusual are escaped, so data stays data."""
-    return json.dumps(value, ensure_ascii=True)
+    """A JSON string literal: quotes, backslashes and control characters escaped, so data stays data.
+    (Values are cleaned first: no line or paragraph separators survive to end the line early.)"""
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -102,29 +109,31 @@ def greeting_line(brief: CallBrief, disclosure: str = "off") -> str:
 
 
 def build_instructions(brief: CallBrief, disclosure: str = "off") -> str:
+    """The system instructions. No provider-derived text appears outside the quoted CALL DATA block."""
     max_price = money(brief.max_price)
     data = "\n".join([
         f"business_name: {quoted(brief.business)}",
+        f"opening_line: {quoted(greeting_line(brief, disclosure))}",
         f"zip_code: {quoted(brief.zip_code)}",
         f"problem: {quoted(brief.problem)}",
         f"context_answers: {quoted(brief.context_answers)}",
         f"max_price_usd: {brief.max_price:.2f}",
     ])
-    opening = greeting_line(brief, disclosure)
     return f"""You are on a phone call with a local service business, calling on behalf of a homeowner \
-in zip code {quoted(brief.zip_code)} to get a repair estimate and negotiate a fair price.
+to get a repair estimate and negotiate a fair price. The business, the homeowner's zip code, the problem and \
+what the homeowner already told us are in the CALL DATA block at the end.
 
 Speak for the homeowner in the first person ("my kitchen faucet", "we"), briefly and naturally, like a \
 person on the phone: one or two short sentences per turn, never lists or markdown.
 
 Honesty: you are an AI assistant. Never say or imply that you are human. If the person sincerely asks \
 whether you are a person, a robot, or an AI, say plainly that you are an AI assistant calling for the \
-homeowner, then carry on. Only state facts from the CALL DATA below; do not invent competing quotes, \
-urgency, or details.
+homeowner, then carry on. Only state facts from the CALL DATA; do not invent competing quotes, urgency, \
+or details.
 
 How the call goes:
-1. Your first words are exactly: "{opening}" Wait for the answer. If they say it is the wrong number, \
-apologise, say "{NO_DEAL_CLOSING}", and call end_call.
+1. Your first words are exactly the opening_line from CALL DATA, e.g. "Hi, is this <business_name>?". Wait \
+for the answer. If they say it is the wrong number, apologise, say "{NO_DEAL_CLOSING}", and call end_call.
 2. Explain the problem in one or two sentences, using the problem and context answers, and ask how much \
 they would charge to fix it.
 3. When they give a price, call record_quote with it. Negotiate toward a target roughly 20 to 30 percent \

@@ -118,14 +118,14 @@ class ServerEvent(msgspec.Struct, kw_only=True, frozen=True):
     event_id: str = ""
 
 
-class SessionEvent(ServerEvent, frozen=True):
+class SessionEvent(ServerEvent, kw_only=True, frozen=True):
     """session.created, session.updated, conversation.created."""
 
     session: dict[str, Any] = msgspec.field(default_factory=dict)
     conversation: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Ping(ServerEvent, frozen=True):
+class Ping(ServerEvent, kw_only=True, frozen=True):
     timestamp: int | float | None = None
 
 
@@ -135,7 +135,7 @@ class ErrorInfo(msgspec.Struct, kw_only=True, frozen=True):
     message: str = ""
 
 
-class ErrorEvent(ServerEvent, frozen=True):
+class ErrorEvent(ServerEvent, kw_only=True, frozen=True):
     error: ErrorInfo = msgspec.field(default_factory=ErrorInfo)
 
     @property
@@ -143,17 +143,17 @@ class ErrorEvent(ServerEvent, frozen=True):
         return self.error.message.startswith(BENIGN_ERROR_PREFIXES)
 
 
-class SpeechStarted(ServerEvent, frozen=True):
+class SpeechStarted(ServerEvent, kw_only=True, frozen=True):
     audio_start_ms: int | float = 0
     item_id: str | None = None
 
 
-class SpeechStopped(ServerEvent, frozen=True):
+class SpeechStopped(ServerEvent, kw_only=True, frozen=True):
     audio_end_ms: int | float = 0
     item_id: str | None = None
 
 
-class AudioCommitted(ServerEvent, frozen=True):
+class AudioCommitted(ServerEvent, kw_only=True, frozen=True):
     item_id: str | None = None
     previous_item_id: str | None = None
 
@@ -168,14 +168,14 @@ class Item(msgspec.Struct, kw_only=True, frozen=True):
     arguments: str | None = None
 
 
-class ItemAdded(ServerEvent, frozen=True):
+class ItemAdded(ServerEvent, kw_only=True, frozen=True):
     """conversation.item.added / conversation.item.created."""
 
     item: Item = msgspec.field(default_factory=Item)
     previous_item_id: str | None = None
 
 
-class InputTranscription(ServerEvent, frozen=True):
+class InputTranscription(ServerEvent, kw_only=True, frozen=True):
     """`...input_audio_transcription.completed` (or `.updated`): a cumulative snapshot for `item_id`."""
 
     item_id: str = ""
@@ -196,11 +196,11 @@ class ResponseInfo(msgspec.Struct, kw_only=True, frozen=True):
     output: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-class ResponseCreated(ServerEvent, frozen=True):
+class ResponseCreated(ServerEvent, kw_only=True, frozen=True):
     response: ResponseInfo = msgspec.field(default_factory=ResponseInfo)
 
 
-class ResponseDone(ServerEvent, frozen=True):
+class ResponseDone(ServerEvent, kw_only=True, frozen=True):
     response: ResponseInfo = msgspec.field(default_factory=ResponseInfo)
 
     def transcripts(self) -> dict[str, str]:
@@ -217,13 +217,13 @@ class ResponseDone(ServerEvent, frozen=True):
         return found
 
 
-class OutputItemAdded(ServerEvent, frozen=True):
+class OutputItemAdded(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     output_index: int = 0
     item: Item = msgspec.field(default_factory=Item)
 
 
-class AudioDelta(ServerEvent, frozen=True):
+class AudioDelta(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     item_id: str = ""
     output_index: int = 0
@@ -231,24 +231,24 @@ class AudioDelta(ServerEvent, frozen=True):
     delta: str = ""
 
 
-class AudioDone(ServerEvent, frozen=True):
+class AudioDone(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     item_id: str = ""
 
 
-class TranscriptDelta(ServerEvent, frozen=True):
+class TranscriptDelta(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     item_id: str = ""
     delta: str = ""
 
 
-class TranscriptDone(ServerEvent, frozen=True):
+class TranscriptDone(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     item_id: str = ""
     transcript: str | None = None  # Grok may omit it: accumulate the deltas
 
 
-class FunctionCallDone(ServerEvent, frozen=True):
+class FunctionCallDone(ServerEvent, kw_only=True, frozen=True):
     response_id: str = ""
     item_id: str = ""
     call_id: str = ""
@@ -264,7 +264,7 @@ class FunctionCallDone(ServerEvent, frozen=True):
         return value if isinstance(value, dict) else {}
 
 
-class UnknownEvent(ServerEvent, frozen=True):
+class UnknownEvent(ServerEvent, kw_only=True, frozen=True):
     """An event type this build does not act on."""
 
 

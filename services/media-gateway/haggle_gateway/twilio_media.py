@@ -26,7 +26,7 @@ class _Msg(msgspec.Struct, kw_only=True, frozen=True):
     pass
 
 
-class Connected(_Msg, frozen=True):
+class Connected(_Msg, kw_only=True, frozen=True):
     event: str = "connected"
     protocol: str = ""
     version: str = ""
@@ -34,23 +34,23 @@ class Connected(_Msg, frozen=True):
 
 class MediaFormat(msgspec.Struct, kw_only=True, frozen=True):
     encoding: str = "audio/x-mulaw"
-    sampleRate: int = 8000  # noqa: N815 - Twilio's field name
+    sampleRate: int = 8000
     channels: int = 1
 
 
 class StartInfo(msgspec.Struct, kw_only=True, frozen=True):
-    streamSid: str  # noqa: N815
-    callSid: str  # noqa: N815
-    accountSid: str = ""  # noqa: N815
+    streamSid: str
+    callSid: str
+    accountSid: str = ""
     tracks: list[str] = msgspec.field(default_factory=list)
-    customParameters: dict[str, str] = msgspec.field(default_factory=dict)  # noqa: N815
-    mediaFormat: MediaFormat = msgspec.field(default_factory=MediaFormat)  # noqa: N815
+    customParameters: dict[str, str] = msgspec.field(default_factory=dict)
+    mediaFormat: MediaFormat = msgspec.field(default_factory=MediaFormat)
 
 
-class Start(_Msg, frozen=True):
+class Start(_Msg, kw_only=True, frozen=True):
     event: str = "start"
-    sequenceNumber: str = "0"  # noqa: N815
-    streamSid: str = ""  # noqa: N815
+    sequenceNumber: str = "0"
+    streamSid: str = ""
     start: StartInfo
 
     @property
@@ -73,10 +73,10 @@ class MediaPayload(msgspec.Struct, kw_only=True, frozen=True):
     timestamp: str = "0"
 
 
-class Media(_Msg, frozen=True):
+class Media(_Msg, kw_only=True, frozen=True):
     event: str = "media"
-    sequenceNumber: str = "0"  # noqa: N815
-    streamSid: str = ""  # noqa: N815
+    sequenceNumber: str = "0"
+    streamSid: str = ""
     media: MediaPayload
 
     @property
@@ -100,10 +100,10 @@ class MarkName(msgspec.Struct, kw_only=True, frozen=True):
     name: str
 
 
-class Mark(_Msg, frozen=True):
+class Mark(_Msg, kw_only=True, frozen=True):
     event: str = "mark"
-    sequenceNumber: str = "0"  # noqa: N815
-    streamSid: str = ""  # noqa: N815
+    sequenceNumber: str = "0"
+    streamSid: str = ""
     mark: MarkName
 
 
@@ -112,26 +112,26 @@ class DtmfInfo(msgspec.Struct, kw_only=True, frozen=True):
     track: str = "inbound_track"
 
 
-class Dtmf(_Msg, frozen=True):
+class Dtmf(_Msg, kw_only=True, frozen=True):
     event: str = "dtmf"
-    sequenceNumber: str = "0"  # noqa: N815
-    streamSid: str = ""  # noqa: N815
+    sequenceNumber: str = "0"
+    streamSid: str = ""
     dtmf: DtmfInfo
 
 
 class StopInfo(msgspec.Struct, kw_only=True, frozen=True):
-    accountSid: str = ""  # noqa: N815
-    callSid: str = ""  # noqa: N815
+    accountSid: str = ""
+    callSid: str = ""
 
 
-class Stop(_Msg, frozen=True):
+class Stop(_Msg, kw_only=True, frozen=True):
     event: str = "stop"
-    sequenceNumber: str = "0"  # noqa: N815
-    streamSid: str = ""  # noqa: N815
+    sequenceNumber: str = "0"
+    streamSid: str = ""
     stop: StopInfo = msgspec.field(default_factory=StopInfo)
 
 
-class UnknownMessage(_Msg, frozen=True):
+class UnknownMessage(_Msg, kw_only=True, frozen=True):
     """A well-formed frame whose `event` this build does not handle (logged and ignored by the bridge)."""
 
     event: str

@@ -43,6 +43,13 @@ class WebhookValidator:
             log.warning("signature check raised for %s", path, exc_info=True)
             return False
 
+    def stream_signature_ok(self, signature: str | None) -> bool | None:
+        """The optional `x-twilio-signature` on the media-stream upgrade, over the ws(s) stream URL with no
+        params (twilio.md §6). None when absent. Advisory only: the single-use token is the real gate."""
+        if not signature:
+            return None
+        return bool(self._validator.validate(self._settings.stream_url, {}, signature))
+
     def sign(self, path: str, query: str, params: Mapping[str, str]) -> str:
         """The signature Twilio would send (for tests and local tools that play Twilio)."""
         return str(self._validator.compute_signature(self.url_for(path, query), dict(params)))

@@ -1,0 +1,355 @@
+"""The gateway's HTTP and WebSocket surface, and its start/stop for the composition root.
+
+Routes (all Twilio-facing; every webhook is signature-checked over the URL built from PUBLIC_BASE_URL):
+- `POST /twiml?call_id=`: `<Connect><Stream url="wss://.../media-stream">` with `<Parameter>`s `call_id` and
+  `token` (Twilio strips query strings from stream URLs), and starts prewarming the realtime session.
+- `POST /twilio/status?call_id=` -> CallStatusChanged; `POST /twilio/amd?call_id=` -> MachineDetected.
+- `WS /media-stream`: accepted only after a valid `start` within `start_deadline_s` whose single-use token
+  and CallSid match the stored context; everything else is closed with 1008 before any realtime session is
+  opened (and counted in `registry.stats`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Request, Response, WebSocket
+from haggle_contracts import events as ev
+from haggle_contracts import subjects
+from haggle_contracts.calls import CallContext
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from . import prompt
+from . import realtime_events as rt
+from . import twilio_media as tm
+from .bridge import CallBridge, Frame, Hangup
+from .contexts import CallContexts, ClaimRejected
+from .live_calls import LiveCalls
+from .outbox import EventOutbox, EventPublisher
+from .realtime_client import RealtimeClient, RealtimeError
+from .settings import GatewaySettings, mask_secret
+from .twilio_rest import TwilioHangup
+from .twilio_webhooks import SIGNATURE_HEADER, WebhookValidator
+
+log = logging.getLogger(__name__)
+
+RealtimeOpener = Callable[[CallContext], Awaitable[RealtimeClient]]
+WEBHOOK_PUBLISH_TIMEOUT_S = 10.0
+POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
+
+
+def realtime_opener(settings: GatewaySettings) -> RealtimeOpener:
+    """Opens and configures a realtime session with this call's brief, voice, VAD and audio format."""
+
+    async def open_session(ctx: CallContext) -> RealtimeClient:
+        brief = prompt.CallBrief.from_context(ctx)
+        session = rt.session_config(settings, prompt.build_instructions(brief, settings.ai_disclosure),
+                                    prompt.tools())
+        return await RealtimeClient.open(settings, session)
+
+    return open_session
+
+
+@dataclass
+class GatewayDeps:
+    settings: GatewaySettings
+    publisher: EventPublisher
+    contexts: CallContexts
+    hangup: Hangup
+    registry: LiveCalls
+    open_realtime: RealtimeOpener | None = None
+    validator: WebhookValidator | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.open_realtime is None:
+            self.open_realtime = realtime_opener(self.settings)
+        if self.validator is None:
+            self.validator = WebhookValidator(self.settings)
+
+
+class StreamRejected(Exception):
+    def __init__(self, reason: str, code: int = POLICY_VIOLATION) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class StarletteLink:
+    """The bridge's TwilioLink over a Starlette WebSocket (raw receive, so binary frames are visible)."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+        self._closed = False
+
+    async def receive(self) -> Frame:
+        if self._closed:
+            return Frame(closed=True)
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            self._closed = True
+            return Frame(closed=True)
+        if message["type"] == "websocket.disconnect":
+            self._closed = True
+            return Frame(closed=True)
+        text = message.get("text")
+        if text is not None:
+            return Frame(text=text)
+        return Frame(binary=message.get("bytes") or b"")
+
+    async def send(self, text: str) -> None:
+        await self._ws.send_text(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._ws.application_state != WebSocketState.CONNECTED or self._closed:
+            return
+        self._closed = True
+        try:
+            await self._ws.close(code=code, reason=reason[:120])
+        except RuntimeError:
+            pass
+
+
+def _frame_size(frame: Frame) -> int:
+    if frame.text is not None and len(frame.text) * 4 > 1024:
+        return len(frame.text.encode("utf-8", "surrogatepass"))
+    return frame.size
+
+
+async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
+    """Frames up to `start`: `connected` may precede it; anything else is a reason to hang up on the peer."""
+    loop = asyncio.get_running_loop()
+    while True:
+        frame = await link.receive()
+        if frame.closed:
+            raise StreamRejected("closed_before_start")
+        violation = guard.check(_frame_size(frame), loop.time())
+        if violation is not None:
+            raise StreamRejected(violation, MESSAGE_TOO_BIG if violation == "frame_too_large" else POLICY_VIOLATION)
+        if frame.text is None:
+            raise StreamRejected("binary_frame")
+        try:
+            message = tm.parse_message(frame.text)
+        except tm.MediaMessageError as exc:
+            raise StreamRejected("malformed_frame") from exc
+        if isinstance(message, tm.Connected):
+            continue
+        if isinstance(message, tm.Start):
+            return message
+        raise StreamRejected("unexpected_event_before_start")
+
+
+def _twiml(settings: GatewaySettings, ctx: CallContext) -> str:
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=settings.stream_url)
+    stream.parameter(name="call_id", value=ctx.call_id)
+    stream.parameter(name="token", value=ctx.token)
+    response.append(connect)
+    return str(response.to_xml(xml_declaration=True))
+
+
+def _hangup_twiml() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response.to_xml(xml_declaration=True))
+
+
+def build_router(deps: GatewayDeps) -> APIRouter:
+    router = APIRouter()
+    settings, registry, contexts = deps.settings, deps.registry, deps.contexts
+    validator = deps.validator
+    assert validator is not None and deps.open_realtime is not None
+    open_realtime = deps.open_realtime
+
+    async def signed_form(request: Request) -> dict[str, str] | None:
+        form = await request.form()
+        if not validator.is_valid(request.url.path, request.url.query, form, request.headers.get(SIGNATURE_HEADER)):
+            registry.count(f"bad_signature:{request.url.path}")
+            log.warning("rejected %s: invalid Twilio signature", request.url.path)
+            return None
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    async def publish(event: ev.Event) -> Response:
+        try:
+            await asyncio.wait_for(deps.publisher.publish(event), WEBHOOK_PUBLISH_TIMEOUT_S)
+        except Exception as exc:  # Twilio may retry the webhook; the deterministic event id dedupes it
+            log.error("publishing %s failed: %s", type(event).__name__, exc)
+            return Response(status_code=503)
+        return Response(status_code=204)
+
+    @router.post("/twiml")
+    async def twiml(request: Request) -> Response:
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        call_id = request.query_params.get("call_id")
+        ctx = await contexts.get(call_id)
+        call_sid = form.get("CallSid")
+        if ctx is None or ctx.token_used or (ctx.call_sid and call_sid and ctx.call_sid != call_sid):
+            registry.count("twiml_unknown_call")
+            log.warning("TwiML for unknown or used call %r: hanging up", (call_id or "")[:64])
+            return Response(_hangup_twiml(), media_type="application/xml")
+        if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
+            log.info("call %s: prewarming the realtime session", ctx.call_id)
+        return Response(_twiml(settings, ctx), media_type="application/xml")
+
+    @router.post("/twilio/status")
+    async def twilio_status(request: Request) -> Response:
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        ctx = await contexts.get(request.query_params.get("call_id"))
+        call_sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
+        if ctx is None or not call_sid or not status:
+            registry.count("status_unknown_call")
+            log.warning("status callback without a known call or fields; ignored")
+            return Response(status_code=204)
+        duration: float | None
+        try:
+            duration = float(form["CallDuration"]) if form.get("CallDuration") else None
+        except ValueError:
+            duration = None
+        if status in ev.TERMINAL_TWILIO_STATUSES and call_sid in registry.calls:
+            registry.calls[call_sid].request_end("provider_hangup")
+        return await publish(ev.CallStatusChanged(
+            event_id=f"status-{call_sid}-{status}",
+            job_id=ctx.job_id,
+            provider_id=ctx.provider_id,
+            attempt=ctx.attempt,
+            call_sid=call_sid,
+            status=status,
+            duration_s=duration,
+        ))
+
+    @router.post("/twilio/amd")
+    async def twilio_amd(request: Request) -> Response:
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        ctx = await contexts.get(request.query_params.get("call_id"))
+        call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "")
+        if ctx is None or not call_sid or not answered_by:
+            registry.count("amd_unknown_call")
+            return Response(status_code=204)
+        event = ev.MachineDetected(
+            event_id=f"amd-{call_sid}",
+            job_id=ctx.job_id,
+            provider_id=ctx.provider_id,
+            attempt=ctx.attempt,
+            call_sid=call_sid,
+            answered_by=answered_by,
+        )
+        registry.on_machine_detected(event)  # other replicas react through the NATS subscription
+        return await publish(event)
+
+    @router.websocket("/media-stream")
+    async def media_stream(websocket: WebSocket) -> None:
+        if validator.stream_signature_ok(websocket.headers.get("x-twilio-signature")) is False:
+            registry.count("stream_signature_mismatch")
+            log.warning("media stream upgrade carries a signature that does not match PUBLIC_BASE_URL")
+        await websocket.accept()
+        link = StarletteLink(websocket)
+        loop = asyncio.get_running_loop()
+        guard = tm.FrameGuard(settings.max_frame_bytes, settings.max_messages_per_s)
+        try:
+            start = await asyncio.wait_for(read_start(link, guard), settings.start_deadline_s)
+            started_at = loop.time()
+            params = start.parameters
+            ctx = await contexts.claim(params.get("call_id"), params.get("token"), start.call_sid)
+        except (TimeoutError, StreamRejected, ClaimRejected) as exc:
+            reason = "start_timeout" if isinstance(exc, TimeoutError) else exc.reason  # type: ignore[union-attr]
+            code = exc.code if isinstance(exc, StreamRejected) else POLICY_VIOLATION
+            registry.count(f"rejected:{reason}")
+            log.warning("media stream rejected: %s", reason)
+            await link.close(code, reason)
+            return
+        except Exception:
+            registry.count("rejected:error")
+            log.exception("media stream acceptance failed")
+            await link.close(1011, "internal error")
+            return
+        registry.count("accepted")
+        log.info("call %s accepted (sid %s, token %s)", ctx.call_id, start.call_sid, mask_secret(params.get("token")))
+        await run_call(deps, ctx, start, link, guard, started_at)
+
+    return router
+
+
+async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: StarletteLink,
+                   guard: tm.FrameGuard, started_at: float) -> None:
+    settings, registry = deps.settings, deps.registry
+    assert deps.open_realtime is not None
+    outbox = EventOutbox(deps.publisher, label=start.call_sid)
+    realtime = await registry.prewarms.take(ctx.call_id, settings.realtime_connect_timeout_s)
+    if realtime is None:
+        try:
+            realtime = await deps.open_realtime(ctx)
+        except (RealtimeError, OSError) as exc:
+            log.error("call %s: cannot open the realtime session: %s", start.call_sid, exc)
+            registry.count("ended:realtime_error")
+            outbox.put(ev.CallEnded(event_id=f"end-{start.call_sid}", job_id=ctx.job_id,
+                                    provider_id=ctx.provider_id, attempt=ctx.attempt, call_sid=start.call_sid,
+                                    reason="realtime_error"))
+            try:
+                await deps.hangup(start.call_sid)
+            except Exception as hang_exc:
+                log.warning("call %s: hang-up failed: %s", start.call_sid, hang_exc)
+            await outbox.close(settings.publish_flush_s)
+            await link.close(1011, "realtime unavailable")
+            return
+    bridge = CallBridge(ctx=ctx, call_sid=start.call_sid, stream_sid=start.stream_sid, link=link, guard=guard,
+                        realtime=realtime, settings=settings, outbox=outbox, hangup=deps.hangup,
+                        started_at=started_at)
+    registry.register(bridge)
+    try:
+        reason = await bridge.run()
+        registry.count(f"ended:{reason}")
+    finally:
+        registry.unregister(bridge)
+
+
+@dataclass
+class GatewayService:
+    """What the composition root holds: mount `router`, call `stop()` on shutdown."""
+
+    deps: GatewayDeps
+    router: APIRouter
+
+    @property
+    def registry(self) -> LiveCalls:
+        return self.deps.registry
+
+    async def stop(self, deadline_s: float = 10.0) -> None:
+        """Stop reacting to AMD events, let live calls finish until the deadline, end the rest ('shutdown')."""
+        await self.deps.registry.unsubscribe()
+        await self.deps.registry.drain(deadline_s)
+
+
+async def start_gateway(
+    nc: object,
+    js: object,
+    settings: GatewaySettings,
+    publisher: EventPublisher,
+    *,
+    hangup: Hangup | None = None,
+    open_realtime: RealtimeOpener | None = None,
+) -> GatewayService:
+    """Wire the gateway: KV-backed contexts, the live-call registry (subscribed to AMD events), Twilio hang-up."""
+    kv = await js.key_value(subjects.KV_CALLS)  # type: ignore[attr-defined]
+    registry = LiveCalls(prewarm_ttl_s=settings.prewarm_ttl_s)
+    deps = GatewayDeps(
+        settings=settings,
+        publisher=publisher,
+        contexts=CallContexts(kv, call_sid_wait_s=settings.call_sid_wait_s),
+        hangup=hangup or TwilioHangup(settings),
+        registry=registry,
+        open_realtime=open_realtime,
+    )
+    await registry.subscribe_amd(nc)  # type: ignore[arg-type]
+    return GatewayService(deps=deps, router=build_router(deps))

@@ -1,0 +1,211 @@
+"""The live feed of one job as server-sent events: the stored history first, then live events from NATS.
+
+Each event becomes an `item` (a timeline line, with the utterance when it is one). The feed also folds
+the events with the same `haggle_contracts.state` fold the projector stores, and sends the provider
+rows it changed (`row`) and, when an outcome may have changed, the job status and best offer (`job`),
+already formatted by `templates.cells`, so the page never re-implements the fold or the wording.
+
+Live events come from a core NATS subscription (JetStream publishes are visible to it), opened before
+the replay so nothing published in between is missed; duplicates (replayed and live, or a publish
+retried) are dropped by event id. A comment line every `heartbeat_s` keeps proxies from closing an idle
+stream and reveals a gone client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from haggle_contracts import state as st
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from haggle import bus
+from haggle.audit import detail
+
+from ..api import job_doc, provider_doc
+from .templates.cells import clock, job_view, row_view
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000  # a client this far behind is dropped; its browser reconnects and replays
+CHUNK_BYTES = 32 * 1024
+STOP = None  # queued to end every open feed when the service stops
+
+
+def sse(kind: str, data: dict[str, Any], *, event_id: int | None = None) -> str:
+    """One server-sent event. Compact JSON has no raw newlines, so one `data:` line is enough."""
+    head = f"event: {kind}\n" + (f"id: {event_id}\n" if event_id is not None else "")
+    return head + "data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n\n"
+
+
+def utterance_view(u: st.Utterance | ev.UtteranceTranscribed) -> dict[str, Any]:
+    return {"id": u.utterance_id, "attempt": u.attempt, "seq": u.seq, "role": str(u.role), "text": u.text,
+            "interrupted": u.interrupted}
+
+
+class JobFold:
+    """A job's provider states, folded event by event exactly as `state.fold_job` folds a list."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.states: dict[str, st.ProviderState] = {}
+        self.problem = ""
+
+    def apply(self, event: ev.Event) -> tuple[set[str], bool]:
+        """Apply one event; returns the providers whose rows changed and whether an outcome may have moved."""
+        before = {pid: self._key(s) for pid, s in self.states.items()}
+        changed: set[str] = set()
+        if isinstance(event, ev.JobStarted):
+            self.problem = event.problem
+            for spec in event.providers:
+                result = st.apply(self.states.get(spec.id), event, spec)
+                if result is not None:
+                    self.states[spec.id] = result
+                    changed.add(spec.id)
+        elif isinstance(event, ev.JobCancelled):
+            for pid, s in self.states.items():
+                self.states[pid] = st.apply(s, event) or s
+            changed.update(self.states)
+        elif (pid := getattr(event, "provider_id", None)) is not None:
+            result = st.apply(self.states.get(pid), event)
+            if result is not None:
+                self.states[pid] = result
+                changed.add(pid)
+        settled = any(before.get(pid) != self._key(self.states[pid]) for pid in changed)
+        return changed, settled
+
+    @staticmethod
+    def _key(s: st.ProviderState) -> tuple[object, ...]:
+        return (s.call_status, s.outcome, s.negotiated_price, s.initial_quote)
+
+    def name(self, provider_id: str) -> str:
+        s = self.states.get(provider_id)
+        return s.service_provider if s else ""
+
+    def item(self, event: ev.Event, seq: int | None) -> dict[str, Any]:
+        provider_id = getattr(event, "provider_id", None)
+        out: dict[str, Any] = {
+            "id": event.event_id,
+            "seq": seq,
+            "type": type(event).__name__,
+            "at": clock(event.occurred_at),
+            "provider_id": provider_id,
+            "who": self.name(provider_id) if provider_id else "",
+            "text": detail(event),
+        }
+        if isinstance(event, ev.UtteranceTranscribed):
+            out["utterance"] = utterance_view(event)
+        return out
+
+    def row(self, provider_id: str) -> dict[str, Any]:
+        return row_view(provider_doc(self.states[provider_id]))
+
+    def job(self) -> dict[str, Any]:
+        return job_view(job_doc(self.job_id, list(self.states.values())))
+
+
+def _wanted(event: ev.Event, provider: str | None) -> bool:
+    return provider is None or getattr(event, "provider_id", provider) == provider
+
+
+class FeedHub:
+    """The open feeds of one service, so stopping the service can end them (uvicorn waits for open responses)."""
+
+    def __init__(self) -> None:
+        self.queues: set[asyncio.Queue[Msg | None]] = set()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        for queue in self.queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(STOP)
+
+
+async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: str, *,
+                   provider: str | None = None, heartbeat_s: float = 15.0) -> AsyncIterator[str]:
+    """The SSE body for one job (or one provider's call when `provider` is given)."""
+    queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=MAX_QUEUED + 1)
+
+    async def on_msg(msg: Msg) -> None:
+        if queue.qsize() >= MAX_QUEUED:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(STOP)
+            return
+        queue.put_nowait(msg)
+
+    sub = await nc.subscribe(subjects.job_filter(job_id), cb=on_msg)
+    hub.queues.add(queue)
+    try:
+        fold = JobFold(job_id)
+        seen: set[str] = set()
+        out: list[str] = ["retry: 2000\n\n"]
+        size = 0
+        async for stored in bus.replay(js, subjects.job_filter(job_id)):
+            if stored.event is None:
+                log.warning("feed %s: unreadable event at seq %d: %s", job_id, stored.seq, stored.error)
+                continue
+            seen.add(stored.event.event_id)
+            fold.apply(stored.event)
+            if _wanted(stored.event, provider):
+                line = sse("item", fold.item(stored.event, stored.seq), event_id=stored.seq)
+                out.append(line)
+                size += len(line)
+                if size >= CHUNK_BYTES:
+                    yield "".join(out)
+                    out, size = [], 0
+        for pid in fold.states:
+            if provider is None or pid == provider:
+                out.append(sse("row", fold.row(pid)))
+        if provider is None:
+            out.append(sse("job", fold.job()))
+        out.append(sse("ready", {"job_id": job_id, "providers": len(fold.states)}))
+        yield "".join(out)
+
+        while not hub.closed:
+            try:
+                first = await asyncio.wait_for(queue.get(), heartbeat_s)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            batch = [first]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            if STOP in batch:
+                return
+            changed: set[str] = set()
+            settled = False
+            out = []
+            for msg in batch:
+                assert msg is not None
+                try:
+                    event = codec.decode(msg.data)
+                except codec.EventDecodeError as exc:
+                    log.warning("feed %s: unreadable live event on %s: %s", job_id, msg.subject, exc)
+                    continue
+                if event.event_id in seen:
+                    continue
+                seen.add(event.event_id)
+                rows, moved = fold.apply(event)
+                changed |= rows
+                settled |= moved
+                if _wanted(event, provider):
+                    out.append(sse("item", fold.item(event, None)))
+            out.extend(sse("row", fold.row(pid)) for pid in fold.states
+                       if pid in changed and (provider is None or pid == provider))
+            if settled and provider is None:
+                out.append(sse("job", fold.job()))
+            if out:
+                yield "".join(out)
+    finally:
+        hub.queues.discard(queue)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -1,0 +1,165 @@
+"""How a provider row reads on the page: one formatter used for the server-rendered HTML and the live feed.
+
+The live feed sends these already-formatted strings, so the browser only sets `textContent` and never
+re-implements money, duration or status wording (one place decides how a row reads).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+STATUS_LABELS = {
+    "queued": "Queued",
+    "dialing": "Dialing",
+    "in_progress": "On the call",
+    "completed": "Completed",
+    "failed": "Finished",
+}
+OUTCOME_LABELS = {
+    "agreed": "Agreed",
+    "no_agreement": "No agreement",
+    "no_answer": "No answer",
+    "busy": "Busy",
+    "voicemail": "Voicemail",
+    "declined": "Declined",
+    "failed": "Call failed",
+    "cancelled": "Cancelled",
+}
+ROLE_LABELS = {"assistant": "Haggle", "user": "Provider"}
+DASH = "–"
+LATEST_CHARS = 140
+
+# The columns of the job page's provider table, in order: (field, heading). "name" is the link cell.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "Provider"),
+    ("status", "Status"),
+    ("outcome", "Outcome"),
+    ("attempts", "Attempts"),
+    ("initial_quote", "First quote"),
+    ("negotiated_price", "Negotiated"),
+    ("duration", "Duration"),
+    ("latest", "Latest words"),
+)
+
+
+def money(x: float | None) -> str:
+    if x is None:
+        return DASH
+    return f"${x:,.0f}" if float(x).is_integer() else f"${x:,.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    return f"{whole // 60}m {whole % 60:02d}s"
+
+
+def clock(when: datetime | str | None) -> str:
+    """HH:MM:SS (UTC), the timeline's time column."""
+    if when is None:
+        return ""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.strftime("%H:%M:%S")
+
+
+def short(text: str, limit: int = LATEST_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def status_text(doc: dict[str, Any]) -> str:
+    status = doc.get("call_status") or "queued"
+    label = STATUS_LABELS.get(status, status)
+    if status == "queued" and doc.get("retry_at") and doc.get("attempts"):
+        return f"Retry at {clock(doc['retry_at'])}"
+    return label
+
+
+def outcome_text(doc: dict[str, Any]) -> str:
+    outcome = doc.get("outcome")
+    if not outcome:
+        return DASH
+    return OUTCOME_LABELS.get(outcome, outcome.replace("_", " "))
+
+
+def latest_text(doc: dict[str, Any]) -> str:
+    transcript = doc.get("transcript") or []
+    if not transcript:
+        return DASH
+    last = transcript[-1]
+    who = "Haggle" if last["role"] == "assistant" else "Provider"
+    return short(f"{who}: {last['text']}")
+
+
+def terms_text(doc: dict[str, Any]) -> str:
+    parts = [p for p in (doc.get("price_type"), doc.get("conditions")) if p and p != "unknown"]
+    return " · ".join(str(p).replace("_", " ") for p in parts) or DASH
+
+
+def note_text(doc: dict[str, Any]) -> str:
+    """Why a call ended the way it did, when there is something to say."""
+    parts = [doc.get("failure_reason"), doc.get("end_reason") and f"ended: {doc['end_reason']}",
+             doc.get("disagreement") and f"extractors disagreed: {doc['disagreement']}"]
+    return " · ".join(str(p).replace("_", " ") for p in parts if p) or DASH
+
+
+def row_cells(doc: dict[str, Any]) -> dict[str, str]:
+    """Display text per field for one `provider_doc`."""
+    return {
+        "status": status_text(doc),
+        "outcome": outcome_text(doc),
+        "attempts": f"{doc.get('attempts') or 0}/{doc.get('max_attempts') or '?'}",
+        "initial_quote": money(doc.get("initial_quote")),
+        "negotiated_price": money(doc.get("negotiated_price")),
+        "duration": duration(doc.get("duration_s")),
+        "latest": latest_text(doc),
+        "terms": terms_text(doc),
+        "note": note_text(doc),
+    }
+
+
+def row_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A row as the live feed sends it: state keys for styling, formatted cells for display."""
+    return {
+        "id": doc["id"],
+        "name": doc["service_provider"],
+        "status": doc.get("call_status") or "queued",
+        "outcome": doc.get("outcome") or "",
+        "terminal": doc.get("call_status") in ("completed", "failed"),
+        "cells": row_cells(doc),
+    }
+
+
+def best_view(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The best offer of a `job_doc`, worded for the banner."""
+    if not best:
+        return None
+    saving = best.get("saving")
+    if saving:
+        saving_text = f"saves {money(saving)} on their first quote of {money(best.get('initial_quote'))}"
+    else:
+        saving_text = "no saving on their first quote" if best.get("initial_quote") is not None else ""
+    return {
+        "provider_id": best["provider_id"],
+        "name": best["service_provider"],
+        "price": money(best.get("price")),
+        "saving": saving_text,
+    }
+
+
+def job_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """The job-level part of a `job_doc`: status line and best offer."""
+    providers = doc.get("providers") or []
+    done = sum(1 for p in providers if p.get("call_status") in ("completed", "failed"))
+    agreed = sum(1 for p in providers if p.get("outcome") == "agreed")
+    status = doc.get("status") or "running"
+    if status == "completed":
+        label = f"Completed: {agreed} of {len(providers)} agreed"
+    else:
+        label = f"Running: {done} of {len(providers)} calls finished"
+    return {"status": status, "label": label, "best": best_view(doc.get("best_offer"))}

@@ -1,0 +1,110 @@
+"""The jobs list and the job page (one row per provider, best offer on top), rendered from `job_doc`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from ...stores.base import JobSummary
+from .cells import COLUMNS, DASH, job_view, money, row_view
+from .layout import attrs, e, page
+
+
+def job_url(job_id: str) -> str:
+    return f"/ui/jobs/{quote(job_id)}"
+
+
+def call_url(job_id: str, provider_id: str) -> str:
+    return f"/ui/jobs/{quote(job_id)}/calls/{quote(provider_id)}"
+
+
+def jobs_page(jobs: list[JobSummary], *, signed_in: bool) -> str:
+    if not jobs:
+        body = ('<h1>Jobs</h1>\n<p class="notice">No jobs yet. '
+                '<a href="/ui/new">Start one</a> and watch the calls here as they happen.</p>')
+        return page("Jobs", body, signed_in=signed_in)
+    rows = []
+    for j in jobs:
+        started = j.created_at.strftime("%Y-%m-%d %H:%M") if j.created_at else DASH
+        state = "completed" if j.terminal == j.providers else "running"
+        rows.append(
+            f'<tr data-job-id="{e(j.job_id)}" data-state="{state}">'
+            f'<td data-label="Job"><a href="{e(job_url(j.job_id))}">{e(j.problem)}</a>'
+            f'<small class="id">{e(j.job_id)}</small></td>'
+            f'<td data-label="ZIP">{e(j.zip_code)}</td>'
+            f'<td data-label="Calls done">{j.terminal}/{j.providers}</td>'
+            f'<td data-label="Agreed">{j.agreed}</td>'
+            f'<td data-label="Best price">{e(money(j.best_price))}</td>'
+            f'<td data-label="Target">{e(money(j.max_price))}</td>'
+            f'<td data-label="Started">{e(started)} UTC</td></tr>'
+        )
+    body = f"""<div class="titlebar"><h1>Jobs</h1><a class="button" href="/ui/new">New job</a></div>
+<table class="jobs cards">
+<thead><tr><th>Job</th><th>ZIP</th><th>Calls done</th><th>Agreed</th><th>Best price</th><th>Target</th>
+<th>Started</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody>
+</table>"""
+    return page("Jobs", body, signed_in=signed_in)
+
+
+def provider_row(job_id: str, doc: dict[str, Any], *, best_id: str | None) -> str:
+    view = row_view(doc)
+    cells = []
+    for field, heading in COLUMNS:
+        if field == "name":
+            inner = f'<a href="{e(call_url(job_id, doc["id"]))}">{e(doc["service_provider"])}</a>'
+        else:
+            inner = e(view["cells"][field])
+        cells.append(f'<td data-field="{field}" data-label="{e(heading)}">{inner}</td>')
+    row_attrs = attrs({
+        "data-provider-id": doc["id"],
+        "data-status": view["status"],
+        "data-outcome": view["outcome"],
+        "data-terminal": "true" if view["terminal"] else "false",
+        "class": "best" if doc["id"] == best_id else None,
+    })
+    return f"<tr{row_attrs}>{''.join(cells)}</tr>"
+
+
+def best_banner(best: dict[str, Any] | None) -> str:
+    hidden = " hidden" if best is None else ""
+    best = best or {"name": "", "price": "", "saving": ""}
+    return (
+        f'<section id="best" class="best-offer"{hidden} aria-live="polite">'
+        f'<span class="label">Best offer</span> '
+        f'<strong data-best="name">{e(best["name"])}</strong> at '
+        f'<strong data-best="price">{e(best["price"])}</strong> '
+        f'<span data-best="saving" class="saving">{e(best["saving"])}</span></section>'
+    )
+
+
+def job_page(doc: dict[str, Any], *, signed_in: bool) -> str:
+    job_id = doc["job_id"]
+    summary = job_view(doc)
+    best = summary["best"]
+    best_id = best["provider_id"] if best else None
+    heads = "".join(f'<th data-field="{f}">{e(h)}</th>' for f, h in COLUMNS)
+    rows = "\n".join(provider_row(job_id, p, best_id=best_id) for p in doc["providers"])
+    body = f"""<p class="crumbs"><a href="/">Jobs</a> / <span class="id">{e(job_id)}</span></p>
+<h1>{e(doc["problem"])}</h1>
+<p class="meta">ZIP {e(doc["zip_code"])} · target {e(money(doc["max_price"]))} ·
+<span id="job-status" class="job-status" data-status="{e(summary["status"])}">{e(summary["label"])}</span>
+<span id="live" class="live" data-state="connecting">connecting…</span></p>
+{best_banner(best)}
+<table id="providers" class="providers cards">
+<thead><tr>{heads}</tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<section class="activity-wrap"><h2>Latest events</h2>
+<ol id="activity" class="activity" data-limit="12"></ol></section>"""
+    main = {
+        "class": "job",
+        "data-page": "job",
+        "data-job-id": job_id,
+        "data-feed": f"{job_url(job_id)}/events",
+    }
+    return page(doc["problem"] or job_id, body, signed_in=signed_in, main=main)

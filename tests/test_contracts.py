@@ -1,0 +1,60 @@
+"""The contracts: round trips, subject layout, and the checked-in AsyncAPI document staying current."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from haggle_contracts.asyncapi import document
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_asyncapi_document_is_current() -> None:
+    checked_in = json.loads((REPO / "contracts" / "asyncapi.json").read_text())
+    assert checked_in == json.loads(json.dumps(document())), "run `make asyncapi` and commit the result"
+
+
+def test_every_event_has_a_subject_and_a_schema() -> None:
+    doc = document()
+    for cls in ev.ALL_EVENTS:
+        assert cls.__name__ in doc["channels"]
+        assert cls.__name__ in doc["components"]["schemas"]
+
+
+def test_round_trip_and_subject() -> None:
+    e = ev.UtteranceTranscribed(event_id="u1", job_id="j1", provider_id="p1", attempt=1, call_sid="CA1",
+                                utterance_id="it1", seq=3, role=ev.Role.USER, text="one fifty")
+    assert codec.decode(codec.encode(e)) == e
+    assert subjects.subject_for(e) == "haggle.job.j1.provider.p1.utterance"
+    assert subjects.subject_for(ev.JobCancelled(event_id="c", job_id="j1")) == "haggle.job.j1.cancelled"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"type": "Nope"}', "unknown event type"),
+        (b'{"type": "JobCancelled", "v": 2, "event_id": "x", "job_id": "j"}', "unsupported version 2"),
+        (b'{"type": "JobCancelled", "event_id": "x", "job_id": "bad id"}', "invalid JobCancelled"),
+        (b'{"type": "JobStarted", "event_id": "x", "job_id": "j", "problem": "p", "zip_code": "1",'
+         b' "max_price": 10, "providers": []}', "invalid JobStarted"),
+    ],
+)
+def test_bad_events_raise_a_clear_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(codec.EventDecodeError, match=reason):
+        codec.decode(body)
+
+
+def test_job_started_rejects_bad_phone() -> None:
+    raw = msgspec.json.encode({"type": "JobStarted", "event_id": "x", "job_id": "j", "problem": "p",
+                               "zip_code": "1", "max_price": 10,
+                               "providers": [{"id": "a", "service_provider": "A", "phone_number": "12"}]})
+    with pytest.raises(codec.EventDecodeError, match="phone_number"):
+        codec.decode(raw)

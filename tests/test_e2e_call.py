@@ -1,0 +1,79 @@
+"""End to end on loopback: the real services, a real nats-server, the official `twilio` SDK and a real WebSocket
+client talking to the Twilio and xAI stand-ins. Three providers are called, negotiated with, and reported."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from haggle import bus
+from haggle.config import Settings
+from haggle.simulate import simulated_world
+from haggle.system import start_system
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from haggle_sim.personas import demo_personas
+
+
+async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'e2e.db'}", calling_hours=None,
+                        port=0)
+    async with simulated_world(settings, personas=demo_personas(ms_per_char=12)) as world:
+        system = await start_system(world.settings, nats_url=nats_server.url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
+        try:
+            completed = asyncio.Event()
+
+            async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+                if isinstance(codec.decode(msg.data), ev.JobCompleted):
+                    completed.set()
+
+            sub = await nc.subscribe(subjects.job_filter("e2e"), cb=on_msg)
+            personas = list(world.personas)
+            body = {"job_id": "e2e", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
+                    "providers": [{"id": f"p{i}", "service_provider": p.business, "phone_number": p.phone}
+                                  for i, p in enumerate(personas)]}
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                assert (await http.post("/jobs", json=body)).status_code == 201
+                await asyncio.wait_for(completed.wait(), 90)
+                await sub.unsubscribe()
+
+                async def projected() -> dict:  # type: ignore[type-arg]
+                    while True:
+                        doc = (await http.get("/jobs/e2e")).json()
+                        if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
+                            return doc
+                        await asyncio.sleep(0.05)
+
+                doc = await asyncio.wait_for(projected(), 10)
+        finally:
+            await system.stop(5)
+
+    by_name = {p["service_provider"]: p for p in doc["providers"]}
+    for persona in personas:
+        row = by_name[persona.business]
+        said = [t["text"] for t in row["transcript"]]
+        assert said[0] == persona.turns[0].text  # the callee's hello is kept, first
+        assert row["transcript"][1]["role"] == "assistant"
+        assert persona.business in said[1]  # the agent's first line names the business
+        assert len(said) == len(persona.turns)
+        assert row["call_transcript"].splitlines()[0] == f"Provider: {persona.turns[0].text}"
+    assert by_name["Joe's Plumbing"]["outcome"] == "agreed" and by_name["Joe's Plumbing"]["negotiated_price"] == 175
+    assert by_name["Bay Pipe Pros"]["negotiated_price"] == 180 and by_name["Bay Pipe Pros"]["call_status"] == "completed"
+    assert by_name["Drip Masters"]["outcome"] == "no_agreement" and by_name["Drip Masters"]["call_status"] == "failed"
+    assert doc["best_offer"]["service_provider"] == "Joe's Plumbing" and doc["best_offer"]["price"] == 175
+    assert doc["best_offer"]["saving"] == 25
+
+    # The audit view: per provider, CallDialed -> UtteranceTranscribed... -> CallEnded.
+    history = await bus.job_history(nc.jetstream(), "e2e")
+    for i in range(len(personas)):
+        kinds = [type(e).__name__ for e in history if getattr(e, "provider_id", None) == f"p{i}"]
+        dialed, ended = kinds.index("CallDialed"), kinds.index("CallEnded")
+        utterances = [j for j, k in enumerate(kinds) if k == "UtteranceTranscribed"]
+        assert dialed < min(utterances) and max(utterances) < ended
+        assert kinds.index("PriceExtracted") > ended
+    # Each Twilio call was hung up by us after the goodbye, with no protocol violation on the stream.
+    for call in world.twilio.calls:  # type: ignore[attr-defined]
+        assert call.violations == []
