@@ -87,14 +87,13 @@ async def run_demo(settings: Settings, *, timeout_s: float = 120.0) -> int:
                 "zip_code": "94110",
                 "max_price": 200,
                 "context_answers": "Single-handle faucet, drips constantly; available weekdays after 3pm.",
-                "providers": [{"id": f"p{i}", "service_provider": p.business, "phone_number": p.phone}
-                              for i, p in enumerate(world.personas, start=1)],
+                "providers": [{"service_provider": p.business, "phone_number": p.phone} for p in world.personas],
             }
-            names.update({f"p{i}": p.business for i, p in enumerate(world.personas, start=1)})
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
                 response = await http.post("/jobs", json=body)
                 response.raise_for_status()
+                names.update({p["id"]: p["service_provider"] for p in response.json()["providers"]})
                 try:
                     await asyncio.wait_for(done.wait(), timeout_s)
                 except TimeoutError:

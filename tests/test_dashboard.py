@@ -18,12 +18,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from haggle_contracts import events as ev
+from haggle_contracts import state as st
+from haggle_projector.dashboard import DashboardDeps, build_dashboard_router
 
 from haggle import bus
 from haggle.config import Settings
 from haggle.system import System, start_system
-from haggle_contracts import events as ev
-from haggle_projector.dashboard import DashboardDeps, build_dashboard_router
 
 KEY = "dash-s3cret"
 EVIL = "<script>alert('x')</script> & \"Sons\""
@@ -43,7 +44,9 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     task = asyncio.create_task(server.serve())
 
     async def started() -> None:
-        while not server.started:
+        while True:
+            if server.started:
+                return
             await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
 
     await asyncio.wait_for(started(), 10)
@@ -128,7 +131,7 @@ class Feed:
                 return kind, json.loads(data)
         raise EOFError("the feed ended")
 
-    async def until(self, predicate, timeout: float = 10.0) -> list[tuple[str, Any]]:  # type: ignore[no-untyped-def]
+    async def until(self, predicate, within: float = 10.0) -> list[tuple[str, Any]]:  # type: ignore[no-untyped-def]
         """Every event up to and including the first one matching `predicate`."""
         got: list[tuple[str, Any]] = []
 
@@ -138,12 +141,14 @@ class Feed:
                 if predicate(*got[-1]):
                     return got
 
-        return await asyncio.wait_for(read(), timeout)
+        return await asyncio.wait_for(read(), within)
 
 
 async def wait_rows(d: Dash, job_id: str, n: int) -> None:
     async def poll() -> None:
-        while len(await d.deps.store.list_job(job_id)) < n:
+        while True:
+            if len(await d.deps.store.list_job(job_id)) >= n:
+                return
             await asyncio.sleep(0.05)  # the projector is a separate consumer: only its output is observable
 
     await asyncio.wait_for(poll(), 10)
@@ -177,8 +182,9 @@ async def test_pages_require_the_key_and_sign_in_sets_a_strict_cookie(dash: Dash
         assert "script-src 'self'" in page.headers["content-security-policy"]
 
         # The sign-in form is no open redirect.
-        away = await anon.post("/ui/login", data={"key": KEY, "next": "//evil.example/x"})
-        assert away.headers["location"] == "/"
+        for evil in ("//evil.example/x", "/\t/evil.example", "https://evil.example"):
+            away = await anon.post("/ui/login", data={"key": KEY, "next": evil})
+            assert away.headers["location"] == "/", evil
         out = await anon.post("/ui/logout")
         assert out.status_code == 303 and 'haggle_key=""' in out.headers["set-cookie"]
     # Only the session published nothing from the anonymous form post.
@@ -218,6 +224,13 @@ async def test_job_page_shows_rows_and_highlights_the_best_offer(dash: Dash) -> 
 
         text = await asyncio.wait_for(settled(), 10)
         assert (await http.get("/ui/jobs/nope")).status_code == 404
+        # A job whose events are gone from the stream (retention) is still shown from the projection.
+        await dash.deps.store.upsert(st.ProviderState(id="old-p", job_id="old1", service_provider="Archived Co",
+                                                      phone_number="+14155550111", zip_code="94110",
+                                                      problem="Old leak", max_price=90, call_status="failed",
+                                                      outcome="busy"))
+        old = await http.get("/ui/jobs/old1")
+        assert old.status_code == 200 and "Archived Co" in old.text and "Busy" in old.text
         assert (await http.get("/ui/jobs/best1/calls/nobody")).status_code == 404
     assert '<tr data-provider-id="p1" data-status="completed" data-outcome="agreed" data-terminal="true" ' \
            'class="best">' in text
@@ -256,7 +269,7 @@ async def test_feed_sends_history_then_live_events_once(dash: Dash) -> None:
         assert last_row["status"] == "completed" and last_row["cells"]["negotiated_price"] == "$170"
         assert live[-1][1]["best"] == {"provider_id": "p0", "name": "Joe's Plumbing", "price": "$170",
                                        "saving": "saves $50 on their first quote of $220"}
-        assert await feed.until(lambda kind, _: kind == "comment", timeout=5)  # the keep-alive
+        assert await feed.until(lambda kind, _: kind == "comment", within=5)  # the keep-alive
 
 
 async def test_call_feed_carries_one_provider(dash: Dash) -> None:
@@ -275,7 +288,9 @@ async def test_closing_the_browser_or_stopping_the_service_ends_the_feed(dash: D
     hub = dash.deps.hub
 
     async def until_open(n: int) -> None:
-        while len(hub.queues) != n:
+        while True:
+            if len(hub.queues) == n:
+                return
             await asyncio.sleep(0.02)  # the server notices the disconnect on its own schedule
 
     async with client(dash) as http:
@@ -289,7 +304,7 @@ async def test_closing_the_browser_or_stopping_the_service_ends_the_feed(dash: D
             await feed.until(lambda kind, _: kind == "ready")
             await dash.deps.close()
             with pytest.raises(EOFError):
-                await feed.until(lambda kind, _: kind == "item", timeout=5)
+                await feed.until(lambda kind, _: kind == "item", within=5)
     await asyncio.wait_for(until_open(0), 5)
 
 
@@ -318,36 +333,35 @@ async def test_new_job_form_starts_a_job_from_pasted_lines_and_a_csv(dash: Dash)
     ]
 
 
-@pytest.mark.parametrize(
-    ("fields", "csv_text", "needles"),
-    [
-        ({"providers": "Joe, +14155550101\nBob, 555-1234"}, None,
-         ["Line 2 (Bob): phone number must be an E.164 phone number"]),
-        ({"providers": "just a name"}, None, ["Line 1: expected &#x27;Name, +1 phone number&#x27;"]),
-        ({"providers": ""}, None, ["paste at least one"]),
-        ({"max_price": "cheap"}, None, ["target price &#x27;cheap&#x27; is not a number"]),
-        ({"max_price": "-3", "problem": ""}, None, ["Target price: target price must be more than 0",
-                                                     "Problem: describe what needs fixing"]),
-        ({"providers": ""}, "name,phone\nA,+14155550101\n", ["missing column(s) service_provider, phone_number"]),
-        ({"providers": ""}, "service_provider,phone_number,color\nA,+14155550101,red\n",
-         ["unknown column(s) color"]),
-        ({"providers": ""}, "service_provider,phone_number,max_price\nA,+14155550101,lots\n",
-         ["CSV line 2: target price &#x27;lots&#x27; is not a number"]),
-    ],
-)
-async def test_new_job_form_shows_clear_errors_and_publishes_nothing(
-    dash: Dash, fields: dict[str, str], csv_text: str | None, needles: list[str]
-) -> None:
-    data = {"problem": "Leaking faucet", "zip_code": "94110", "max_price": "200",
-            "providers": "Joe, +14155550101", **fields}
-    files = {"providers_csv": ("p.csv", csv_text.encode(), "text/csv")} if csv_text else None
+BAD_FORMS: list[tuple[dict[str, str], str | None, list[str]]] = [
+    ({"providers": "Joe, +14155550101\nBob, 555-1234"}, None,
+     ["Line 2 (Bob): phone number must be an E.164 phone number"]),
+    ({"providers": "just a name"}, None, ["Line 1: expected &#x27;Name, +1 phone number&#x27;"]),
+    ({"providers": ""}, None, ["paste at least one"]),
+    ({"max_price": "cheap"}, None, ["Target price &#x27;cheap&#x27; is not a number"]),
+    ({"max_price": "-3", "problem": ""}, None, ["Target price must be more than 0",
+                                                 "Problem: describe what needs fixing"]),
+    ({"providers": ""}, "name,phone\nA,+14155550101\n", ["missing column(s) service_provider, phone_number"]),
+    ({"providers": ""}, "service_provider,phone_number,color\nA,+14155550101,red\n", ["unknown column(s) color"]),
+    ({"providers": ""}, "service_provider,phone_number,max_price\nA,+14155550101,lots\n",
+     ["CSV line 2: target price &#x27;lots&#x27; is not a number"]),
+    ({"providers": ""}, "\xff\xfe not utf-8", ["The CSV file is not UTF-8 text"]),
+]
+
+
+async def test_new_job_form_shows_clear_errors_and_publishes_nothing(dash: Dash) -> None:
     async with client(dash) as http:
-        r = await http.post("/ui/new", data=data, files=files)
-    assert r.status_code == 422
-    assert 'role="alert"' in r.text
-    for needle in needles:
-        assert needle in r.text
-    assert "Leaking faucet" in r.text or not data["problem"]  # the operator's input is kept
+        for fields, csv_text, needles in BAD_FORMS:
+            data = {"problem": "Leaking faucet", "zip_code": "94110", "max_price": "200",
+                    "providers": "Joe, +14155550101", **fields}
+            raw = csv_text.encode("latin-1") if csv_text else b""
+            files = {"providers_csv": ("p.csv", raw, "text/csv")} if csv_text else None
+            r = await http.post("/ui/new", data=data, files=files)
+            assert r.status_code == 422, fields
+            assert 'role="alert"' in r.text
+            for needle in needles:
+                assert needle in r.text, (needle, fields)
+            assert data["zip_code"] in r.text  # the operator's input is kept
     info = await dash.system.rt.js.stream_info("HAGGLE")
     assert info.state.messages == 0
 

@@ -11,6 +11,7 @@ import audioop
 import logging
 import math
 
+import pytest
 from haggle_contracts import events as ev
 from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn, negotiation
 from test_gateway_harness import GatewayHarness
@@ -58,6 +59,9 @@ async def test_negotiation_call_end_to_end(nc) -> None:  # type: ignore[no-untyp
         assert [u.seq for u in utterances] == list(range(len(expected)))
         assert len({u.utterance_id for u in utterances}) == len(utterances)
         assert ended.utterances == len(expected)
+        # Published as the call went, not at the end: a gateway crash would lose none of these.
+        first_utterance = h.arrived_at[f"utt-{ctx.call_sid}-{utterances[0].utterance_id}"]
+        assert first_utterance < stream.provider_lines[-1].started_at
         ids = [e.event_id for e in h.events]
         assert len(ids) == len(set(ids))
         assert ids.index(f"end-{ctx.call_sid}") > max(ids.index(f"utt-{ctx.call_sid}-{u.utterance_id}")
@@ -155,9 +159,10 @@ def _quiet_persona() -> Persona:
     )
 
 
-async def test_greeting_opens_after_silence_with_the_fixed_line(nc) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mode", ["force_message", "response"])
+async def test_greeting_opens_after_silence_with_the_fixed_line(nc, mode: str) -> None:  # type: ignore[no-untyped-def]
     persona = _quiet_persona()
-    async with GatewayHarness(nc, PersonaBook([persona])) as h:
+    async with GatewayHarness(nc, PersonaBook([persona]), greeting_mode=mode) as h:
         ctx = await h.dial(persona)
         assert ctx.call_sid is not None
         ended = await h.wait_ended(ctx.call_sid)
@@ -166,10 +171,14 @@ async def test_greeting_opens_after_silence_with_the_fixed_line(nc) -> None:  # 
         assert stream is not None and stream.connected_at is not None
         wait_s = stream.events("media")[0].at - stream.connected_at
         assert 1.45 <= wait_s <= 2.3, wait_s
-        forced = [e["item"] for e in h.realtime.sessions[0].received("conversation.item.create")
+        session = h.realtime.sessions[0]
+        forced = [e["item"] for e in session.received("conversation.item.create")
                   if e["item"]["type"] == "force_message"]
-        assert [f["content"][0]["text"] for f in forced] == ["Hi, is this Quiet Plumbing?"]
-        assert forced[0]["interruptible"] is True
+        if mode == "force_message":
+            assert [f["content"][0]["text"] for f in forced] == ["Hi, is this Quiet Plumbing?"]
+            assert forced[0]["interruptible"] is True
+        else:  # the model speaks the opener from its instructions
+            assert forced == [] and len(session.received("response.create")) == 1
         assert ended.reason == "end_call"
         texts = [u.text for u in _utterances(h, ctx.call_sid)]
         assert texts[0] == "Hi, is this Quiet Plumbing?"
@@ -302,3 +311,15 @@ async def test_max_duration_and_shutdown_end_live_calls(nc) -> None:  # type: ig
         assert ended.reason == "shutdown"
         call = await h.twilio.wait_for_call_end(second.call_sid, timeout=10)
         assert call.updates == [{"Status": "completed"}]
+
+
+async def test_realtime_unavailable_ends_the_call_cleanly(nc) -> None:  # type: ignore[no-untyped-def]
+    persona = negotiation("Joe's Plumbing", "+14155550101", first_quote=200, counter=150, final=175)
+    async with GatewayHarness(nc, PersonaBook([persona]), realtime={"reject_auth": True}) as h:
+        ctx = await h.dial(persona)
+        assert ctx.call_sid is not None
+        ended = await h.wait_ended(ctx.call_sid)
+        call = await h.twilio.wait_for_call_end(ctx.call_sid, timeout=10)
+        assert ended.reason == "realtime_error" and ended.utterances == 0
+        assert call.updates == [{"Status": "completed"}]
+        assert h.realtime.connections == 2 and h.realtime.sessions == []  # the prewarm, then one retry

@@ -65,6 +65,7 @@ class GatewayHarness:
         self._twilio_kwargs = {"reply_gap_ms": 250, **(twilio or {})}
         self._settings_overrides = settings
         self.events: list[ev.Event] = []
+        self.arrived_at: dict[str, float] = {}  # event_id -> loop time it reached the test's subscription
         self._changed = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self.service: GatewayService
@@ -132,9 +133,11 @@ class GatewayHarness:
 
     async def _on_event(self, msg: Any) -> None:
         try:
-            self.events.append(codec.decode(msg.data))
+            event = codec.decode(msg.data)
         except codec.EventDecodeError:
             return
+        self.events.append(event)
+        self.arrived_at.setdefault(event.event_id, asyncio.get_running_loop().time())
         self._changed.set()
 
     # -------------------------------------------------------------------------------------------- helpers

@@ -201,3 +201,15 @@ async def test_junk_after_start_is_ignored_and_the_call_goes_on(nc) -> None:  # 
         bad_appends = [e for e in h.realtime.sessions[0].received("input_audio_buffer.append")
                        if e["audio"] == "!!not base64!!"]
         assert bad_appends == []
+
+
+async def test_a_stream_that_keeps_sending_junk_is_cut_off(nc) -> None:  # type: ignore[no-untyped-def]
+    async with GatewayHarness(nc, PersonaBook([PERSONA]), max_malformed_frames=5) as h:
+        ctx = h.context(PERSONA, call_sid="CA" + "8" * 32)
+        await h.store(ctx)
+        code = await attack(h, CONNECTED, start_message(ctx.call_id, ctx.token, ctx.call_sid or ""),
+                            *(["{junk"] * 10))
+        assert code == 1008
+        ended = await h.wait_ended(ctx.call_sid or "")
+        assert ended.reason == "protocol_error"
+        assert h.service.registry.stats["ended:protocol_error"] == 1

@@ -69,7 +69,11 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
 
 
 class ProviderSpec(msgspec.Struct, kw_only=True, frozen=True):
-    """One provider to call, with optional per-provider overrides of the job's fields."""
+    """One provider to call, with optional per-provider overrides of the job's fields.
+
+    `id` is the `providers` table's primary key, so it must be unique across jobs (the API generates
+    `p_<random>` ids); a JobStarted that reuses another job's provider id is not projected for that provider.
+    """
 
     id: Id
     service_provider: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -109,12 +109,13 @@ CONSUMERS: dict[str, ConsumerSpec] = {
         ConsumerSpec(
             "dispatcher-jobs",
             (job_event_filter("started"), job_event_filter("cancelled")),
+            ack_wait_s=10.0,
             description="Turns JobStarted into one DialScheduled per provider.",
         ),
         ConsumerSpec(
             "dispatcher-dials",
             (provider_event_filter("dial_scheduled"),),
-            ack_wait_s=60.0,
+            ack_wait_s=10.0,  # a dead dispatcher's dials come back quickly; live ones send in_progress
             description="Places scheduled dials with Twilio, honouring caps, pacing and calling hours.",
         ),
         ConsumerSpec(
@@ -124,6 +125,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
                 provider_event_filter("dial_failed"),
                 provider_event_filter("price"),
             ),
+            ack_wait_s=10.0,
             description="Decides retries when an attempt ends without a conversation, frees call slots.",
         ),
         ConsumerSpec(

@@ -460,6 +460,8 @@ class StandinSession:
             return audioop.lin2alaw(pcm, 2), 8
         if rate != 8000:
             pcm, _ = audioop.ratecv(pcm, 2, 1, 8000, rate, None)  # the whole utterance at once: no seams
+            size = ms * 2 * rate // 1000  # ratecv comes up a sample or two short: keep the duration exact
+            pcm = pcm[:size] + bytes(max(0, size - len(pcm)))
         return pcm, 2 * rate // 1000
 
     async def _speak(self, run: _Run, tools: tuple[ToolCall, ...]) -> None:

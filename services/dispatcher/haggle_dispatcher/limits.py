@@ -2,7 +2,8 @@
 
 Two keys, each updated with compare-and-set on its revision so concurrent replicas never both win:
 - `pace`: the earliest wall-clock time the next dial may start. Taking a turn moves it on by
-  1/CALLS_PER_SECOND, so the account-wide rate holds however many replicas dial.
+  1/CALLS_PER_SECOND plus 10% headroom, so the account-wide rate holds however many replicas dial, and
+  network jitter between our turn and Twilio's clock cannot bunch two turns into one of Twilio's seconds.
 - `slots`: the dial keys currently holding one of MAX_CONCURRENT_CALLS slots, with when they took it.
   A slot is released when its call reaches a terminal state (by whichever replica sees that), and a
   slot older than the longest possible call is reclaimed, so a crashed replica cannot leak slots.
@@ -37,7 +38,7 @@ class SharedLimits:
     ) -> None:
         self.kv = kv
         self.max_concurrent = max_concurrent
-        self.interval = 1.0 / calls_per_second
+        self.interval = 1.1 / calls_per_second
         self.slot_ttl_s = slot_ttl_s
         self.poll_s = poll_s
         self.clock = clock

@@ -222,6 +222,8 @@ class Dispatcher:
                     adopted_state = DialState(state="dialed", at=time.time(), call_id=existing.call_id, sid=adopted)
                     await self._mark(key, adopted_state)
                     await self._publish_dialed(event, adopted, spec.phone_number)
+                    # Its status callbacks may have gone to the dead process's gateway: ask Twilio now.
+                    await self._reconcile_one(key, adopted_state)
                     return None
             await self.limits.take_turn()
             return await self._dial(event, job, spec, key, delivery)
@@ -231,7 +233,7 @@ class Dispatcher:
     async def _keep_alive(self, delivery: Delivery) -> None:
         """Tell JetStream we are still working so a long wait for a slot is not redelivered elsewhere."""
         while True:
-            await asyncio.sleep(10)
+            await asyncio.sleep(3)  # well inside the consumer's 10 s ack_wait
             with contextlib.suppress(Exception):
                 await delivery.msg.in_progress()
 
@@ -352,29 +354,32 @@ class Dispatcher:
             raw, _ = await self._get(key)
             if raw is None:
                 continue
-            state = msgspec.json.decode(raw, type=DialState)
-            if state.state != "dialed" or not state.sid:
-                continue
-            try:
-                status, duration = await self.dialer.fetch_status(state.sid)
-            except Exception as exc:
-                log.warning("reconcile: cannot fetch %s: %s", state.sid, exc)
-                continue
-            if status not in ev.TERMINAL_TWILIO_STATUSES:
-                continue
-            _, job_id, provider_id, attempt = key.split(".")
-            await self.publisher.publish(ev.CallStatusChanged(
-                event_id=f"status-{state.sid}-{status}",
-                job_id=job_id,
-                provider_id=provider_id,
-                attempt=int(attempt),
-                call_sid=state.sid,
-                status=status,
-                duration_s=duration,
-                source="reconcile",
-            ))
-            fixed += 1
+            if await self._reconcile_one(key, msgspec.json.decode(raw, type=DialState)):
+                fixed += 1
         return fixed
+
+    async def _reconcile_one(self, key: str, state: DialState) -> bool:
+        if state.state != "dialed" or not state.sid:
+            return False
+        try:
+            status, duration = await self.dialer.fetch_status(state.sid)
+        except Exception as exc:
+            log.warning("reconcile: cannot fetch %s: %s", state.sid, exc)
+            return False
+        if status not in ev.TERMINAL_TWILIO_STATUSES:
+            return False
+        _, job_id, provider_id, attempt = key.split(".")
+        await self.publisher.publish(ev.CallStatusChanged(
+            event_id=f"status-{state.sid}-{status}",
+            job_id=job_id,
+            provider_id=provider_id,
+            attempt=int(attempt),
+            call_sid=state.sid,
+            status=status,
+            duration_s=duration,
+            source="reconcile",
+        ))
+        return True
 
     async def call_context(self, call_id: str) -> CallContext | None:
         try:

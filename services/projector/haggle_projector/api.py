@@ -213,6 +213,9 @@ def build_router(deps: ApiDeps) -> APIRouter:
     async def create_job(body: JobIn) -> dict[str, Any]:
         if body.job_id and await deps.store.list_job(body.job_id):
             raise HTTPException(status_code=409, detail=f"job {body.job_id!r} already exists; use /start-job")
+        for p in body.providers:  # provider ids are the table's primary key: unique across jobs
+            if p.id and (await deps.store.get(p.id)) is not None:
+                raise HTTPException(status_code=409, detail=f"provider id {p.id!r} is already used by another job")
         event = job_started_from(body)
         await deps.publish(event)
         return {

@@ -53,16 +53,17 @@ def _pydantic_reasons(exc: ValidationError) -> list[str]:
     return reasons
 
 
-def _price(raw: str, where: str) -> tuple[float | None, str | None]:
+def _price(raw: str) -> tuple[float | None, str | None]:
+    """A price as typed ("$1,200.50" is fine): (value, None), (None, None) when blank, or (None, reason)."""
     cleaned = raw.strip().replace("$", "").replace(",", "")
     if not cleaned:
         return None, None
     try:
         value = float(cleaned)
     except ValueError:
-        return None, f"{where}: target price {raw.strip()!r} is not a number"
+        return None, f"target price {raw.strip()!r} is not a number"
     if not value > 0:
-        return None, f"{where}: target price must be more than 0"
+        return None, "target price must be more than 0"
     return value, None
 
 
@@ -124,9 +125,9 @@ def parse_csv(text: str, *, source: str = "CSV") -> ParsedProviders:
                 continue
             values: dict[str, Any] = {k: v.strip() for k, v in zip(header, row, strict=True) if v.strip()}
             if "max_price" in values:
-                price, error = _price(values["max_price"], where)
+                price, error = _price(values["max_price"])
                 if error:
-                    out.errors.append(error)
+                    out.errors.append(f"{where}: {error}")
                     continue
                 values["max_price"] = price
             _provider(values, where, out)
@@ -153,9 +154,9 @@ def job_from_form(values: dict[str, str], csv_text: str | None = None) -> JobIn:
         errors.append("Problem: describe what needs fixing")
     if not zip_code:
         errors.append("ZIP code: required")
-    max_price, price_error = _price(values.get("max_price", ""), "Target price")
+    max_price, price_error = _price(values.get("max_price", ""))
     if price_error:
-        errors.append(price_error)
+        errors.append(price_error[0].upper() + price_error[1:])
     elif max_price is None:
         errors.append("Target price: required")
     parsed = parse_lines(values.get("providers", ""))

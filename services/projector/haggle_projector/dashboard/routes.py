@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import nats.errors
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from haggle_contracts import events as ev
@@ -53,6 +54,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 FORM_FIELDS = ("problem", "zip_code", "max_price", "context_answers", "providers")
+LOG_ERRORS = (nats.errors.Error, TimeoutError, OSError)  # JetStream unreachable or not answering
 
 Publish = Callable[[ev.Event], Awaitable[int]]
 
@@ -67,8 +69,11 @@ class DashboardDeps:
     heartbeat_s: float = 15.0
     hub: FeedHub = field(default_factory=FeedHub)
 
-    async def close(self) -> None:
-        """End the open live feeds (call before the HTTP server stops: it waits for open responses)."""
+    async def close(self, deadline_s: float | None = None) -> None:
+        """End the open live feeds (before the HTTP server stops: it waits for open responses).
+
+        Shaped as a `ServiceHandle.on_stop` hook; ending a feed is immediate, so the deadline is not needed.
+        """
         self.hub.close()
 
 
@@ -80,11 +85,17 @@ def _safe_next(raw: str | None) -> str:
     """Only same-site paths: `//evil` or `https://evil` would make the sign-in form an open redirect."""
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
         return "/"
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):  # browsers drop tabs/newlines: "/\t/evil" is "//evil"
+        return "/"
     return raw
 
 
 async def _job_rows(deps: DashboardDeps, job_id: str) -> list[st.ProviderState]:
-    history = await bus.job_history(deps.js, job_id)
+    try:
+        history = await bus.job_history(deps.js, job_id)
+    except LOG_ERRORS as exc:
+        log.warning("job page %s: the event log is unavailable (%s); showing the projection", job_id, exc)
+        history = []
     if history:
         return list(st.fold_job(history).values())
     return await deps.store.list_job(job_id)
@@ -135,12 +146,17 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         items: list[dict[str, Any]] = []
         if JOB_ID.match(job_id) and JOB_ID.match(provider_id):
             # The call view is the audit view: it is built from the stream, not the projection.
-            async for stored in bus.replay(deps.js, subjects.job_filter(job_id)):
-                if stored.event is None:
-                    continue
-                fold.apply(stored.event)
-                if getattr(stored.event, "provider_id", provider_id) == provider_id:
-                    items.append(fold.item(stored.event, stored.seq))
+            try:
+                async for stored in bus.replay(deps.js, subjects.job_filter(job_id)):
+                    if stored.event is None:
+                        continue
+                    fold.apply(stored.event)
+                    if getattr(stored.event, "provider_id", provider_id) == provider_id:
+                        items.append(fold.item(stored.event, stored.seq))
+            except LOG_ERRORS as exc:
+                log.warning("call page %s/%s: the event log is unavailable (%s)", job_id, provider_id, exc)
+                return _html(templates.message_page("Event log unavailable", "The event log cannot be read right "
+                                                    "now; try again in a moment.", signed_in=protected), 503)
         state = fold.states.get(provider_id)
         if state is None:
             return _html(templates.message_page("Call not found", f"Job {job_id!r} has no provider {provider_id!r}.",

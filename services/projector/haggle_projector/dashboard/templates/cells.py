@@ -75,8 +75,10 @@ def short(text: str, limit: int = LATEST_CHARS) -> str:
 def status_text(doc: dict[str, Any]) -> str:
     status = doc.get("call_status") or "queued"
     label = STATUS_LABELS.get(status, status)
-    if status == "queued" and doc.get("retry_at") and doc.get("attempts"):
-        return f"Retry at {clock(doc['retry_at'])}"
+    if status == "queued" and doc.get("retry_at"):
+        return f"Retry at {clock(doc['retry_at'])} UTC"
+    if status == "queued" and doc.get("outcome"):
+        return "Retry pending"  # the last attempt went unanswered and another is allowed
     return label
 
 
@@ -103,7 +105,8 @@ def terms_text(doc: dict[str, Any]) -> str:
 
 def note_text(doc: dict[str, Any]) -> str:
     """Why a call ended the way it did, when there is something to say."""
-    parts = [doc.get("failure_reason"), doc.get("end_reason") and f"ended: {doc['end_reason']}",
+    ended = doc.get("end_reason")
+    parts = [doc.get("failure_reason"), ended and ended != "end_call" and f"ended: {ended}",
              doc.get("disagreement") and f"extractors disagreed: {doc['disagreement']}"]
     return " · ".join(str(p).replace("_", " ") for p in parts if p) or DASH
 

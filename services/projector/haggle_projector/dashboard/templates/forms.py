@@ -43,7 +43,8 @@ def new_job_page(values: Mapping[str, str] | None = None, errors: list[str] | No
  placeholder="Kitchen faucet leaks at the base">{e(v.get("problem", ""))}</textarea>
 <div class="pair">
 <div><label for="zip_code">ZIP code</label>
-<input id="zip_code" name="zip_code" inputmode="numeric" maxlength="20" required value="{e(v.get("zip_code", ""))}"></div>
+<input id="zip_code" name="zip_code" inputmode="numeric" maxlength="20" required
+ value="{e(v.get("zip_code", ""))}"></div>
 <div><label for="max_price">Target price (USD)</label>
 <input id="max_price" name="max_price" inputmode="decimal" required placeholder="200"
  value="{e(v.get("max_price", ""))}"></div>
@@ -52,8 +53,10 @@ def new_job_page(values: Mapping[str, str] | None = None, errors: list[str] | No
 <textarea id="context_answers" name="context_answers" rows="2"
  placeholder="Single-handle faucet; available weekdays after 3pm">{e(v.get("context_answers", ""))}</textarea>
 <label for="providers">Providers</label>
-<textarea id="providers" name="providers" rows="5" placeholder="{e(PROVIDERS_HINT)}">{e(v.get("providers", ""))}</textarea>
-<label for="providers_csv">…or upload a CSV <small>(header: service_provider,phone_number[,zip_code,max_price])</small></label>
+<textarea id="providers" name="providers" rows="5"
+ placeholder="{e(PROVIDERS_HINT)}">{e(v.get("providers", ""))}</textarea>
+<label for="providers_csv">…or upload a CSV
+ <small>(header: service_provider,phone_number[,zip_code,max_price])</small></label>
 <input id="providers_csv" name="providers_csv" type="file" accept=".csv,text/csv">
 <button type="submit">Start calling</button>
 </form>"""

@@ -1,0 +1,72 @@
+"""The provider-state fold shared by the projector and the services' decisions."""
+
+from __future__ import annotations
+
+from haggle_contracts import events as ev
+from haggle_contracts import state as st
+
+
+def started(max_attempts: int | None = None) -> ev.JobStarted:
+    return ev.JobStarted(event_id="s", job_id="j", problem="leak", zip_code="1", max_price=100,
+                         max_attempts=max_attempts,
+                         providers=[ev.ProviderSpec(id="a", service_provider="A", phone_number="+14155550101")])
+
+
+def dialed(attempt: int) -> list[ev.Event]:
+    return [
+        ev.DialScheduled(event_id=f"d{attempt}", job_id="j", provider_id="a", attempt=attempt, max_attempts=3),
+        ev.CallDialed(event_id=f"c{attempt}", job_id="j", provider_id="a", attempt=attempt, call_sid=f"CA{attempt}",
+                      to="+14155550101"),
+    ]
+
+
+def status(attempt: int, s: str) -> ev.CallStatusChanged:
+    return ev.CallStatusChanged(event_id=f"s{attempt}{s}", job_id="j", provider_id="a", attempt=attempt,
+                                call_sid=f"CA{attempt}", status=s)
+
+
+def test_busy_stays_queued_while_retries_remain_then_fails() -> None:
+    log: list[ev.Event] = [started()]
+    for attempt in (1, 2, 3):
+        log += [*dialed(attempt), status(attempt, "ringing"), status(attempt, "busy")]
+        state = st.fold_job(log)["a"]
+        assert state.outcome == "busy" and state.attempts == attempt
+        assert state.call_status == ("failed" if attempt == 3 else "queued")
+        assert st.should_retry(state, ev.Outcome.BUSY) is (attempt < 3)
+    assert st.job_settled(st.fold_job(log))
+
+
+def test_permanent_failure_is_terminal_at_once() -> None:
+    log: list[ev.Event] = [started(), ev.DialScheduled(event_id="d", job_id="j", provider_id="a", attempt=1),
+                           ev.DialFailed(event_id="f", job_id="j", provider_id="a", attempt=1,
+                                         reason="invalid number", code=21211)]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.failure_reason) == ("failed", "failed", "invalid number")
+
+
+def test_late_callback_of_an_old_attempt_changes_nothing() -> None:
+    log: list[ev.Event] = [started(), *dialed(1), status(1, "no-answer"), *dialed(2), status(2, "in-progress"),
+                           status(1, "completed")]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.attempts, state.call_sid) == ("in_progress", 2, "CA2")
+
+
+def test_restart_never_resets_progress_and_cancel_fails_queued_only() -> None:
+    log: list[ev.Event] = [started(), *dialed(1), status(1, "in-progress"), started()]
+    assert st.fold_job(log)["a"].call_status == "in_progress"
+    log.append(ev.JobCancelled(event_id="x", job_id="j"))
+    assert st.fold_job(log)["a"].call_status == "in_progress"  # live calls finish
+    queued = [started(), ev.DialScheduled(event_id="d", job_id="j", provider_id="a", attempt=1),
+              ev.JobCancelled(event_id="x", job_id="j")]
+    s = st.fold_job(queued)["a"]
+    assert (s.call_status, s.outcome) == ("failed", "cancelled")
+
+
+def test_utterance_snapshots_replace_by_id_and_sort_by_seq() -> None:
+    def utt(uid: str, seq: int, text: str) -> ev.UtteranceTranscribed:
+        return ev.UtteranceTranscribed(event_id=f"u{uid}{text}", job_id="j", provider_id="a", attempt=1,
+                                       call_sid="CA1", utterance_id=uid, seq=seq, role=ev.Role.USER, text=text)
+
+    log: list[ev.Event] = [started(), *dialed(1), utt("i2", 1, "second"), utt("i1", 0, "fir"), utt("i1", 0, "first")]
+    state = st.fold_job(log)["a"]
+    assert [u.text for u in state.transcript] == ["first", "second"]
