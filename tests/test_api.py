@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from haggle_contracts import events as ev
 
 from haggle import bus
 from haggle.config import Settings
 from haggle.system import System, start_system
-from haggle_contracts import events as ev
 
 
 async def wait_for_job(http: httpx.AsyncClient, job_id: str, predicate, timeout: float = 15.0) -> dict:  # type: ignore[no-untyped-def,type-arg]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_contracts.asyncapi import document

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 import pytest
+from haggle_dispatcher import policy
 
 from haggle.config import ConfigError, parse_calling_hours
-from haggle_dispatcher import policy
 
 WINDOW = (time(8, 0), time(21, 0))
 

@@ -14,17 +14,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-
-from haggle import bus
-from haggle.config import Settings
-from haggle.nats_embedded import free_port
-from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY, simulated_world
-from haggle.system import System, start_system
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import Persona, PersonaBook, Turn, negotiation
 from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.twilio_standin import TwilioStandin
+
+from haggle import bus
+from haggle.config import Settings
+from haggle.nats_embedded import free_port
+from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY, simulated_world
+from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
 TERMINAL = ("completed", "failed")

@@ -13,13 +13,13 @@ import textwrap
 from pathlib import Path
 
 import msgspec
-
-from haggle import bus
-from haggle.consumer import EventConsumer
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_projector.projector import Projector, rebuild
 from haggle_projector.stores.sqlite_store import SqliteStore
+
+from haggle import bus
+from haggle.consumer import EventConsumer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,8 @@ async def test_redelivered_events_are_applied_once(nc, tmp_path: Path) -> None:
     [row] = await store.list_job("j1")
     assert [u.text for u in row.transcript] == ["line 0", "line 1", "line 2", "line 3"]
     assert row.call_status == "completed" and row.outcome == "agreed" and row.negotiated_price == 150.0
-    assert row.call_transcript.splitlines() == ["Provider: line 0", "Agent: line 1", "Provider: line 2", "Agent: line 3"]
+    assert row.call_transcript.splitlines() == [
+        "Provider: line 0", "Agent: line 1", "Provider: line 2", "Agent: line 3"]
     await store.close()
 
 

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Protocol
 
 import msgspec
-
 from haggle_contracts.state import ProviderState
 
 
