@@ -75,6 +75,9 @@ async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> No
         utterances = [j for j, k in enumerate(kinds) if k == "UtteranceTranscribed"]
         assert dialed < min(utterances) and max(utterances) < ended
         assert kinds.index("PriceExtracted") > ended
+        assert "QuoteRecorded" in kinds  # the record_quote tool, offered to the model during the call
+    quotes = [e for e in history if isinstance(e, ev.QuoteRecorded) and e.provider_id == "p0"]
+    assert [q.price for q in quotes] == [200, 175] and quotes[-1].agreed is True
     # Each Twilio call was hung up by us after the goodbye, with no protocol violation on the stream.
     for call in world.twilio.calls:  # type: ignore[attr-defined]
         assert call.violations == []

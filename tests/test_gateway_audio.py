@@ -122,6 +122,21 @@ def test_naive_per_chunk_ratecv_is_far_worse() -> None:
     assert naive_snr < 40 < snr_db(ideal, ours, delay=60)
 
 
+def test_utterance_tail_is_flushed_and_an_interrupted_one_never_leaks() -> None:
+    x24 = two_tone(24000, 0.2)
+    down = Downsampler24kTo8k()
+    whole = down.process(x24) + down.flush()
+    assert whole == Downsampler24kTo8k().process(x24 + bytes(240))  # the flush is the filter's tail, exactly
+    assert down.process(bytes(960)) == bytes(320)  # after the flush the state is silent
+    cut = Downsampler24kTo8k()
+    cut.process(x24)
+    cut.reset()  # barge-in: the next response starts from silence, not from the old one's tail
+    assert cut.process(bytes(960)) == bytes(320)
+    leaky = Downsampler24kTo8k()
+    leaky.process(x24)
+    assert leaky.process(bytes(960)) != bytes(320)  # without the reset, the old audio would leak
+
+
 @pytest.mark.parametrize("fmt", ["pcmu", "pcm24k"])
 def test_transcoder_factory(fmt: str) -> None:
     transcoder = transcoder_for(fmt)
@@ -130,5 +145,6 @@ def test_transcoder_factory(fmt: str) -> None:
         assert isinstance(transcoder, PassthroughTranscoder)
         assert transcoder.to_model("AAEC") == "AAEC"  # untouched, not even re-encoded
         assert transcoder.to_twilio(b"\x01\x02") == b"\x01\x02"
+        assert transcoder.end_of_utterance() == b""
     with pytest.raises(ValueError):
         transcoder_for("wav")

@@ -31,6 +31,8 @@ class ExtractorSettings:
     xai_api_base_url: str = "https://api.x.ai/v1"
     xai_model: str = "grok-4.3"
     gateway_grace_s: float = 5.0  # how long a "completed" status waits for the gateway's CallEnded
+    xai_timeout_s: float = 20.0
+    xai_retries: int = 2
 
 
 def provider_filter(job_id: str, provider_id: str) -> str:
@@ -93,6 +95,8 @@ class Extractor:
                 base_url=self.settings.xai_api_base_url,
                 model=self.settings.xai_model,
                 quote_hints=quotes,
+                timeout_s=self.settings.xai_timeout_s,
+                retries=self.settings.xai_retries,
             )
             outcome = ev.Outcome(x.outcome) if x.outcome in ev.Outcome._value2member_map_ else ev.Outcome.NO_AGREEMENT
             if x.agreed and x.price is not None:

@@ -115,12 +115,6 @@ class StarletteLink:
             pass
 
 
-def _frame_size(frame: Frame) -> int:
-    if frame.text is not None and len(frame.text) * 4 > 1024:
-        return len(frame.text.encode("utf-8", "surrogatepass"))
-    return frame.size
-
-
 async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
     """Frames up to `start`: `connected` may precede it; anything else is a reason to hang up on the peer."""
     loop = asyncio.get_running_loop()
@@ -128,7 +122,7 @@ async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
         frame = await link.receive()
         if frame.closed:
             raise StreamRejected("closed_before_start")
-        violation = guard.check(_frame_size(frame), loop.time())
+        violation = guard.check(frame.size, loop.time())
         if violation is not None:
             raise StreamRejected(violation, MESSAGE_TOO_BIG if violation == "frame_too_large" else POLICY_VIOLATION)
         if frame.text is None:

@@ -85,8 +85,12 @@ class _Fir:
         return acc
 
     @property
-    def delay_samples(self) -> int:
-        return (len(self._taps) - 1) // 2
+    def memory(self) -> int:
+        """Input samples the filter remembers (and still owes output for)."""
+        return len(self._taps) - 1
+
+    def reset(self) -> None:
+        self._history = bytes(len(self._history))
 
 
 def _to32(pcm16: bytes) -> bytes:
@@ -130,6 +134,16 @@ class Downsampler24kTo8k:
         self._phase = (self._phase - len(filtered)) % RATIO
         return _to16(kept.tobytes())
 
+    def flush(self) -> bytes:
+        """Push the remembered tail out (the end of an utterance), leaving a silent state behind."""
+        self._carry = b""
+        return self.process(bytes(2 * self._fir.memory))
+
+    def reset(self) -> None:
+        """Forget everything (after a barge-in: none of the old audio may leak into the next response)."""
+        self._fir.reset()
+        self._carry = b""
+
 
 class Transcoder(Protocol):
     """Per call: Twilio payloads <-> model payloads (both base64), plus the byte rate of each side."""
@@ -139,6 +153,14 @@ class Transcoder(Protocol):
     def to_model(self, twilio_b64: str) -> str: ...
 
     def to_twilio(self, model_audio: bytes) -> bytes: ...
+
+    def end_of_utterance(self) -> bytes:
+        """Twilio audio still owed for the utterance that just ended (a resampler's tail)."""
+        ...
+
+    def discard_outbound(self) -> None:
+        """Drop buffered outbound state: the utterance was interrupted."""
+        ...
 
 
 class PassthroughTranscoder:
@@ -151,6 +173,12 @@ class PassthroughTranscoder:
 
     def to_twilio(self, model_audio: bytes) -> bytes:
         return model_audio
+
+    def end_of_utterance(self) -> bytes:
+        return b""
+
+    def discard_outbound(self) -> None:
+        return None
 
 
 class UlawTo24k:
@@ -172,6 +200,12 @@ class Pcm24kToUlaw:
     def convert(self, pcm16: bytes) -> bytes:
         return audioop.lin2ulaw(self._down.process(pcm16), 2)
 
+    def flush(self) -> bytes:
+        return audioop.lin2ulaw(self._down.flush(), 2)
+
+    def reset(self) -> None:
+        self._down.reset()
+
 
 class Pcm24kTranscoder:
     """`audio/pcm` at 24 kHz: one resampler per direction, owned by one call."""
@@ -188,6 +222,12 @@ class Pcm24kTranscoder:
 
     def to_twilio(self, model_audio: bytes) -> bytes:
         return self._outbound.convert(model_audio)
+
+    def end_of_utterance(self) -> bytes:
+        return self._outbound.flush()
+
+    def discard_outbound(self) -> None:
+        self._outbound.reset()
 
 
 def transcoder_for(audio_format: str) -> Transcoder:

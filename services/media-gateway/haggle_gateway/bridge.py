@@ -58,7 +58,10 @@ class Frame:
 
     @property
     def size(self) -> int:
+        """Bytes on the wire (UTF-8 is only measured when characters alone could hide a large frame)."""
         if self.text is not None:
+            if len(self.text) * 4 > 1024:
+                return len(self.text.encode("utf-8", "surrogatepass"))
             return len(self.text)
         return len(self.binary or b"")
 
@@ -147,6 +150,7 @@ class CallBridge:
         self._tool_calls_seen: set[str] = set()
         self._out_buf = bytearray()
         self._out_item: str | None = None
+        self._audio_ended: set[str] = set()
         self._last_activity = self.started_at
         self._greeting = "waiting"  # waiting -> sent -> done
         self._server_speaking = False
@@ -353,8 +357,7 @@ class CallBridge:
         elif isinstance(event, rt.TranscriptDone):
             self.transcript.assistant_done(event.item_id, event.transcript, self._loop.time(), _wall())
         elif isinstance(event, rt.AudioDone):
-            if event.item_id == self._out_item:
-                await self._flush_out()
+            await self._end_of_audio(event.response_id, event.item_id)
         elif isinstance(event, rt.InputTranscription):
             self.transcript.user_snapshot(event.item_id, event.transcript, event.is_final, self._loop.time(),
                                           _wall())
@@ -435,6 +438,15 @@ class CallBridge:
         if len(self._out_buf) >= self.settings.outbound_chunk_ms * TWILIO_BYTES_PER_MS:
             await self._flush_out()
 
+    async def _end_of_audio(self, response_id: str, item_id: str) -> None:
+        """An item's audio is complete: send the resampler's tail with it, then flush (once per item)."""
+        state = self._responses.get(response_id)
+        if item_id != self._out_item or (state is not None and state.dropped) or item_id in self._audio_ended:
+            return
+        self._audio_ended.add(item_id)
+        self._out_buf += self.transcoder.end_of_utterance()
+        await self._flush_out()
+
     async def _flush_out(self) -> None:
         if not self._out_buf or self._out_item is None:
             return
@@ -472,6 +484,7 @@ class CallBridge:
         cuts = self.tracker.interrupt()
         self._out_buf.clear()
         self._out_item = None
+        self.transcoder.discard_outbound()
         await self._send_twilio(tm.clear_message(self.stream_sid))
         self.stats.clears.append(self._loop.time())
         for state in states:
@@ -546,7 +559,7 @@ class CallBridge:
         if self._active == state.id:
             self._active = None
         if not state.dropped and self._out_item in state.items:
-            await self._flush_out()
+            await self._end_of_audio(state.id, self._out_item or "")
         now, wall = self._loop.time(), _wall()
         texts = event.transcripts()
         for item_id in state.items:
