@@ -49,7 +49,7 @@ async def connect(url: str, *, name: str = "haggle") -> NatsClient:
         log.info("nats reconnected")
 
     await nc.connect(
-        url,
+        [u.strip() for u in url.split(",") if u.strip()],  # a cluster: several seed URLs
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
@@ -91,9 +91,12 @@ async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = N
         try:
             await js.key_value(bucket)
         except NotFoundError:
-            await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=opts.replicas)
-            )
+            try:
+                await js.create_key_value(
+                    KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=opts.replicas)
+                )
+            except BadRequestError:
+                await js.key_value(bucket)  # another service created it a moment ago
 
 
 async def ensure_consumer(js: JetStreamContext, spec: subjects.ConsumerSpec, *, replicas: int = 1) -> None:

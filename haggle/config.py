@@ -153,8 +153,12 @@ class Settings:
         if bool(supabase_url) != bool(supabase_key):
             raise ConfigError("SUPABASE_URL and SUPABASE_KEY must be set together")
         webhook = _url("RESULTS_WEBHOOK_URL", env, None, ("http", "https"))
+        nats_url = _env("NATS_URL", env)
+        if nats_url:  # one URL, or a comma-separated list of cluster seeds
+            for part in nats_url.split(","):
+                _url("NATS_URL", {"NATS_URL": part.strip()}, None, ("nats", "tls", "ws", "wss"))
         return cls(
-            nats_url=_url("NATS_URL", env, None, ("nats", "tls", "ws", "wss")),
+            nats_url=nats_url,
             data_dir=Path(_env("HAGGLE_DATA_DIR", env) or ".haggle"),
             stream_max_age_s=_float("STREAM_MAX_AGE_SECONDS", env, 365 * 24 * 3600.0, minimum=60),
             stream_replicas=_int("STREAM_REPLICAS", env, 1, minimum=1),

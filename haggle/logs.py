@@ -48,5 +48,5 @@ def setup_logging(*, debug: bool = False, quiet: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-    for noisy in ("nats", "uvicorn.access", "httpx", "websockets", "twilio.http_client"):
+    for noisy in ("nats", "uvicorn.access", "httpx", "websockets", "twilio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

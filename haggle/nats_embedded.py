@@ -47,7 +47,9 @@ class EmbeddedNats:
         port: int | None = None,
         extra_args: list[str] | None = None,
         name: str = "haggle",
+        config_file: Path | None = None,
     ) -> None:
+        self.config_file = config_file
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.extra_args = extra_args or []
@@ -69,6 +71,8 @@ class EmbeddedNats:
             "-n", self.name,
             *self.extra_args,
         ]
+        if self.config_file is not None:  # a cluster node: everything is in its config file
+            args = [server_binary(), "-c", str(self.config_file)]
         log_path = self.data_dir / "nats-server.log"
         with open(log_path, "ab") as logf:
             self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
@@ -109,3 +113,47 @@ class EmbeddedNats:
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("HAGGLE_DATA_DIR", ".haggle")) / "nats"
+
+
+class NatsCluster:
+    """A JetStream cluster of `size` nats-server processes on loopback (for the scale-out test and benchmarks).
+
+    Each node gets its own config file, client port, route port and store dir. The same settings are
+    shipped for containers in deploy/nats/.
+    """
+
+    def __init__(self, root: str | Path, size: int = 3, name: str = "haggle") -> None:
+        self.root = Path(root)
+        self.size = size
+        self.name = name
+        self.client_ports = [free_port() for _ in range(size)]
+        self.route_ports = [free_port() for _ in range(size)]
+        self.nodes: list[EmbeddedNats] = []
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"nats://127.0.0.1:{p}" for p in self.client_ports)
+
+    def config(self, i: int) -> str:
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
+        store = self.root / f"n{i + 1}"
+        return (
+            f'server_name: "n{i + 1}"\n'
+            f"listen: 127.0.0.1:{self.client_ports[i]}\n"
+            f'jetstream {{ store_dir: "{store}" }}\n'
+            f'cluster {{\n  name: "{self.name}"\n  listen: 127.0.0.1:{self.route_ports[i]}\n'
+            f"  routes: [{routes}]\n}}\n"
+        )
+
+    def start(self) -> NatsCluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for i in range(self.size):
+            conf = self.root / f"n{i + 1}.conf"
+            conf.write_text(self.config(i))
+            node = EmbeddedNats(self.root / f"n{i + 1}", port=self.client_ports[i], name=f"n{i + 1}", config_file=conf)
+            self.nodes.append(node.start())
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

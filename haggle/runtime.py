@@ -35,9 +35,18 @@ class Runtime:
     async def connect(cls, settings: Settings, nats_url: str, *, name: str = "haggle") -> Runtime:
         nc = await bus.connect(nats_url, name=name)
         js = nc.jetstream()
-        await bus.ensure_topology(
-            js, bus.TopologyOptions(max_age_s=settings.stream_max_age_s, replicas=settings.stream_replicas)
-        )
+        options = bus.TopologyOptions(max_age_s=settings.stream_max_age_s, replicas=settings.stream_replicas)
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:  # a cluster that is still electing its JetStream leader answers errors for a moment
+            try:
+                await bus.ensure_topology(js, options)
+                break
+            except Exception as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    await nc.close()
+                    raise RuntimeError(f"JetStream is not ready at {nats_url}: {exc}") from exc
+                log.warning("JetStream not ready (%s); retrying", exc)
+                await asyncio.sleep(0.5)
         return cls(settings=settings, nc=nc, js=js, publisher=bus.Publisher(js))
 
     async def close(self) -> None:
