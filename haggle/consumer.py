@@ -28,6 +28,8 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from .metrics import CONSUMER_LAG, EVENTS_HANDLED
+
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +86,14 @@ class EventConsumer:
 
     async def run(self) -> None:
         psub = await self._bind()
+        loop = asyncio.get_running_loop()
+        next_lag_check = 0.0
         while not self._stopping.is_set():
+            if loop.time() >= next_lag_check:  # event lag per consumer, for /metrics
+                next_lag_check = loop.time() + 5.0
+                with contextlib.suppress(Exception):
+                    info = await psub.consumer_info()
+                    CONSUMER_LAG.labels(self.spec.durable).set(info.num_pending + info.num_ack_pending)
             want = self.batch if self.concurrency == 1 else max(1, min(self.batch, self._free_slots()))
             try:
                 msgs = await psub.fetch(want, timeout=1.0)
@@ -148,6 +157,7 @@ class EventConsumer:
             else:
                 await msg.ack()
             self.handled += 1
+            EVENTS_HANDLED.labels(self.spec.durable).inc()
         except Exception as exc:  # the ack is lost: the message comes back and the handler's idempotency copes
             log.warning("consumer %s could not ack seq=%s: %s", self.spec.durable, delivery.seq, exc)
 

@@ -13,10 +13,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-
-from haggle import bus
-from haggle.nats_embedded import NatsCluster, free_port
-from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import PersonaBook, negotiation
@@ -24,6 +20,10 @@ from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.tcp_balancer import TcpBalancer
 from haggle_sim.twilio_standin import TwilioStandin
 from haggle_sim.xai_chat_standin import XaiChatStandin
+
+from haggle import bus
+from haggle.nats_embedded import NatsCluster, free_port
+from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
 N = 30
@@ -56,7 +56,7 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
             def run(name: str, service: str, port: int = 0) -> None:
                 procs[name] = subprocess.Popen([HAGGLE, "run", service], env={**env, "PORT": str(port)},
                                                cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                               stderr=open(tmp_path / f"{name}.log", "wb"))  # noqa: SIM115
+                                               stderr=open(tmp_path / f"{name}.log", "wb"))
 
             run("projector", "projector", api_port)
             run("gateway1", "media-gateway", gw_ports[0])

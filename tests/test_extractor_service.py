@@ -14,15 +14,15 @@ from contextlib import asynccontextmanager
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
-
-from haggle import bus
-from haggle.consumer import EventConsumer
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from haggle_contracts import subjects
 from haggle_extractor.service import Extractor, ExtractorSettings
 from haggle_extractor.webhook import ReportSender
 from haggle_sim.xai_chat_standin import XaiChatStandin
+
+from haggle import bus
+from haggle.consumer import EventConsumer
 
 DEAL = [("user", "Hello?"), ("assistant", "Hi, is this Ace Plumbing?"), ("user", "Yes, what's up?"),
         ("assistant", "My faucet leaks. What would you charge?"), ("user", "Two hundred for that."),
@@ -84,9 +84,7 @@ async def test_every_ended_call_gets_a_result_whatever_the_api_does(nc, mode: st
     pub = bus.Publisher(js)
     job = f"x{mode}"
     await pub.publish(started(job, [f"{job}a", f"{job}b"]))
-    for e in call_events(job, f"{job}a", DEAL) + call_events(job, f"{job}b", DEAL[:5] + [
-            ("assistant", "Could you do one twenty?"), ("user", "No, sorry, I can't go that low."),
-            ("assistant", "I understand. Thanks for your time, goodbye!")]):
+    for e in call_events(job, f"{job}a", DEAL) + call_events(job, f"{job}b", [*DEAL[:5], ("assistant", "Could you do one twenty?"), ("user", "No, sorry, I can't go that low."), ("assistant", "I understand. Thanks for your time, goodbye!")]):
         await pub.publish(e)
     async with XaiChatStandin(mode=mode, api_key="k") as chat:
         extractor = Extractor(js, pub, ExtractorSettings(xai_api_key="k", xai_api_base_url=chat.base_url,

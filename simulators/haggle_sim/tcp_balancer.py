@@ -3,6 +3,8 @@
 Why: scaling the media gateway means several replicas behind one public URL (Twilio signs webhooks and
 opens media streams against that URL). At the TCP level it carries HTTP and WebSocket alike; a backend
 that refuses connections (a killed replica) is skipped, as a health-checked balancer would.
+`cut()` and `restore()` simulate a network partition in front of the backends (e.g. a database that is
+unreachable for a while): open connections are dropped and new ones refused until restored.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ class TcpBalancer:
         self._next = itertools.cycle(range(len(backends)))
         self._server: asyncio.Server | None = None
         self.connections: list[int] = [0] * len(backends)
+        self._open: set[asyncio.StreamWriter] = set()
+        self.is_cut = False
+
+    def cut(self) -> None:
+        self.is_cut = True
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    def restore(self) -> None:
+        self.is_cut = False
 
     async def __aenter__(self) -> TcpBalancer:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
@@ -47,11 +60,12 @@ class TcpBalancer:
         return None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream = await self._connect()
+        upstream = None if self.is_cut else await self._connect()
         if upstream is None:
-            writer.close()
+            writer.transport.abort()
             return
         up_reader, up_writer = upstream
+        self._open.update((writer, up_writer))
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
@@ -65,3 +79,5 @@ class TcpBalancer:
                     dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._open.discard(writer)
+        self._open.discard(up_writer)

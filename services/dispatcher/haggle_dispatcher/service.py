@@ -30,6 +30,7 @@ from nats.js.kv import KeyValue
 
 from haggle.bus import Publisher
 from haggle.consumer import Delivery, Later
+from haggle.metrics import DIALS
 
 from . import policy
 from .limits import SharedLimits
@@ -279,6 +280,7 @@ class Dispatcher:
         try:
             sid = await self.dialer.dial(request)
         except DialError as exc:
+            DIALS.labels("error").inc()
             permanent = policy.is_permanent(exc.code, exc.http_status)
             if not permanent and delivery.num_delivered < MAX_TRANSIENT_TRIES:
                 await self.limits.release_slot(key)
@@ -297,6 +299,7 @@ class Dispatcher:
                 permanent=permanent,
             ))
             return None
+        DIALS.labels("placed").inc()
         await self._mark(key, DialState(state="dialed", at=time.time(), call_id=call_id, sid=sid))
         ctx.call_sid = sid
         await self.calls.put(ctx_key(call_id), encode_context(ctx))

@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from haggle import bus
 from haggle.bus import Publisher
 from haggle.consumer import Delivery, Later
+from haggle.metrics import OUTCOMES
 
 from .extract import extract
 
@@ -114,6 +115,7 @@ class Extractor:
                 disagreement=x.disagreement,
             )
         await self.publisher.publish(result)
+        OUTCOMES.labels(result.outcome.value).inc()
         log.info("call %s of provider %s: %s %s (%s)", call_sid, provider_id, result.outcome.value,
                  result.price, result.method)
         return result
