@@ -84,7 +84,9 @@ async def test_every_ended_call_gets_a_result_whatever_the_api_does(nc, mode: st
     pub = bus.Publisher(js)
     job = f"x{mode}"
     await pub.publish(started(job, [f"{job}a", f"{job}b"]))
-    for e in call_events(job, f"{job}a", DEAL) + call_events(job, f"{job}b", [*DEAL[:5], ("assistant", "Could you do one twenty?"), ("user", "No, sorry, I can't go that low."), ("assistant", "I understand. Thanks for your time, goodbye!")]):
+    refusal = [*DEAL[:5], ("assistant", "Could you do one twenty?"), ("user", "No, sorry, I can't go that low."),
+               ("assistant", "I understand. Thanks for your time, goodbye!")]
+    for e in call_events(job, f"{job}a", DEAL) + call_events(job, f"{job}b", refusal):
         await pub.publish(e)
     async with XaiChatStandin(mode=mode, api_key="k") as chat:
         extractor = Extractor(js, pub, ExtractorSettings(xai_api_key="k", xai_api_base_url=chat.base_url,
