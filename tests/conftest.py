@@ -55,14 +55,37 @@ def postgres_reachable() -> bool:
         return False
 
 
-@pytest.fixture
-def pg_url() -> str:
-    """The machine's PostgreSQL. In CI it must be there: fail rather than skip."""
-    if not postgres_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 (CI requires it)")
-        pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432")
-    return postgres_url()
+def docker_engine() -> bool:
+    """A Docker engine that answers (the client alone is not enough: this machine kind has only the client)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A real PostgreSQL: the machine's (127.0.0.1:5432, as on CI), else a testcontainers one where Docker runs.
+
+    In CI it must be there: fail rather than skip.
+    """
+    if postgres_reachable() or os.environ.get("HAGGLE_TEST_POSTGRES_URL"):
+        yield postgres_url()
+        return
+    if docker_engine():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine") as pg:
+            yield pg.get_connection_url(driver=None)
+        return
+    if os.environ.get("CI"):
+        pytest.fail("PostgreSQL is not reachable at 127.0.0.1:5432 and no Docker engine runs (CI requires it)")
+    pytest.skip("PostgreSQL not reachable at 127.0.0.1:5432 and no Docker engine for testcontainers")
 
 
 REPO = Path(__file__).resolve().parents[1]

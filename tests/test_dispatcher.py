@@ -276,3 +276,30 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
         e.call_sid for e in history if isinstance(e, ev.CallStatusChanged) and e.status == "no-answer"}
     assert reconciled, "live calls of the outage were not reconciled from Twilio"
     assert sum(isinstance(e, ev.CallDialed) for e in history) == 50
+
+
+async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_server, tmp_path: Path) -> None:
+    personas = [negotiation(f"Cancel Plumber {i}", f"+1415559{i:04d}", first_quote=200, counter=150, final=175,
+                            ms_per_char=10) for i in range(6)]
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'c.db'}", port=0,
+                        max_concurrent_calls=2, calls_per_second=5, max_call_attempts=1, calling_hours=None)
+    async with simulated_world(settings, personas=PersonaBook(personas)) as world:
+        system = await start_system(world.settings, nats_url=nats_server.url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
+        try:
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                assert (await http.post("/jobs", json=job_body("cancel", personas))).status_code == 201
+                first = await world.twilio.wait_for_call(timeout=20)  # type: ignore[attr-defined]
+                assert (await http.post("/jobs/cancel/cancel")).json()["status"] == "cancelling"
+                assert (await http.post("/jobs/nope/cancel")).status_code == 404
+                await wait_job_completed(nc, "cancel", timeout=60)
+                doc = await projected(system.base_url, "cancel")
+        finally:
+            await system.stop(5)
+        dialed = {c.params["To"][0] for c in world.twilio.calls}  # type: ignore[attr-defined]
+    assert first.params["To"][0] in dialed and 1 <= len(dialed) <= 2  # only what was live at the cancel
+    rows = doc["providers"]
+    live = [p for p in rows if p["phone_number"] in dialed]
+    assert all(p["outcome"] == "agreed" and p["negotiated_price"] == 175 for p in live)  # they finished
+    rest = [p for p in rows if p["phone_number"] not in dialed]
+    assert len(rest) >= 4 and all((p["call_status"], p["outcome"]) == ("failed", "cancelled") for p in rest)

@@ -21,8 +21,14 @@ What it does, modelled on xai-realtime.md:
   cancelled), optionally after a few late deltas (`late_deltas_after_cancel`: the race real servers have);
 - `force_message` speaks its text verbatim; `response.create`/`response.cancel` produce Grok's benign errors
   when they do not apply; `conversation.item.truncate` is accepted silently; unknown events get an `error`.
-Everything received and sent is recorded with loop times for assertions. Fault knobs: `drop_after_s`,
-`reject_auth`.
+Everything received and sent is recorded with loop times for assertions.
+
+Fault knobs: `drop_after_s` (close the socket that long after the handshake) or `drop_after_responses` (close
+it right after the N-th `response.done`), both limited to the first `drop_sessions` sessions when set;
+`max_sessions` (refuse handshakes beyond that many accepted sessions with HTTP 503); `reject_auth`.
+A resumed session (the gateway replays the conversation so far as `message` items: user `input_text`,
+assistant `output_text`) moves the persona's script past the replayed lines, so the call continues where
+the dropped session left it.
 """
 
 from __future__ import annotations
@@ -130,6 +136,7 @@ class StandinSession:
         self._silence_run = 0
         self._item_id: str | None = None
         self._last_item: str | None = None
+        self._responses_done = 0
 
     # ---------------------------------------------------------------------------------------------- recording
 
@@ -195,7 +202,7 @@ class StandinSession:
                                                               "realtime.conversation"}})
         if self.standin.ping_interval_s:
             self._spawn(self._pinger())
-        if self.standin.drop_after_s is not None:
+        if self.standin.drop_after_s is not None and self.standin.drops(self.index):
             self._spawn(self._dropper(self.standin.drop_after_s))
         try:
             async for raw in self.ws:
@@ -400,9 +407,24 @@ class StandinSession:
         if kind not in ("message", "function_call_output"):
             await self.error("invalid_item", f"Unsupported item type: {str(kind)[:40]}")
             return
+        if kind == "message":
+            self._replay(item)
         item_id = item.get("id") or self._new_id("item")
         await self.send({"type": "conversation.item.added", "previous_item_id": None,
                          "item": dict(item, id=item_id)})
+
+    def _replay(self, item: dict[str, Any]) -> None:
+        """A replayed history line: advance the script past it (agent lines by text, provider lines in order)."""
+        parts = [c.get("text") or c.get("transcript") or "" for c in item.get("content") or [] if isinstance(c, dict)]
+        text = " ".join(p for p in parts if isinstance(p, str)).strip()
+        if not text:
+            return
+        if item.get("role") == "assistant":
+            self._consume_matching_agent_turn(text)
+            return
+        turns = self.persona.provider_turns()
+        if self._provider_turn < len(turns) and turns[self._provider_turn].text.lower() in text.lower():
+            self._provider_turn += 1
 
     def _consume_matching_agent_turn(self, text: str) -> None:
         turns = self.persona.agent_turns()
@@ -526,6 +548,11 @@ class StandinSession:
             await self.send({"type": "response.done",
                              "response": {"id": run.id, "object": "realtime.response", "status": status,
                                           "output": output}})
+            self._responses_done += 1
+            if self._responses_done == self.standin.drop_after_responses and self.standin.drops(self.index):
+                log.info("realtime stand-in: dropping session %d after response %d", self.index,
+                         self._responses_done)
+                await self.ws.close(1011, "stand-in drop")
         finally:
             record["done_at"] = self.loop.time()
             record["status"] = status
@@ -571,6 +598,9 @@ class RealtimeStandin:
         done_includes_transcript: bool = False,
         default_persona: Persona | None = None,
         drop_after_s: float | None = None,
+        drop_after_responses: int | None = None,
+        drop_sessions: int | None = None,
+        max_sessions: int | None = None,
         reject_auth: bool = False,
     ) -> None:
         if handshake not in ("session.created", "conversation.created"):
@@ -589,9 +619,13 @@ class RealtimeStandin:
         self.done_includes_transcript = done_includes_transcript
         self.default_persona = default_persona or GENERIC_PERSONA
         self.drop_after_s = drop_after_s
+        self.drop_after_responses = drop_after_responses
+        self.drop_sessions = drop_sessions
+        self.max_sessions = max_sessions
         self.reject_auth = reject_auth
         self.connections = 0  # handshake attempts, including refused ones
         self.refused = 0
+        self.accepted = 0
         self.sessions: list[StandinSession] = []
         self._server: Server | None = None
         self._changed = asyncio.Event()
@@ -619,7 +653,15 @@ class RealtimeStandin:
         if self.reject_auth or auth != f"Bearer {self.api_key}":
             self.refused += 1
             return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid api key\n")
+        if self.max_sessions is not None and self.accepted >= self.max_sessions:
+            self.refused += 1
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "no capacity\n")
+        self.accepted += 1
         return None
+
+    def drops(self, index: int) -> bool:
+        """Whether the drop knobs apply to session `index` (all sessions unless `drop_sessions` limits them)."""
+        return self.drop_sessions is None or index < self.drop_sessions
 
     async def _handler(self, ws: ServerConnection) -> None:
         session = StandinSession(self, ws, len(self.sessions))

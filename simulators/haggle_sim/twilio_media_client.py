@@ -151,7 +151,9 @@ class MediaStreamClient:
     """Runs one Media Stream until the call ends; `run()` returns why it ended.
 
     End reasons: "provider-hangup", "stream-closed" (the server closed the WebSocket),
-    "stream-connect-failed", or whatever reason `stop()` was given (REST hang-up, time limit, redirect...).
+    "stream-connect-failed", "stream-dropped" (fault injection: `drop_after_s` after connecting, the TCP
+    connection is aborted, with no `stop` and no close frame), or whatever reason `stop()` was given (REST
+    hang-up, time limit, redirect...).
     """
 
     def __init__(
@@ -164,6 +166,7 @@ class MediaStreamClient:
         headers: dict[str, str] | None = None,
         reply_gap_ms: int = 300,
         connect_timeout: float = 5.0,
+        drop_after_s: float | None = None,
     ) -> None:
         self.log = log
         self._account_sid = account_sid
@@ -172,6 +175,7 @@ class MediaStreamClient:
         self._headers = headers or {}
         self._reply_gap = reply_gap_ms / 1000
         self._connect_timeout = connect_timeout
+        self._drop_after_s = drop_after_s
         self._frame_s = audio.FRAME_MS / 1000
         self._loop = asyncio.get_running_loop()
         self._seq = 0
@@ -217,7 +221,7 @@ class MediaStreamClient:
         async with ws:
             self.log.connected_at = self._loop.time()
             reason = await self._converse(ws)
-            if reason != "stream-closed":
+            if reason not in ("stream-closed", "stream-dropped"):
                 await self._send_stop(ws)
         return self._finish(reason)
 
@@ -263,6 +267,7 @@ class MediaStreamClient:
     async def _pump(self, ws: ClientConnection, receiver: asyncio.Task[None]) -> str:
         """One inbound frame per 20 ms of loop clock, measured from a fixed start (no cumulative drift)."""
         t0 = self._loop.time()
+        drop_at = None if self._drop_after_s is None else t0 + self._drop_after_s
         n = 0
         while True:
             delay = t0 + n * self._frame_s - self._loop.time()
@@ -273,6 +278,10 @@ class MediaStreamClient:
             if receiver.done():
                 return "stream-closed"
             now = self._loop.time()
+            if drop_at is not None and now >= drop_at:
+                logger.info("call %s: dropping the media stream (fault injection)", self._call_sid)
+                ws.transport.abort()  # the connection dies: no `stop`, no close frame
+                return "stream-dropped"
             await self._tick_playback(ws, now)
             self._maybe_start_line(now)
             frame = self._next_frame()

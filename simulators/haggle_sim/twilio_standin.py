@@ -60,6 +60,9 @@ class SimOptions:
     webhook_timeout: float = 10.0
     sign_media_stream: bool = True  # send x-twilio-signature (over the stream url, no params) on the upgrade
     hangup_wait: float = 10.0  # bound on how long a REST hang-up waits for the call to end
+    # Fault injection: the media stream's connection dies this long after it opened, while the phone call
+    # stays up (until a REST hang-up or the time limit), as when the path between Twilio and the gateway breaks.
+    drop_stream_after_s: float | None = None
 
 
 class CallRun:
@@ -260,10 +263,21 @@ class CallRun:
                 continue
             url, parameters = _parse_stream(stream, base_url)
             last = await self._stream(url, parameters)
+            if last == "stream-dropped":
+                return await self._hold()
             if last not in ("stream-closed", "stream-connect-failed"):
                 return last  # hang-up, time limit, provider hang-up or redirect
             # The server closed the socket (or it never opened): <Connect> ends and the next verb runs.
         return last
+
+    async def _hold(self) -> str:
+        """The call stays up without a media stream until it is hung up or reaches its time limit."""
+        c = self.call
+        assert c.answered_at is not None
+        limit_s = _int_param(c, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
+        if await self._hung_up_within(limit_s - (self._loop.time() - c.answered_at)):
+            return self.hangup_reason or "hangup"
+        return "redirect" if self.redirect is not None else "time-limit"
 
     async def _stream(self, url: str, parameters: dict[str, str]) -> str:
         c = self.call
@@ -274,7 +288,8 @@ class CallRun:
                    if self._options.sign_media_stream else {})
         client = MediaStreamClient(log=log, account_sid=c.account_sid, call_sid=c.sid,
                                    persona=_stream_persona(c.persona), headers=headers,
-                                   reply_gap_ms=self._options.reply_gap_ms)
+                                   reply_gap_ms=self._options.reply_gap_ms,
+                                   drop_after_s=self._options.drop_stream_after_s)
         task = asyncio.create_task(client.run(), name=f"twilio-stream-{c.sid}")
         waker = asyncio.create_task(self._wake.wait())
         limit_s = _int_param(c, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
@@ -386,10 +401,10 @@ class TwilioStandin:
     def __init__(self, personas: PersonaBook, account_sid: str, auth_token: str, *, reply_gap_ms: int = 300,
                  unknown_ring_ms: int = 200, webhook_timeout: float = 10.0, sign_media_stream: bool = True,
                  hangup_wait: float = 10.0, host: str = "127.0.0.1", port: int = 0,
-                 startup_timeout: float = 10.0) -> None:
+                 startup_timeout: float = 10.0, drop_stream_after_s: float | None = None) -> None:
         self.options = SimOptions(reply_gap_ms=reply_gap_ms, unknown_ring_ms=unknown_ring_ms,
                                   webhook_timeout=webhook_timeout, sign_media_stream=sign_media_stream,
-                                  hangup_wait=hangup_wait)
+                                  hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s)
         self.account_sid = account_sid
         self._auth_token = auth_token
         self._host, self._port, self._startup_timeout = host, port, startup_timeout

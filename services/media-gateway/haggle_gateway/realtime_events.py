@@ -110,6 +110,22 @@ def user_text(text: str) -> dict[str, Any]:
     }
 
 
+def history_item(role: str, text: str) -> dict[str, Any]:
+    """One line of an earlier session's conversation, replayed into a reopened session.
+
+    User lines are `message` items with `input_text` content, the shape xai-realtime.md §3 documents. Assistant
+    lines are `message` items with `output_text` content: OpenAI GA's shape for assistant items, and the content
+    type xAI's own `force_message` uses (§8); xAI does not document assistant messages, so a server that refuses
+    them answers with an `error` event, which costs only that line of context (the call goes on).
+    """
+    if role == "assistant":
+        return {
+            "type": "conversation.item.create",
+            "item": {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]},
+        }
+    return user_text(text)
+
+
 # ---------------------------------------------------------------------------------------------- server events
 
 
@@ -166,6 +182,13 @@ class Item(msgspec.Struct, kw_only=True, frozen=True):
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    content: list[Any] = msgspec.field(default_factory=list)
+
+    @property
+    def is_text(self) -> bool:
+        """A typed message (e.g. a replayed history line), not speech: it has no place in the spoken transcript."""
+        return any(isinstance(c, dict) and c.get("type") in ("input_text", "output_text", "text")
+                   for c in self.content)
 
 
 class ItemAdded(ServerEvent, kw_only=True, frozen=True):

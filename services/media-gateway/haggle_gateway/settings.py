@@ -58,6 +58,12 @@ class GatewaySettings:
     prewarm_ttl_s: float = 15.0
     call_sid_wait_s: float = 4.0  # how long a stream start waits for the dispatcher to store the CallSid
     realtime_connect_timeout_s: float = 8.0
+    # A realtime session lost mid-call is reopened this many times (with the conversation so far) before the
+    # call is ended with reason "realtime_error"; each reopen is bounded by `realtime_reconnect_timeout_s`, and
+    # the callee's audio meanwhile is buffered (the most recent `reconnect_buffer_ms`) for the new session.
+    realtime_reconnects: int = 1
+    realtime_reconnect_timeout_s: float = 5.0
+    reconnect_buffer_ms: int = 2000
     publish_flush_s: float = 5.0
     outbound_chunk_ms: int = 40  # coalesce model deltas into Twilio frames of at least this length
     truncate_on_barge_in: bool = True
@@ -79,9 +85,12 @@ class GatewaySettings:
         if self.greeting_mode not in ("force_message", "response"):
             raise ValueError(f"greeting_mode must be 'force_message' or 'response', got {self.greeting_mode!r}")
         for name in ("greeting_wait_s", "silence_timeout_s", "max_call_s", "start_deadline_s", "hangup_fallback_s",
-                     "prewarm_ttl_s", "max_messages_per_s", "realtime_connect_timeout_s"):
+                     "prewarm_ttl_s", "max_messages_per_s", "realtime_connect_timeout_s",
+                     "realtime_reconnect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if self.realtime_reconnects < 0 or self.reconnect_buffer_ms < 0:
+            raise ValueError("realtime_reconnects and reconnect_buffer_ms must be >= 0")
         if self.max_frame_bytes < 1024:
             raise ValueError("max_frame_bytes must be at least 1024")
 

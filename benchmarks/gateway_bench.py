@@ -1,0 +1,373 @@
+"""Gateway benchmark (issue 8): N concurrent simulated calls through the media gateway and through a bare relay.
+
+    python -m benchmarks.gateway_bench [--calls 25,50,100,200] [--duration 20] [--quick] [--loop asyncio]
+
+For each N, the gateway (benchmarks.gateway_proc) and the floor (benchmarks.relay) each run alone in a fresh
+child process while this process plays Twilio and the realtime model for N calls (benchmarks.loadgen). After
+every call streams and a warm-up, a window of `--duration` seconds is measured: forwarding latency each way
+(p50/p99), frames lost, the child's CPU seconds per call-minute (from /proc), its memory per call (RSS growth
+over its idle RSS, divided by N), the load generator's CPU and the whole machine's busy share. Then the
+pcm24k mode at one N, the event path (UtteranceTranscribed -> projection row), and a saturation search
+between the last N that held and the first that did not.
+
+Outputs: benchmarks/results/latest.json, benchmarks/results/README-table.md and docs/bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from haggle_contracts import subjects
+from haggle_contracts.calls import CallContext, ctx_key, encode_context
+
+from haggle import bus
+from haggle.nats_embedded import EmbeddedNats
+
+from . import event_path, procstat, report
+from .loadgen import CallSpec, LoadGenerator, business_name, make_call_id
+from .stats import percentile, rounded
+
+log = logging.getLogger("benchmarks")
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+PLOT = REPO / "docs" / "bench.png"
+LATENCY_BUDGET_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Step:
+    target: str  # "gateway" | "relay"
+    calls: int
+    duration_s: float
+    audio_format: str = "pcmu"
+    chunk_ms: int = 20
+    loop: str = "asyncio"
+    warmup_s: float = 2.0
+    label: str = ""
+
+
+class Bench:
+    """The shared world of a run: one nats-server, one load generator, a log folder."""
+
+    def __init__(self, work: Path, *, profile: Path | None = None) -> None:
+        self.work = work
+        self.profile = profile
+        self.nats: EmbeddedNats | None = None
+        self.nc: Any = None
+        self.kv: Any = None
+        self.gen = LoadGenerator()
+
+    async def __aenter__(self) -> Bench:
+        self.nats = EmbeddedNats(self.work / "nats").start()
+        self.nc = await bus.connect(self.nats.url, name="bench-loadgen")
+        js = self.nc.jetstream()
+        await bus.ensure_topology(js)
+        self.kv = await js.key_value(subjects.KV_CALLS)
+        await self.gen.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.gen.stop()
+        with contextlib.suppress(Exception):
+            await self.nc.close()
+        if self.nats is not None:
+            self.nats.stop()
+
+    async def _spawn(self, step: Step) -> tuple[asyncio.subprocess.Process, int, Path]:
+        assert self.nats is not None
+        if step.target == "gateway":
+            cmd = [sys.executable, "-m", "benchmarks.gateway_proc", "--nats", self.nats.url,
+                   "--chunk-ms", str(step.chunk_ms)]
+        else:
+            cmd = [sys.executable, "-m", "benchmarks.relay"]
+        cmd += ["--realtime-url", self.gen.realtime_url, "--audio-format", step.audio_format, "--loop", step.loop]
+        log_path = self.work / f"{step.target}-{step.calls}-{step.audio_format}-{secrets.token_hex(2)}.log"
+        with open(log_path, "wb") as errf:
+            proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                        stderr=errf, cwd=REPO)
+        assert proc.stdout is not None
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        except TimeoutError:
+            line = ""
+        if not line.startswith("READY "):
+            proc.kill()
+            await proc.wait()
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{step.target} did not start (got {line!r}); log tail:\n{tail}")
+        return proc, int(line.split()[1]), log_path
+
+    @staticmethod
+    async def _stop(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            out = await asyncio.wait_for(proc.stdout.read(), 20)
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return {"error": "did not stop within 20 s; killed"}
+        for line in out.decode(errors="replace").splitlines():
+            if line.startswith("STATS "):
+                return json.loads(line[6:])  # type: ignore[no-any-return]
+        return {}
+
+    async def _contexts(self, n: int) -> list[CallSpec]:
+        specs = []
+        for i in range(n):
+            spec = CallSpec(index=i, call_id=make_call_id(i, secrets.token_hex(4)), token=secrets.token_urlsafe(24),
+                            call_sid=f"CA{secrets.token_hex(16)}", stream_sid=f"MZ{secrets.token_hex(16)}")
+            ctx = CallContext(call_id=spec.call_id, job_id="benchjob", provider_id=f"p{i}", attempt=1,
+                              service_provider=business_name(i), phone_number="+14155550100",
+                              problem="leaking kitchen faucet", zip_code="94110", max_price=180.0,
+                              token=spec.token, call_sid=spec.call_sid)
+            await self.kv.put(ctx_key(spec.call_id), encode_context(ctx))
+            specs.append(spec)
+        return specs
+
+    async def run(self, step: Step) -> dict[str, Any]:
+        gen = self.gen
+        gen.reset()
+        gen.audio_format = step.audio_format
+        gen.embedded_ids = step.audio_format == "pcmu"
+        proc, port, log_path = await self._spawn(step)
+        pid = proc.pid
+        errors: list[str] = []
+        profiler: subprocess.Popen[bytes] | None = None
+        try:
+            await asyncio.sleep(0.5)  # let the fresh process settle before its idle RSS is read
+            rss_idle = procstat.rss_bytes(pid)
+            specs = await self._contexts(step.calls)
+            t_setup = time.perf_counter()
+            await gen.open_calls(specs, port)
+            if not await gen.wait_streaming(step.calls, 30 + step.calls * 0.1):
+                errors.append(f"only {gen.counters.model_streaming}/{step.calls} sessions streaming")
+            setup_s = time.perf_counter() - t_setup
+            await asyncio.sleep(step.warmup_s)  # frames queued while calls were being accepted drain first
+            in0, out0, lag0 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
+            assert self.nats is not None and self.nats.proc is not None
+            nats_pid = self.nats.proc.pid
+            c0, s0, n0, m0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                                  procstat.cpu_seconds(nats_pid), procstat.machine(), time.perf_counter())
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            if self.profile is not None and Path(spy).exists():
+                out = self.profile / f"{step.target}-{step.calls}-{step.audio_format}.txt"
+                profiler = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration",
+                                             str(int(step.duration_s)), "--rate", "250", "--format", "raw",
+                                             "--nonblocking", "-o", str(out)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rss_peak = 0
+            end = t0 + step.duration_s
+            while (left := end - time.perf_counter()) > 0:
+                await asyncio.sleep(min(1.0, left))  # sampling RSS once a second through the window
+                rss_peak = max(rss_peak, procstat.rss_bytes(pid))
+            c1, s1, n1, m1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                                  procstat.cpu_seconds(nats_pid), procstat.machine(), time.perf_counter())
+            in1, out1, lag1 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
+            await asyncio.sleep(1.0)  # frames sent at the end of the window are still in flight
+            gen.sending = False
+            await asyncio.sleep(0.5)
+            in_frame, in_fwd, in_lost = gen.inbound.window(in0, in1)
+            out_frame, out_fwd, out_lost = gen.outbound.window(out0, out1)
+            counters = gen.counters
+            await gen.hang_up_all()
+        finally:
+            if profiler is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    profiler.wait(timeout=10)
+            child_stats = await self._stop(proc)
+        window = t1 - t0
+        cpu = c1 - c0
+        errors += counters.connect_errors[:5]
+        lag = sorted(gen.tick_lag[lag0:lag1])
+        result = {
+            **asdict(step),
+            "connected": counters.twilio_connected,
+            "streaming": counters.model_streaming,
+            "setup_s": round(setup_s, 2),
+            "window_s": round(window, 2),
+            "in_frames": len(in_frame) + in_lost,
+            "out_frames": len(out_frame) + out_lost,
+            "in_lost": in_lost,
+            "out_lost": out_lost,
+            "in_p50_ms": rounded(percentile(in_fwd, 0.50)),
+            "in_p99_ms": rounded(percentile(in_fwd, 0.99)),
+            "in_max_ms": rounded(in_fwd[-1] if in_fwd else None),
+            "out_p50_ms": rounded(percentile(out_fwd, 0.50)),
+            "out_p99_ms": rounded(percentile(out_fwd, 0.99)),
+            "out_max_ms": rounded(out_fwd[-1] if out_fwd else None),
+            # Per frame including a deliberate coalescing hold (equal to the above with 20 ms chunks).
+            "out_frame_p50_ms": rounded(percentile(out_frame, 0.50)),
+            "out_frame_p99_ms": rounded(percentile(out_frame, 0.99)),
+            "cpu_s": round(cpu, 3),
+            "cpu_share": round(cpu / window, 3),  # of one core
+            "cpu_s_per_call_min": round(cpu / (step.calls * window / 60.0), 4),
+            "rss_idle_mb": round(rss_idle / 2**20, 1),
+            "rss_mb": round(rss_peak / 2**20, 1),
+            "rss_per_call_kb": round(max(0, rss_peak - rss_idle) / 1024 / step.calls, 1),
+            "loadgen_cpu_share": round((s1 - s0) / window, 3),
+            "nats_cpu_share": round((n1 - n0) / window, 3),
+            "machine_busy": round(procstat.busy_share(m0, m1), 3),
+            "tick_lag_p99_ms": rounded(percentile(lag, 0.99)),
+            "marks_echoed": counters.marks_echoed,
+            "strays": gen.inbound.strays + gen.outbound.strays,
+            "duplicates": gen.inbound.duplicates + gen.outbound.duplicates,
+            "child": child_stats,
+            "errors": errors,
+        }
+        result["ok"] = holds(result)
+        if errors or child_stats.get("error"):
+            result["log_tail"] = log_path.read_text(errors="replace")[-3000:]
+        return result
+
+
+def holds(r: dict[str, Any]) -> bool:
+    """No frame lost, every call up, p99 under the budget both ways."""
+    p99s = (r.get("in_p99_ms"), r.get("out_p99_ms"))
+    return (not r["errors"] and r["connected"] == r["calls"] and r["streaming"] == r["calls"]
+            and r["in_lost"] == 0 and r["out_lost"] == 0
+            and all(p is not None and p < LATENCY_BUDGET_MS for p in p99s))
+
+
+def describe(r: dict[str, Any]) -> str:
+    return (f"{r['target']:<7} {r['audio_format']:<6} N={r['calls']:<4} in p50/p99 {r['in_p50_ms']}/{r['in_p99_ms']} "
+            f"out p50/p99 {r['out_p50_ms']}/{r['out_p99_ms']} ms, lost {r['in_lost']}/{r['out_lost']}, "
+            f"CPU {r['cpu_s_per_call_min']} s/call-min ({r['cpu_share']:.0%} core), "
+            f"RSS {r['rss_per_call_kb']} KiB/call, machine {r['machine_busy']:.0%}, "
+            f"loadgen {r['loadgen_cpu_share']:.0%} {'ok' if r['ok'] else 'BREAKS'}")
+
+
+async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = []
+    started = time.time()
+    base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup}
+    async with Bench(work, profile=args.profile) as bench:
+
+        async def run(step: Step) -> dict[str, Any]:
+            result = await bench.run(step)
+            print(describe(result), flush=True)
+            steps.append(result)
+            return result
+
+        for n in args.calls:
+            for target in args.targets:
+                await run(Step(target=target, calls=n, **base))
+        saturation = await refine(run, steps, args, base)
+        pcm24k: dict[str, Any] | None = None
+        if args.pcm24k_calls:
+            pcm24k = await run(Step(target="gateway", calls=args.pcm24k_calls, audio_format="pcm24k", **base))
+    events = None
+    if args.event_calls:
+        events = await event_path.measure(work / "events", calls=args.event_calls, duration_s=args.duration,
+                                          interval_s=args.utterance_interval)
+        print(f"event path: {events}", flush=True)
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform},
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "steps": steps,
+        "saturation": saturation,
+        "pcm24k": pcm24k,
+        "event_path": events,
+    }
+
+
+async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace,
+                 base: dict[str, Any]) -> dict[str, Any]:
+    """For each target: the largest N that held and the smallest that broke, narrowed by bisection."""
+    out: dict[str, Any] = {}
+    for target in args.targets:
+        for _ in range(args.refine + 1):
+            mine = sorted((s for s in steps if s["target"] == target and s["audio_format"] == "pcmu"),
+                          key=lambda s: s["calls"])
+            good = max((s["calls"] for s in mine if s["ok"]), default=None)
+            bad = min((s["calls"] for s in mine if not s["ok"] and (good is None or s["calls"] > good)),
+                      default=None)
+            if good is None or bad is None or _ == args.refine:
+                break
+            mid = int(round((good + bad) / 2 / 10.0) * 10)
+            if mid <= good or mid >= bad:
+                mid = (good + bad) // 2
+            if mid <= good or mid >= bad:
+                break
+            await run(Step(target=target, calls=mid, **base))
+        out[target] = {"holds_up_to": good, "breaks_at": bad}
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--calls", default="25,50,100,200", help="comma-separated concurrent call counts")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of streaming before the window opens")
+    p.add_argument("--targets", default="gateway,relay", help="gateway,relay or one of them")
+    p.add_argument("--chunk-ms", type=int, default=20,
+                   help="the gateway's outbound_chunk_ms (production default 40 coalesces two 20 ms deltas)")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="event loop of both processes under test (haggle run uses asyncio)")
+    p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
+    p.add_argument("--event-calls", type=int, default=100, help="calls publishing utterances (0: skip)")
+    p.add_argument("--utterance-interval", type=float, default=3.0, help="seconds between a call's utterances")
+    p.add_argument("--refine", type=int, default=1, help="bisection steps toward the saturation point")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 10 and 25 calls, 4 s windows")
+    p.add_argument("--profile", type=Path, default=None, help="folder for py-spy raw profiles of each step")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--plot", type=Path, default=PLOT)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.calls, args.duration, args.warmup = "10,25", 4.0, 1.0
+        args.pcm24k_calls, args.event_calls, args.refine = 10, 20, 0
+    try:
+        args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
+    except ValueError:
+        p.error("--calls must be comma-separated integers")
+    if not args.calls or min(args.calls) < 1:
+        p.error("--calls needs at least one positive count")
+    args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
+    if not set(args.targets) <= {"gateway", "relay"} or not args.targets:
+        p.error("--targets must be gateway, relay or both")
+    if args.duration <= 0:
+        p.error("--duration must be > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    procstat.raise_fd_limit()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="haggle-bench-") as tmp:
+        results = asyncio.run(sweep(args, Path(tmp)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "quick.json" if args.quick else "latest.json"
+    (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
+    table = report.markdown(results)
+    if not args.quick:
+        (args.out / "README-table.md").write_text(table)
+    print(table)
+    plot = report.plot(results, args.plot if not args.quick else args.out / "quick.png")
+    if plot is None:
+        print("matplotlib is not installed: no plot (pip install '.[bench]')", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
