@@ -163,8 +163,8 @@ class Bench:
             in0, out0, lag0 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
             assert self.nats is not None and self.nats.proc is not None
             nats_pid = self.nats.proc.pid
-            c0, s0, n0, m0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                                  procstat.cpu_seconds(nats_pid), procstat.machine(), time.perf_counter())
+            c0, s0, n0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                              procstat.cpu_seconds(nats_pid), time.perf_counter())
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             if self.profile is not None and Path(spy).exists():
                 out = self.profile / f"{step.target}-{step.calls}-{step.audio_format}.txt"
@@ -177,8 +177,8 @@ class Bench:
             while (left := end - time.perf_counter()) > 0:
                 await asyncio.sleep(min(1.0, left))  # sampling RSS once a second through the window
                 rss_peak = max(rss_peak, procstat.rss_bytes(pid))
-            c1, s1, n1, m1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                                  procstat.cpu_seconds(nats_pid), procstat.machine(), time.perf_counter())
+            c1, s1, n1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                              procstat.cpu_seconds(nats_pid), time.perf_counter())
             in1, out1, lag1 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
             await asyncio.sleep(1.0)  # frames sent at the end of the window are still in flight
             gen.sending = False
@@ -223,7 +223,8 @@ class Bench:
             "rss_per_call_kb": round(max(0, rss_peak - rss_idle) / 1024 / step.calls, 1),
             "loadgen_cpu_share": round((s1 - s0) / window, 3),
             "nats_cpu_share": round((n1 - n0) / window, 3),
-            "machine_busy": round(procstat.busy_share(m0, m1), 3),
+            # Process times are exact (scheduler runtime); /proc/stat's tick sampling misses short bursts.
+            "machine_busy": round((cpu + (s1 - s0) + (n1 - n0)) / (window * (os.cpu_count() or 1)), 3),
             "tick_lag_p99_ms": rounded(percentile(lag, 0.99)),
             "marks_echoed": counters.marks_echoed,
             "strays": gen.inbound.strays + gen.outbound.strays,

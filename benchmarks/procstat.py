@@ -1,14 +1,14 @@
 """CPU time and memory of processes, read from /proc (psutil is not a dependency).
 
-Why /proc: the process under test is a child whose CPU seconds must be read while it runs, and the whole
-machine's busy share tells where the two cores saturate.
+Why /proc: the process under test is a child whose CPU seconds must be read while it runs. Per-process times
+are used for the machine's load too (their sum over the cores): they come from the scheduler's exact runtime,
+while /proc/stat samples on the timer tick and under-counts event loops that wake in short bursts.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -38,26 +38,6 @@ def rss_bytes(pid: int) -> int:
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-@dataclass(frozen=True)
-class MachineSample:
-    busy: float  # jiffies spent not idle, all CPUs
-    total: float
-
-
-def machine() -> MachineSample:
-    with open("/proc/stat") as f:
-        parts = [float(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0.0)  # idle + iowait
-    total = sum(parts[:8])  # guest time is already inside user
-    return MachineSample(busy=total - idle, total=total)
-
-
-def busy_share(a: MachineSample, b: MachineSample) -> float:
-    """Fraction of all CPUs' time that was busy between two samples (1.0 = every core saturated)."""
-    total = b.total - a.total
-    return (b.busy - a.busy) / total if total > 0 else 0.0
 
 
 def raise_fd_limit(want: int = 8192) -> None:

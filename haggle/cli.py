@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .audit import describe
 from .config import ConfigError, Settings
 from .logs import setup_logging
 
@@ -105,49 +106,6 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
         await nc.close()
         if embedded:
             embedded.stop()
-
-
-def describe(stored) -> str:  # type: ignore[no-untyped-def]
-    """One human line per event for the audit view."""
-    from haggle_contracts import events as ev
-
-    e = stored.event
-    if e is None:
-        return f"{stored.seq:>6}  {stored.subject}  UNREADABLE: {stored.error}"
-    when = e.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    name = type(e).__name__
-    who = getattr(e, "provider_id", "")
-    detail = ""
-    match e:
-        case ev.JobStarted():
-            detail = f"{len(e.providers)} provider(s), max ${e.max_price:g}: {e.problem[:60]}"
-        case ev.DialScheduled():
-            detail = f"attempt {e.attempt} ({e.reason})"
-            if e.not_before:
-                detail += f" not before {e.not_before:%H:%M:%S}"
-        case ev.CallDialed():
-            detail = f"attempt {e.attempt} sid {e.call_sid}"
-        case ev.DialFailed():
-            detail = f"attempt {e.attempt}: {e.reason} (code {e.code})"
-        case ev.CallStatusChanged():
-            detail = f"{e.status}" + (f" {e.duration_s:g}s" if e.duration_s else "") + f" [{e.source}]"
-        case ev.MachineDetected():
-            detail = e.answered_by
-        case ev.UtteranceTranscribed():
-            detail = f"#{e.seq} {e.role.value}: {e.text}"
-        case ev.QuoteRecorded():
-            detail = f"${e.price} {e.price_type.value} {e.conditions}".rstrip()
-        case ev.CallEnded():
-            detail = f"{e.reason} after {e.duration_s:.1f}s"
-        case ev.PriceExtracted():
-            detail = f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}"
-            if e.disagreement:
-                detail += f" (disagreement: {e.disagreement})"
-        case ev.JobCompleted():
-            detail = f"best {e.best_provider_id} at {e.best_price}"
-        case ev.JobCancelled():
-            detail = e.reason
-    return f"{stored.seq:>6}  {when}  {name:<20} {who:<18} {detail}"
 
 
 async def _cmd_rebuild(args: argparse.Namespace) -> int:

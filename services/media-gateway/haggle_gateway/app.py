@@ -6,7 +6,11 @@ Routes (all Twilio-facing; every webhook is signature-checked over the URL built
 - `POST /twilio/status?call_id=` -> CallStatusChanged; `POST /twilio/amd?call_id=` -> MachineDetected.
 - `WS /media-stream`: accepted only after a valid `start` within `start_deadline_s` whose single-use token
   and CallSid match the stored context; everything else is closed with 1008 before any realtime session is
-  opened (and counted in `registry.stats`).
+  opened (and counted in `registry.stats` and the `haggle_streams_rejected_total` metric).
+
+Draining (`GatewayService.stop`, on SIGTERM): live calls go on until they end or the deadline passes; new
+work is refused so Twilio and the balancer send it elsewhere: `/twiml` answers 503 and a new media stream is
+closed with 1013 ("try again later"). Status and AMD callbacks are still taken: they end live calls.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from haggle_contracts import subjects
 from haggle_contracts.calls import CallContext
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from haggle import metrics
 
 from . import prompt
 from . import realtime_events as rt
@@ -41,15 +47,17 @@ RealtimeOpener = Callable[[CallContext], Awaitable[RealtimeClient]]
 WEBHOOK_PUBLISH_TIMEOUT_S = 10.0
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+TRY_AGAIN_LATER = 1013
 
 
-def realtime_opener(settings: GatewaySettings) -> RealtimeOpener:
-    """Opens and configures a realtime session with this call's brief, voice, VAD and audio format."""
+def realtime_opener(settings: GatewaySettings, *, resumed: bool = False) -> RealtimeOpener:
+    """Opens and configures a realtime session with this call's brief, voice, VAD and audio format.
+    `resumed`: for a session reopened mid-call (the instructions say so; the bridge replays the conversation)."""
 
     async def open_session(ctx: CallContext) -> RealtimeClient:
         brief = prompt.CallBrief.from_context(ctx)
-        session = rt.session_config(settings, prompt.build_instructions(brief, settings.ai_disclosure),
-                                    prompt.tools())
+        instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed)
+        session = rt.session_config(settings, instructions, prompt.tools())
         return await RealtimeClient.open(settings, session)
 
     return open_session
@@ -63,11 +71,14 @@ class GatewayDeps:
     hangup: Hangup
     registry: LiveCalls
     open_realtime: RealtimeOpener | None = None
+    reopen_realtime: RealtimeOpener | None = None  # mid-call, after the session was lost
     validator: WebhookValidator | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.open_realtime is None:
             self.open_realtime = realtime_opener(self.settings)
+        if self.reopen_realtime is None:
+            self.reopen_realtime = realtime_opener(self.settings, resumed=True)
         if self.validator is None:
             self.validator = WebhookValidator(self.settings)
 
@@ -182,6 +193,9 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         form = await signed_form(request)
         if form is None:
             return Response(status_code=403)
+        if registry.draining:  # shutting down: Twilio retries the fallback URL / the balancer another replica
+            registry.count("twiml_draining")
+            return Response(status_code=503, headers={"Retry-After": "1"})
         call_id = request.query_params.get("call_id")
         ctx = await contexts.get(call_id)
         call_sid = form.get("CallSid")
@@ -249,6 +263,12 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             log.warning("media stream upgrade carries a signature that does not match PUBLIC_BASE_URL")
         await websocket.accept()
         link = StarletteLink(websocket)
+        if registry.draining:
+            registry.count("rejected:draining")
+            metrics.STREAMS_REJECTED.labels(reason="draining").inc()
+            log.warning("media stream refused: this gateway is draining")
+            await link.close(TRY_AGAIN_LATER, "draining")
+            return
         loop = asyncio.get_running_loop()
         guard = tm.FrameGuard(settings.max_frame_bytes, settings.max_messages_per_s)
         try:
@@ -260,11 +280,13 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             reason = "start_timeout" if isinstance(exc, TimeoutError) else exc.reason  # type: ignore[union-attr]
             code = exc.code if isinstance(exc, StreamRejected) else POLICY_VIOLATION
             registry.count(f"rejected:{reason}")
+            metrics.STREAMS_REJECTED.labels(reason=reason).inc()
             log.warning("media stream rejected: %s", reason)
             await link.close(code, reason)
             return
         except Exception:
             registry.count("rejected:error")
+            metrics.STREAMS_REJECTED.labels(reason="error").inc()
             log.exception("media stream acceptance failed")
             await link.close(1011, "internal error")
             return
@@ -278,14 +300,17 @@ def build_router(deps: GatewayDeps) -> APIRouter:
 async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: StarletteLink,
                    guard: tm.FrameGuard, started_at: float) -> None:
     settings, registry = deps.settings, deps.registry
-    assert deps.open_realtime is not None
+    open_realtime, reopen_realtime = deps.open_realtime, deps.reopen_realtime
+    assert open_realtime is not None and reopen_realtime is not None
     outbox = EventOutbox(deps.publisher, label=start.call_sid)
     realtime = await registry.prewarms.take(ctx.call_id, settings.realtime_connect_timeout_s)
     if realtime is None:
         try:
-            realtime = await deps.open_realtime(ctx)
+            realtime = await open_realtime(ctx)
         except (RealtimeError, OSError) as exc:
-            log.error("call %s: cannot open the realtime session: %s", start.call_sid, exc)
+            log.error("call %s: cannot open the realtime session: %s", start.call_sid, exc,
+                      extra={"call_sid": start.call_sid, "job_id": ctx.job_id, "provider_id": ctx.provider_id})
+            metrics.REALTIME_ERRORS.labels(kind="connect_failed").inc()
             registry.count("ended:realtime_error")
             outbox.put(ev.CallEnded(event_id=f"end-{start.call_sid}", job_id=ctx.job_id,
                                     provider_id=ctx.provider_id, attempt=ctx.attempt, call_sid=start.call_sid,
@@ -297,9 +322,12 @@ async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: S
             await outbox.close(settings.publish_flush_s)
             await link.close(1011, "realtime unavailable")
             return
+    async def reopen(resumed: bool) -> RealtimeClient:
+        return await (reopen_realtime if resumed else open_realtime)(ctx)
+
     bridge = CallBridge(ctx=ctx, call_sid=start.call_sid, stream_sid=start.stream_sid, link=link, guard=guard,
                         realtime=realtime, settings=settings, outbox=outbox, hangup=deps.hangup,
-                        started_at=started_at)
+                        started_at=started_at, reopen=reopen)
     registry.register(bridge)
     try:
         reason = await bridge.run()
@@ -320,9 +348,13 @@ class GatewayService:
         return self.deps.registry
 
     async def stop(self, deadline_s: float = 10.0) -> None:
-        """Stop reacting to AMD events, let live calls finish until the deadline, end the rest ('shutdown')."""
-        await self.deps.registry.unsubscribe()
-        await self.deps.registry.drain(deadline_s)
+        """Refuse new calls, let live ones finish until the deadline, end the rest ('shutdown'), then stop
+        reacting to AMD events (kept until then: a voicemail verdict may still end a draining call)."""
+        registry = self.deps.registry
+        registry.draining = True
+        log.info("gateway draining: %d live call(s), deadline %.1fs", len(registry.calls), deadline_s)
+        await registry.drain(deadline_s)
+        await registry.unsubscribe()
 
 
 async def start_gateway(

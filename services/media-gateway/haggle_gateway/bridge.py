@@ -14,6 +14,15 @@ Behaviour that matters on a real phone line:
   of that response is dropped, and the assistant item is truncated at what the mark echoes say was played.
 - Ending: `end_call` -> once the response's audio is all sent, a `bye` mark; when it comes back in the current
   generation the goodbye has played, and only then the REST hang-up. A fallback timer covers a lost echo.
+- Realtime session lost mid-call: reopened once (`_resume`) with the conversation so far replayed as
+  conversation items, while the Twilio side keeps going (the callee hears silence; their audio is buffered for
+  the new session). If that fails too, the call is hung up and ends with reason "realtime_error".
+- Twilio's WebSocket gone without a `stop`: the call may still be up, so it is hung up through REST and ends
+  with reason "twilio_stream_lost" (a `stop` or a terminal status callback means the provider hung up).
+
+Metrics (haggle/metrics.py): audio frames in/out, realtime errors by kind, time from the stream start to the
+first agent audio, and turn latency (the server's `speech_stopped` to the first audio frame of the response
+that follows it, as sent to Twilio). The hot path only increments pre-bound counters.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import audioop
 import base64
 import binascii
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +40,8 @@ from typing import Any, Protocol
 
 from haggle_contracts import events as ev
 from haggle_contracts.calls import CallContext
+
+from haggle import metrics
 
 from . import realtime_events as rt
 from . import twilio_media as tm
@@ -46,6 +58,11 @@ log = logging.getLogger(__name__)
 TICK_S = 0.05
 GREETING_RESPONSE_FALLBACK_S = 2.0
 TWILIO_BYTES_PER_MS = 8  # mu-law 8 kHz
+TWILIO_FRAME_MS = 20
+MAX_REPLAYED_UTTERANCES = 60  # a reopened session gets at most this many earlier lines
+
+_FRAMES_IN = metrics.AUDIO_FRAMES.labels(direction="in")
+_FRAMES_OUT = metrics.AUDIO_FRAMES.labels(direction="out")
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,8 @@ class LinkClosed(Exception):
 
 
 Hangup = Callable[[str], Awaitable[None]]
+# Opens a fresh realtime session for this call; the flag asks for the "resumed call" instructions.
+Reopen = Callable[[bool], Awaitable[RealtimeClient]]
 
 
 @dataclass
@@ -92,6 +111,8 @@ class _Response:
     end_call: bool = False
     tool_calls: int = 0
     items: list[str] = field(default_factory=list)
+    session: int = 0  # which realtime session (0, then 1 after a reopen) produced it
+    created_at: float = 0.0
 
 
 @dataclass
@@ -105,6 +126,8 @@ class CallStats:
     greeting_at: float | None = None
     malformed: int = 0
     hangup_at: float | None = None
+    reconnects: int = 0
+    first_audio_at: float | None = None
 
 
 class CallBridge:
@@ -122,6 +145,7 @@ class CallBridge:
         hangup: Hangup,
         started_at: float | None = None,
         on_end: Callable[[CallBridge], None] | None = None,
+        reopen: Reopen | None = None,
     ) -> None:
         self.ctx = ctx
         self.call_sid = call_sid
@@ -133,6 +157,9 @@ class CallBridge:
         self._outbox = outbox
         self._hangup = hangup
         self._on_end = on_end
+        self._reopen = reopen
+        self._log = logging.LoggerAdapter(log, {"call_sid": call_sid, "job_id": ctx.job_id,
+                                                "provider_id": ctx.provider_id, "call_id": ctx.call_id})
         self._loop = asyncio.get_running_loop()
         self.started_at = started_at if started_at is not None else self._loop.time()
         self.brief = CallBrief.from_context(ctx)
@@ -141,6 +168,7 @@ class CallBridge:
         self.transcript = TranscriptAssembler(settle_s=settings.transcript_settle_s)
         self.stats = CallStats()
         self.end_reason: str | None = None
+        self.end_detail: str | None = None  # why, for logs (e.g. what broke the realtime session)
         self._end = asyncio.Event()
         self._closed = asyncio.Event()
         self._twilio_lock = asyncio.Lock()
@@ -164,6 +192,13 @@ class CallBridge:
         self._unknown_seen: set[str] = set()
         self._last_seq = 0
         self._binary_warned = False
+        # Realtime session loss and reopening.
+        self._session = 0
+        self._rt_down = False  # the session is gone (being reopened, or not coming back)
+        self._history: list[FinalUtterance] = []  # published utterances, replayed into a reopened session
+        self._inbound_backlog: deque[str] = deque(maxlen=max(1, settings.reconnect_buffer_ms // TWILIO_FRAME_MS))
+        # Latency measurements.
+        self._speech_stopped_at: float | None = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
@@ -171,7 +206,7 @@ class CallBridge:
         """Ask the call to end (idempotent: the first reason wins)."""
         if self.end_reason is None:
             self.end_reason = reason
-            log.info("call %s ending: %s", self.call_sid, reason)
+            self._log.info("call %s ending: %s", self.call_sid, reason)
         self._end.set()
 
     async def wait_closed(self) -> None:
@@ -199,13 +234,13 @@ class CallBridge:
             await coro
         except asyncio.CancelledError:
             raise
-        except LinkClosed:
-            self.request_end("provider_hangup")
+        except LinkClosed as exc:
+            self._log.warning("call %s: Twilio stream lost: %s", self.call_sid, exc)
+            self.request_end("twilio_stream_lost")
         except RealtimeError as exc:
-            log.warning("call %s: realtime session lost: %s", self.call_sid, exc)
-            self.request_end("realtime_error")
+            self._realtime_failed(f"realtime session lost: {exc}")
         except Exception:
-            log.exception("call %s: %s task failed", self.call_sid, name)
+            self._log.exception("call %s: %s task failed", self.call_sid, name)
             self.request_end("realtime_error" if name == "realtime" else "gateway_error")
 
     async def _finish(self) -> None:
@@ -219,7 +254,7 @@ class CallBridge:
                 await self._hangup(self.call_sid)
                 self.stats.hangup_at = self._loop.time()
             except Exception as exc:  # closing the stream below ends the call anyway (no verb after <Connect>)
-                log.warning("call %s: REST hang-up failed: %s", self.call_sid, exc)
+                self._log.warning("call %s: REST hang-up failed: %s", self.call_sid, exc)
         for utterance in self.transcript.flush(now):
             self._publish_utterance(utterance)
         await self._outbox.flush(self.settings.publish_flush_s)
@@ -238,7 +273,7 @@ class CallBridge:
         try:
             await self._link.close(code, reason)
         except Exception:  # already closed by the peer
-            log.debug("closing the Twilio stream failed", exc_info=True)
+            self._log.debug("closing the Twilio stream failed", exc_info=True)
         self._closed.set()
         if self._on_end is not None:
             self._on_end(self)
@@ -256,23 +291,25 @@ class CallBridge:
         while True:
             frame = await self._link.receive()
             if frame.closed:
-                self.request_end("provider_hangup")
+                # No `stop` first: the socket died, not the call. It may still be up: `_finish` hangs up.
+                self._log.warning("call %s: Twilio media stream closed without a stop", self.call_sid)
+                self.request_end("twilio_stream_lost")
                 return
             violation = self._guard.check(frame.size, self._loop.time())
             if violation is not None:
-                log.warning("call %s: stream %s; closing", self.call_sid, violation)
+                self._log.warning("call %s: stream %s; closing", self.call_sid, violation)
                 self.request_end("protocol_error")
                 return
             if frame.text is None:
                 if not self._binary_warned:
-                    log.warning("call %s: binary frame on the media stream ignored", self.call_sid)
+                    self._log.warning("call %s: binary frame on the media stream ignored", self.call_sid)
                     self._binary_warned = True
                 self._malformed()
                 continue
             try:
                 message = tm.parse_message(frame.text)
             except tm.MediaMessageError as exc:
-                log.warning("call %s: %s", self.call_sid, exc)
+                self._log.warning("call %s: %s", self.call_sid, exc)
                 self._malformed()
                 continue
             await self._on_twilio(message)
@@ -290,19 +327,20 @@ class CallBridge:
         elif isinstance(message, tm.Stop):
             self.request_end("provider_hangup")
         elif isinstance(message, tm.Dtmf):
-            log.info("call %s: DTMF received", self.call_sid)
+            self._log.info("call %s: DTMF received", self.call_sid)
         elif isinstance(message, tm.UnknownMessage):
             if message.event not in self._unknown_seen:
                 self._unknown_seen.add(message.event)
-                log.info("call %s: ignoring unknown Twilio event %r", self.call_sid, message.event)
+                self._log.info("call %s: ignoring unknown Twilio event %r", self.call_sid, message.event)
         else:
-            log.debug("call %s: ignoring repeated %s", self.call_sid, type(message).__name__)
+            self._log.debug("call %s: ignoring repeated %s", self.call_sid, type(message).__name__)
 
     async def _on_media(self, media: tm.Media) -> None:
+        _FRAMES_IN.inc()
         try:
             seq = media.sequence
             if self._last_seq and seq != self._last_seq + 1:
-                log.debug("call %s: media sequence gap %d -> %d", self.call_sid, self._last_seq, seq)
+                self._log.debug("call %s: media sequence gap %d -> %d", self.call_sid, self._last_seq, seq)
             self._last_seq = seq
         except tm.MediaMessageError:
             pass
@@ -316,7 +354,10 @@ class CallBridge:
             return
         if self._greeting == "waiting":
             self._measure_voice(ulaw)
-        await self._rt.send(rt.input_audio_append(self.transcoder.to_model(payload)))
+        if self._rt_down:  # kept (the most recent `reconnect_buffer_ms`) for a reopened session
+            self._inbound_backlog.append(self.transcoder.to_model(payload))
+            return
+        await self._rt_send(rt.input_audio_append(self.transcoder.to_model(payload)))
 
     def _measure_voice(self, ulaw: bytes) -> None:
         """Before the greeting only: local energy, so the opening line never starts over a hello."""
@@ -328,21 +369,117 @@ class CallBridge:
         if echo.kind == EchoKind.AUDIO:
             self._last_activity = self._loop.time()
         elif echo.kind == EchoKind.MARKER and name == self._bye_mark:
-            log.info("call %s: goodbye played; hanging up", self.call_sid)
+            self._log.info("call %s: goodbye played; hanging up", self.call_sid)
             self.request_end("end_call")
 
     # ------------------------------------------------------------------------------------------------ model side
 
+    async def _rt_send(self, event: dict[str, Any]) -> None:
+        """Send to the model. While the session is down the event is dropped (a reopened session starts from
+        the replayed conversation); a failed send marks it down, and the pump's next receive reopens it."""
+        if self._rt_down:
+            return
+        try:
+            await self._rt.send(event)
+        except RealtimeError as exc:
+            self._rt_down = True
+            self._log.info("call %s: realtime send failed: %s", self.call_sid, exc)
+
     async def _realtime_pump(self) -> None:
         while True:
-            event = await self._rt.recv()
+            try:
+                event = await self._rt.recv()
+            except RealtimeError as exc:
+                if await self._resume(exc):
+                    continue
+                return
             try:
                 await self._on_realtime(event)
             except (RealtimeError, LinkClosed, asyncio.CancelledError):
                 raise
             except Exception:
-                log.exception("call %s: handling %s failed", self.call_sid, event.type)
+                self._log.exception("call %s: handling %s failed", self.call_sid, event.type)
             self._release_transcript()
+
+    async def _resume(self, cause: RealtimeError) -> bool:
+        """The realtime session is gone mid-call. True once a new one carries the conversation on; False when the
+        call ends without one (it was ending anyway, or reopening is not allowed or failed: "realtime_error").
+
+        How the new session learns the conversation: the published utterances are replayed as conversation
+        items (user lines `input_text`, assistant lines `output_text`; `rt.history_item`). Folding them into the
+        instructions as quoted transcript would also work on any server, but it would put the provider's words
+        in instruction position, which issue 7 rules out; items are where the callee's words live anyway. The
+        instructions only gain a fixed note (prompt.RESUMED_NOTE) that the call resumed.
+        """
+        self._rt_down = True
+        metrics.REALTIME_ERRORS.labels(kind="session_lost").inc()
+        if self._end.is_set():
+            return False
+        if self._bye_mark is not None or any(s.end_call for s in self._responses.values()):
+            self._log.info("call %s: realtime session lost after end_call (%s); hanging up after the goodbye",
+                           self.call_sid, cause)
+            await self._schedule_hangup()  # no-op if already scheduled; its mark echo (or fallback) ends the call
+            return False
+        if self._reopen is None or self.stats.reconnects >= self.settings.realtime_reconnects:
+            self._realtime_failed(f"realtime session lost again ({cause}); not reopened")
+            return False
+        self.stats.reconnects += 1
+        self._log.warning("call %s: realtime session lost (%s); reopening it with the conversation so far",
+                          self.call_sid, cause)
+        await self._rt.close()
+        await self._forget_lost_session()
+        history = self._history[-MAX_REPLAYED_UTTERANCES:]
+        resumed = any(u.role == ev.Role.ASSISTANT for u in history)
+        if not resumed:  # nothing said yet: the greeting gate starts over on the new session
+            self._greeting, self._greeting_fallback_done, self._auto_deadline = "waiting", False, None
+        try:
+            client = await asyncio.wait_for(self._reopen(resumed), self.settings.realtime_reconnect_timeout_s)
+        except (RealtimeError, OSError, TimeoutError) as exc:
+            metrics.REALTIME_ERRORS.labels(kind="reopen_failed").inc()
+            self._realtime_failed(f"realtime session lost ({cause}); reopening failed: {exc}")
+            return False
+        self._rt, self._session = client, self._session + 1
+        try:
+            for utterance in history:
+                await client.send(rt.history_item(utterance.role.value, utterance.text))
+            backlog, self._inbound_backlog = list(self._inbound_backlog), deque(maxlen=self._inbound_backlog.maxlen)
+            for audio in backlog:
+                await client.send(rt.input_audio_append(audio))
+            if resumed and (history[-1].role == ev.Role.USER or history[-1].interrupted):
+                await client.send(rt.response_create())  # it is our turn: answer, or finish the cut-off line
+        except RealtimeError as exc:
+            metrics.REALTIME_ERRORS.labels(kind="reopen_failed").inc()
+            self._realtime_failed(f"reopened realtime session lost at once: {exc}")
+            return False
+        self._rt_down = False
+        self._last_activity = self._loop.time()
+        self._log.info("call %s: realtime session reopened; %d line(s) and %d ms of audio replayed", self.call_sid,
+                       len(history), len(backlog) * TWILIO_FRAME_MS)
+        return True
+
+    async def _forget_lost_session(self) -> None:
+        """The lost session's responses will never finish: send the audio already here, close their transcripts."""
+        if self._out_item is not None and self._out_item not in self._audio_ended:
+            self._audio_ended.add(self._out_item)
+            self._out_buf += self.transcoder.end_of_utterance()
+            await self._flush_out()
+        self._out_item = None
+        self._out_buf.clear()
+        for state in self._responses.values():
+            if not state.done:
+                state.done = state.dropped = True
+        self._active = None
+        self._pending_forced = None
+        self._server_speaking = False
+        self._speech_stopped_at = None
+        for utterance in self.transcript.flush(self._loop.time()):
+            self._publish_utterance(utterance)
+
+    def _realtime_failed(self, why: str) -> None:
+        self.end_detail = why
+        self._inbound_backlog.clear()
+        self._log.error("call %s: %s; ending the call", self.call_sid, why)
+        self.request_end("realtime_error")
 
     async def _on_realtime(self, event: rt.ServerEvent) -> None:
         kind = event.type
@@ -365,7 +502,7 @@ class CallBridge:
             if event.item_id:
                 self.transcript.open(event.item_id, ev.Role.USER, self._loop.time(), _wall())
         elif isinstance(event, rt.ItemAdded):
-            if event.item.role == "user" and event.item.type == "message" and event.item.id:
+            if event.item.role == "user" and event.item.type == "message" and event.item.id and not event.item.is_text:
                 self.transcript.open(event.item.id, ev.Role.USER, self._loop.time(), _wall())
         elif isinstance(event, rt.ResponseCreated):
             self._on_response_created(event)
@@ -377,20 +514,22 @@ class CallBridge:
             await self._on_response_done(event)
         elif isinstance(event, rt.ErrorEvent):
             if event.benign:
-                log.debug("call %s: benign realtime error: %s", self.call_sid, event.error.message[:120])
+                self._log.debug("call %s: benign realtime error: %s", self.call_sid, event.error.message[:120])
             else:
-                log.warning("call %s: realtime error %s: %s", self.call_sid, event.error.code,
-                            event.error.message[:200])
+                metrics.REALTIME_ERRORS.labels(kind="server_error").inc()
+                self._log.warning("call %s: realtime error %s: %s", self.call_sid, event.error.code,
+                                  event.error.message[:200])
         elif kind in ("ping", "session.updated", "session.created", "conversation.created"):
             pass
         elif kind not in self._unknown_seen:
             self._unknown_seen.add(kind)
-            log.debug("call %s: realtime event %s not handled", self.call_sid, kind)
+            self._log.debug("call %s: realtime event %s not handled", self.call_sid, kind)
 
     def _response(self, response_id: str) -> _Response:
         state = self._responses.get(response_id)
         if state is None:
-            state = self._responses[response_id] = _Response(id=response_id)
+            state = self._responses[response_id] = _Response(id=response_id, session=self._session,
+                                                             created_at=self._loop.time())
         return state
 
     def _on_response_created(self, event: rt.ResponseCreated) -> None:
@@ -426,7 +565,7 @@ class CallBridge:
         try:
             audio = base64.b64decode(event.delta)
         except (binascii.Error, ValueError):
-            log.warning("call %s: undecodable audio delta dropped", self.call_sid)
+            self._log.warning("call %s: undecodable audio delta dropped", self.call_sid)
             return
         if state is not None:
             state.had_audio = True
@@ -455,14 +594,24 @@ class CallBridge:
         mark = self.tracker.audio_sent(item_id, len(chunk) / TWILIO_BYTES_PER_MS)
         await self._send_twilio(tm.media_message(self.stream_sid, chunk))
         await self._send_twilio(tm.mark_message(self.stream_sid, mark))
+        _FRAMES_OUT.inc()
         self.stats.media_out += 1
-        self._last_activity = self._loop.time()
+        now = self._last_activity = self._loop.time()
+        if self.stats.first_audio_at is None:
+            self.stats.first_audio_at = now
+            metrics.ANSWER_TO_FIRST_AUDIO.observe(now - self.started_at)
+        if self._speech_stopped_at is not None:
+            state = self._responses.get(self._item_response.get(item_id, ""))
+            if state is not None and state.created_at >= self._speech_stopped_at:
+                metrics.TURN_LATENCY.observe(now - self._speech_stopped_at)
+                self._speech_stopped_at = None
 
     async def _on_speech_started(self, event: rt.SpeechStarted) -> None:
         now = self._loop.time()
         self.stats.speech_started.append(now)
         self._last_activity = now
         self._server_speaking = True
+        self._speech_stopped_at = None  # their turn is not over yet
         self._last_voice_at = now
         self._auto_deadline = None
         if event.item_id:
@@ -478,7 +627,7 @@ class CallBridge:
         if not playing_items and not states:
             return
         if any(not s.interruptible for s in states):
-            log.info("call %s: callee spoke over a non-interruptible line", self.call_sid)
+            self._log.info("call %s: callee spoke over a non-interruptible line", self.call_sid)
             return
         # The callee is talking over us: stop the audio at Twilio first, everything else after.
         cuts = self.tracker.interrupt()
@@ -490,14 +639,15 @@ class CallBridge:
         for state in states:
             state.dropped = True
         if active is not None and not active.done:
-            await self._rt.send(rt.response_cancel())  # Grok auto-cancels; "no active response" is benign
+            await self._rt_send(rt.response_cancel())  # Grok auto-cancels; "no active response" is benign
         for cut in cuts:
             self.transcript.mark_interrupted(cut.item_id)
-            if self.settings.truncate_on_barge_in:
-                await self._rt.send(rt.item_truncate(cut.item_id, cut.content_index, cut.audio_end_ms))
+            owner = self._responses.get(self._item_response.get(cut.item_id, ""))
+            if self.settings.truncate_on_barge_in and (owner is None or owner.session == self._session):
+                await self._rt_send(rt.item_truncate(cut.item_id, cut.content_index, cut.audio_end_ms))
                 self.stats.truncates += 1
         if self._bye_mark is not None:
-            log.info("call %s: callee spoke over the goodbye; hang-up postponed", self.call_sid)
+            self._log.info("call %s: callee spoke over the goodbye; hang-up postponed", self.call_sid)
             self._bye_mark = None
             if self._bye_fallback is not None:
                 self._bye_fallback.cancel()
@@ -508,6 +658,7 @@ class CallBridge:
         self._server_speaking = False
         self._last_activity = now
         self._last_voice_at = now
+        self._speech_stopped_at = now
         if self._greeting == "waiting":
             self._auto_deadline = now + self.settings.greeting_auto_grace_s
 
@@ -530,7 +681,7 @@ class CallBridge:
                 state.end_call = True
         else:
             output = {"ok": False, "error": f"unknown tool {event.name[:40]!r}"}
-        await self._rt.send(rt.function_call_output(event.call_id, output))
+        await self._rt_send(rt.function_call_output(event.call_id, output))
 
     def _record_quote(self, tool_call_id: str, args: dict[str, Any]) -> dict[str, Any]:
         price = args.get("price")
@@ -569,7 +720,7 @@ class CallBridge:
         if state.end_call:
             await self._schedule_hangup()
         elif state.tool_calls and not state.had_audio and event.response.status in (None, "completed"):
-            await self._rt.send(rt.response_create())  # a silent tool turn: let the model continue
+            await self._rt_send(rt.response_create())  # a silent tool turn: let the model continue
 
     async def _schedule_hangup(self) -> None:
         """After the goodbye's audio is all sent: a marker whose echo means it has played."""
@@ -581,7 +732,7 @@ class CallBridge:
         self._bye_fallback = self._loop.call_later(self.settings.hangup_fallback_s, self._bye_timeout)
 
     def _bye_timeout(self) -> None:
-        log.warning("call %s: goodbye mark not echoed in %.0fs; hanging up anyway", self.call_sid,
+        self._log.warning("call %s: goodbye mark not echoed in %.0fs; hanging up anyway", self.call_sid,
                     self.settings.hangup_fallback_s)
         self.request_end("end_call")
 
@@ -592,12 +743,13 @@ class CallBridge:
             await asyncio.sleep(TICK_S)  # a periodic clock, not synchronisation
             now = self._loop.time()
             self._release_transcript()
-            if self._greeting != "done":
+            if self._greeting != "done" and not self._rt_down:
                 await self._greeting_tick(now)
             if now - self.started_at >= self.settings.max_call_s:
                 self.request_end("max_duration")
                 return
-            if now - self._last_activity >= self.settings.silence_timeout_s and not self.tracker.playing:
+            if (now - self._last_activity >= self.settings.silence_timeout_s and not self.tracker.playing
+                    and not self._rt_down):
                 self.request_end("silence_timeout")
                 return
 
@@ -606,8 +758,8 @@ class CallBridge:
             if (not self._greeting_fallback_done and self._greeting_sent_at is not None
                     and now - self._greeting_sent_at >= GREETING_RESPONSE_FALLBACK_S):
                 self._greeting_fallback_done = True
-                log.warning("call %s: no response to the greeting; sending response.create", self.call_sid)
-                await self._rt.send(rt.response_create())
+                self._log.warning("call %s: no response to the greeting; sending response.create", self.call_sid)
+                await self._rt_send(rt.response_create())
             return
         if self._server_speaking:
             return  # never talk over the callee
@@ -625,10 +777,10 @@ class CallBridge:
         if self.settings.greeting_mode == "force_message":
             interruptible = self.settings.ai_disclosure != "upfront"
             self._pending_forced = interruptible
-            await self._rt.send(rt.force_message(greeting_line(self.brief, self.settings.ai_disclosure),
+            await self._rt_send(rt.force_message(greeting_line(self.brief, self.settings.ai_disclosure),
                                                  interruptible=interruptible))
         else:
-            await self._rt.send(rt.response_create())
+            await self._rt_send(rt.response_create())
 
     # ------------------------------------------------------------------------------------------------ transcript
 
@@ -637,6 +789,7 @@ class CallBridge:
             self._publish_utterance(utterance)
 
     def _publish_utterance(self, u: FinalUtterance) -> None:
+        self._history.append(u)
         self._outbox.put(ev.UtteranceTranscribed(
             event_id=f"utt-{self.call_sid}-{u.item_id}",
             job_id=self.ctx.job_id,

@@ -26,6 +26,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from haggle import metrics
+
 from .realtime_client import RealtimeClient, RealtimeError
 
 log = logging.getLogger(__name__)
@@ -130,8 +132,11 @@ class LiveCalls:
         self.stats: Counter[str] = Counter()  # accepted, rejected:<reason>, ended:<reason>, ...
         self._verdicts: dict[str, tuple[str, float]] = {}
         self._sub: Subscription | None = None
+        self.draining = False  # set on shutdown: no new calls are taken
 
     def register(self, call: LiveCall) -> None:
+        if call.call_sid not in self.calls:
+            metrics.LIVE_CALLS.inc()
         self.calls[call.call_sid] = call
         verdict = self._verdicts.pop(call.call_sid, None)
         if verdict is not None and time.monotonic() - verdict[1] < VERDICT_MEMORY_S:
@@ -141,6 +146,7 @@ class LiveCalls:
     def unregister(self, call: LiveCall) -> None:
         if self.calls.get(call.call_sid) is call:
             del self.calls[call.call_sid]
+            metrics.LIVE_CALLS.dec()
 
     def count(self, key: str) -> None:
         self.stats[key] += 1

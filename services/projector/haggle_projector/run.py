@@ -5,6 +5,7 @@ from __future__ import annotations
 from haggle.runtime import Runtime, ServiceHandle
 
 from .api import ApiDeps, build_router
+from .dashboard import DashboardDeps, build_dashboard_router
 from .projector import Projector
 from .stores import ProviderStore, open_store
 
@@ -25,5 +26,9 @@ async def start(rt: Runtime, *, consume: bool = True) -> ServiceHandle:
         projector = Projector(store)
         handle.consume(rt, "projector", projector.handle, ordered=True)
     handle.routers.append(build_router(ApiDeps(store=store, publish=rt.publisher.publish, api_key=rt.settings.api_key)))
+    dashboard = DashboardDeps(store=store, nc=rt.nc, js=rt.js, api_key=rt.settings.api_key,
+                              publish=rt.publisher.publish)
+    handle.routers.append(build_dashboard_router(dashboard))
+    handle.on_stop.append(dashboard.close)  # ends open live feeds, which uvicorn would otherwise wait on
     handle.on_close.append(store.close)
     return handle

@@ -1,0 +1,171 @@
+"""Turns a benchmark run (the dict written to latest.json) into a markdown table and a PNG plot.
+
+The plot needs matplotlib (the `bench` extra); without it `plot()` returns None and the table still works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BUDGET_MS = 20.0
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _pcmu(results: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    steps = [s for s in results["steps"] if s["target"] == target and s["audio_format"] == "pcmu"]
+    return sorted(steps, key=lambda s: s["calls"])
+
+
+def _pair(results: dict[str, Any], n: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    g = next((s for s in _pcmu(results, "gateway") if s["calls"] == n), None)
+    r = next((s for s in _pcmu(results, "relay") if s["calls"] == n), None)
+    return g, r
+
+
+def markdown(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    steps = sorted((s for s in results["steps"] if s["audio_format"] == "pcmu"),
+                   key=lambda s: (s["calls"], s["target"] != "gateway"))
+    lines = [
+        f"Gateway vs. a bare relay: {cfg['duration']:g} s measured per step after all calls stream, 20 ms mu-law "
+        f"frames both ways per call, gateway `outbound_chunk_ms={cfg['chunk_ms']}`, `{cfg['loop']}` event loop, "
+        f"{results['machine']['cpus']} CPUs shared with the load generator and nats-server "
+        f"(run {results['started_at']}).",
+        "",
+        "| calls | process | in p50 / p99 ms | out p50 / p99 ms | lost in / out | CPU s per call-min | "
+        "RSS per call KiB | process CPU | machine busy | holds |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for s in steps:
+        lines.append(
+            f"| {s['calls']} | {s['target']} | {_f(s['in_p50_ms'])} / {_f(s['in_p99_ms'])} | "
+            f"{_f(s['out_p50_ms'])} / {_f(s['out_p99_ms'])} | {s['in_lost']} / {s['out_lost']} | "
+            f"{s['cpu_s_per_call_min']:.3f} | {_f(s['rss_per_call_kb'], 0)} | {s['cpu_share']:.0%} | "
+            f"{s['machine_busy']:.0%} | {'yes' if s['ok'] else '**no**'} |")
+    lines += ["", "Ratios gateway / relay (same run, same load generator):", "",
+              "| calls | p99 in | p99 out | CPU per call-min | RSS per call |", "|---:|---:|---:|---:|---:|"]
+    for n in sorted({s["calls"] for s in steps}):
+        g, r = _pair(results, n)
+        if g is None or r is None:
+            continue
+        lines.append(f"| {n} | {_f(_ratio(g['in_p99_ms'], r['in_p99_ms']), 2)}x | "
+                     f"{_f(_ratio(g['out_p99_ms'], r['out_p99_ms']), 2)}x | "
+                     f"{_f(_ratio(g['cpu_s_per_call_min'], r['cpu_s_per_call_min']), 2)}x | "
+                     f"{_f(_ratio(g['rss_per_call_kb'], r['rss_per_call_kb']), 2)}x |")
+    lines += ["", *saturation_lines(results), *pcm24k_lines(results), *event_lines(results), *done_when(results)]
+    return "\n".join(lines) + "\n"
+
+
+def saturation_lines(results: dict[str, Any]) -> list[str]:
+    out = []
+    for target, sat in (results.get("saturation") or {}).items():
+        good, bad = sat.get("holds_up_to"), sat.get("breaks_at")
+        if bad is None:
+            out.append(f"- Saturation ({target}): not reached; every step up to {good} calls held "
+                       f"(no loss, p99 < {BUDGET_MS:g} ms both ways).")
+        elif good is None:
+            out.append(f"- Saturation ({target}): already broken at {bad} calls.")
+        else:
+            step = next(s for s in results["steps"] if s["target"] == target and s["calls"] == bad
+                        and s["audio_format"] == "pcmu")
+            out.append(f"- Saturation ({target}): holds at {good} calls, breaks at {bad} (there: p99 "
+                       f"{_f(step['in_p99_ms'])} / {_f(step['out_p99_ms'])} ms, lost {step['in_lost']} / "
+                       f"{step['out_lost']}, machine {step['machine_busy']:.0%} busy).")
+    return out
+
+
+def pcm24k_lines(results: dict[str, Any]) -> list[str]:
+    p = results.get("pcm24k")
+    if not p:
+        return []
+    g, _ = _pair(results, p["calls"])
+    base = ""
+    if g is not None:
+        extra = p["cpu_s_per_call_min"] - g["cpu_s_per_call_min"]
+        base = (f" vs. {g['cpu_s_per_call_min']:.3f} with pcmu at the same N: the resampling costs "
+                f"{extra:.3f} CPU s per call-minute ({_f(_ratio(p['cpu_s_per_call_min'], g['cpu_s_per_call_min']), 2)}x)")
+    return [f"- pcm24k at {p['calls']} calls: {p['cpu_s_per_call_min']:.3f} CPU s per call-minute{base}; "
+            f"RSS {_f(p['rss_per_call_kb'], 0)} KiB per call; p99 {_f(p['in_p99_ms'])} / {_f(p['out_p99_ms'])} ms; "
+            f"lost {p['in_lost']} / {p['out_lost']} (latency matched by frame order: resampling rewrites bytes)."]
+
+
+def event_lines(results: dict[str, Any]) -> list[str]:
+    e = results.get("event_path")
+    if not e:
+        return []
+    return [f"- Event path (UtteranceTranscribed publish -> SQLite projection row): {e['utterances']} utterances "
+            f"from {e['calls']} calls at {e['rate_per_s']}/s: lag p50 {_f(e['lag_p50_ms'])} ms, p99 "
+            f"{_f(e['lag_p99_ms'])} ms, max {_f(e['lag_max_ms'])} ms; not projected: {e['not_projected']}."]
+
+
+def done_when(results: dict[str, Any], n: int = 100) -> list[str]:
+    g, r = _pair(results, n)
+    if g is None or r is None:
+        return []
+    checks = [
+        ("no frame lost", g["in_lost"] == 0 and g["out_lost"] == 0, f"{g['in_lost']} / {g['out_lost']}"),
+        (f"p99 < {BUDGET_MS:g} ms each way", max(g["in_p99_ms"] or 1e9, g["out_p99_ms"] or 1e9) < BUDGET_MS,
+         f"{_f(g['in_p99_ms'])} / {_f(g['out_p99_ms'])} ms"),
+    ]
+    for way in ("in", "out"):
+        ratio = _ratio(g[f"{way}_p99_ms"], r[f"{way}_p99_ms"])
+        checks.append((f"p99 {way} within 2x the relay's", ratio is not None and ratio <= 2.0,
+                       f"{_f(ratio, 2)}x"))
+    cpu = _ratio(g["cpu_s_per_call_min"], r["cpu_s_per_call_min"])
+    checks.append(("CPU per call-minute within 1.5x the relay's", cpu is not None and cpu <= 1.5, f"{_f(cpu, 2)}x"))
+    lines = ["", f"Done-when at {n} calls:", ""]
+    lines += [f"- [{'x' if ok else ' '}] {name}: {value}" for name, ok, value in checks]
+    return lines
+
+
+def plot(results: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    styles = {"gateway": ("tab:blue", "-"), "relay": ("tab:gray", "--")}
+    lat, cpu, busy = axes
+    for target, (color, ls) in styles.items():
+        steps = _pcmu(results, target)
+        if not steps:
+            continue
+        n = [s["calls"] for s in steps]
+        lat.plot(n, [s["in_p99_ms"] for s in steps], ls, color=color, marker="o", label=f"{target} in (p99)")
+        lat.plot(n, [s["out_p99_ms"] for s in steps], ls, color=color, marker="s", alpha=0.6,
+                 label=f"{target} out (p99)")
+        cpu.plot(n, [s["cpu_s_per_call_min"] for s in steps], ls, color=color, marker="o", label=target)
+        busy.plot(n, [100 * s["machine_busy"] for s in steps], ls, color=color, marker="o",
+                  label=f"machine busy, {target} run")
+        for s in steps:
+            if s["in_lost"] or s["out_lost"]:
+                busy.annotate(f"lost {s['in_lost'] + s['out_lost']}", (s["calls"], 100 * s["machine_busy"]),
+                              textcoords="offset points", xytext=(4, -12), fontsize=8, color=color)
+    lat.axhline(BUDGET_MS, color="tab:red", lw=0.8, ls=":", label=f"{BUDGET_MS:g} ms budget")
+    lat.set(title="p99 forwarding latency", xlabel="concurrent calls", ylabel="ms", yscale="log")
+    cpu.set(title="CPU seconds per call-minute", xlabel="concurrent calls", ylabel="CPU s / call-min")
+    busy.set(title="whole machine busy (2 cores)", xlabel="concurrent calls", ylabel="%", ylim=(0, 105))
+    for target, sat in (results.get("saturation") or {}).items():
+        if sat.get("breaks_at") and sat.get("holds_up_to"):
+            for ax in axes:
+                ax.axvspan(sat["holds_up_to"], sat["breaks_at"], color=styles[target][0], alpha=0.08)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Haggle media gateway vs. bare relay (shaded: where it saturates)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
