@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 async def measure(data_dir: Path, *, calls: int = 100, duration_s: float = 20.0, interval_s: float = 3.0,
                   settle_s: float = 5.0) -> dict[str, Any]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    nats = EmbeddedNats(data_dir / "nats").start()
+    nats = await asyncio.to_thread(EmbeddedNats(data_dir / "nats").start)  # it creates its folder
     try:
         settings = Settings(nats_url=nats.url, data_dir=data_dir)
         rt = await Runtime.connect(settings, nats.url, name="bench-events")

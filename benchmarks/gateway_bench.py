@@ -39,6 +39,7 @@ from haggle.nats_embedded import EmbeddedNats
 
 from . import event_path, procstat, report
 from .loadgen import CallSpec, LoadGenerator, business_name, make_call_id
+from .serve import GcPauses
 from .stats import percentile, rounded
 
 log = logging.getLogger("benchmarks")
@@ -58,7 +59,8 @@ class Step:
     chunk_ms: int = 20
     loop: str = "asyncio"
     warmup_s: float = 2.0
-    label: str = ""
+    gc_freeze: bool = False
+    experiments: tuple[str, ...] = ()
 
 
 class Bench:
@@ -71,6 +73,9 @@ class Bench:
         self.nc: Any = None
         self.kv: Any = None
         self.gen = LoadGenerator()
+        self.pauses = GcPauses()
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.py_spy = spy if Path(spy).exists() else None
 
     async def __aenter__(self) -> Bench:
         self.nats = EmbeddedNats(self.work / "nats").start()
@@ -92,14 +97,19 @@ class Bench:
         assert self.nats is not None
         if step.target == "gateway":
             cmd = [sys.executable, "-m", "benchmarks.gateway_proc", "--nats", self.nats.url,
-                   "--chunk-ms", str(step.chunk_ms)]
+                   "--chunk-ms", str(step.chunk_ms), *(["--gc-freeze"] if step.gc_freeze else [])]
+            for name in step.experiments:
+                cmd += ["--experiment", name]
         else:
             cmd = [sys.executable, "-m", "benchmarks.relay"]
         cmd += ["--realtime-url", self.gen.realtime_url, "--audio-format", step.audio_format, "--loop", step.loop]
         log_path = self.work / f"{step.target}-{step.calls}-{step.audio_format}-{secrets.token_hex(2)}.log"
-        with open(log_path, "wb") as errf:
+        errf = await asyncio.to_thread(open, log_path, "wb")
+        try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                         stderr=errf, cwd=REPO)
+        finally:
+            errf.close()  # the child has its own copy
         assert proc.stdout is not None
         try:
             line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
@@ -149,7 +159,7 @@ class Bench:
         proc, port, log_path = await self._spawn(step)
         pid = proc.pid
         errors: list[str] = []
-        profiler: subprocess.Popen[bytes] | None = None
+        profiler: asyncio.subprocess.Process | None = None
         try:
             await asyncio.sleep(0.5)  # let the fresh process settle before its idle RSS is read
             rss_idle = procstat.rss_bytes(pid)
@@ -163,22 +173,24 @@ class Bench:
             in0, out0, lag0 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
             assert self.nats is not None and self.nats.proc is not None
             nats_pid = self.nats.proc.pid
-            c0, s0, n0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                              procstat.cpu_seconds(nats_pid), time.perf_counter())
-            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            if self.profile is not None and Path(spy).exists():
+            assert proc.stdin is not None
+            proc.stdin.write(b"window\n")
+            self.pauses.reset()
+            c0, s0, n0, st0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                                   procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
+            if self.profile is not None and self.py_spy is not None:
                 out = self.profile / f"{step.target}-{step.calls}-{step.audio_format}.txt"
-                profiler = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration",
-                                             str(int(step.duration_s)), "--rate", "250", "--format", "raw",
-                                             "--nonblocking", "-o", str(out)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                profiler = await asyncio.create_subprocess_exec(
+                    self.py_spy, "record", "--pid", str(pid), "--duration", str(int(step.duration_s)),
+                    "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out),
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             rss_peak = 0
             end = t0 + step.duration_s
             while (left := end - time.perf_counter()) > 0:
                 await asyncio.sleep(min(1.0, left))  # sampling RSS once a second through the window
                 rss_peak = max(rss_peak, procstat.rss_bytes(pid))
-            c1, s1, n1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                              procstat.cpu_seconds(nats_pid), time.perf_counter())
+            c1, s1, n1, st1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
+                                   procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
             in1, out1, lag1 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
             await asyncio.sleep(1.0)  # frames sent at the end of the window are still in flight
             gen.sending = False
@@ -189,8 +201,8 @@ class Bench:
             await gen.hang_up_all()
         finally:
             if profiler is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    profiler.wait(timeout=10)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(profiler.wait(), 10)
             child_stats = await self._stop(proc)
         window = t1 - t0
         cpu = c1 - c0
@@ -225,11 +237,13 @@ class Bench:
             "nats_cpu_share": round((n1 - n0) / window, 3),
             # Process times are exact (scheduler runtime); /proc/stat's tick sampling misses short bursts.
             "machine_busy": round((cpu + (s1 - s0) + (n1 - n0)) / (window * (os.cpu_count() or 1)), 3),
+            "steal_share": round((st1 - st0) / (window * (os.cpu_count() or 1)), 3),
             "tick_lag_p99_ms": rounded(percentile(lag, 0.99)),
             "marks_echoed": counters.marks_echoed,
             "strays": gen.inbound.strays + gen.outbound.strays,
             "duplicates": gen.inbound.duplicates + gen.outbound.duplicates,
             "child": child_stats,
+            "loadgen_gc": self.pauses.summary(),
             "errors": errors,
         }
         result["ok"] = holds(result)
@@ -247,17 +261,21 @@ def holds(r: dict[str, Any]) -> bool:
 
 
 def describe(r: dict[str, Any]) -> str:
-    return (f"{r['target']:<7} {r['audio_format']:<6} N={r['calls']:<4} in p50/p99 {r['in_p50_ms']}/{r['in_p99_ms']} "
-            f"out p50/p99 {r['out_p50_ms']}/{r['out_p99_ms']} ms, lost {r['in_lost']}/{r['out_lost']}, "
+    gc_max = r["child"].get("gc", {}).get("max_ms")
+    return (f"{r['target']:<7} {r['audio_format']:<6} {r['loop']:<7} chunk {r['chunk_ms']} N={r['calls']:<4} "
+            f"in p50/p99 {r['in_p50_ms']}/{r['in_p99_ms']} out p50/p99 {r['out_p50_ms']}/{r['out_p99_ms']} ms "
+            f"(per frame {r['out_frame_p99_ms']}), lost {r['in_lost']}/{r['out_lost']}, "
             f"CPU {r['cpu_s_per_call_min']} s/call-min ({r['cpu_share']:.0%} core), "
-            f"RSS {r['rss_per_call_kb']} KiB/call, machine {r['machine_busy']:.0%}, "
-            f"loadgen {r['loadgen_cpu_share']:.0%} {'ok' if r['ok'] else 'BREAKS'}")
+            f"RSS {r['rss_per_call_kb']} KiB/call, machine {r['machine_busy']:.0%} (steal {r['steal_share']:.0%}), "
+            f"loadgen {r['loadgen_cpu_share']:.0%} (tick lag p99 {r['tick_lag_p99_ms']} ms), gc max {gc_max} ms: "
+            f"{'holds' if r['ok'] else 'BREAKS'}")
 
 
 async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     started = time.time()
-    base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup}
+    base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup,
+            "gc_freeze": args.gc_freeze, "experiments": tuple(args.experiment)}
     async with Bench(work, profile=args.profile) as bench:
 
         async def run(step: Step) -> dict[str, Any]:
@@ -273,6 +291,12 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         pcm24k: dict[str, Any] | None = None
         if args.pcm24k_calls:
             pcm24k = await run(Step(target="gateway", calls=args.pcm24k_calls, audio_format="pcm24k", **base))
+            steps.remove(pcm24k)
+        variants = []
+        for step in variant_steps(args, base):
+            result = await run(step)
+            steps.remove(result)
+            variants.append(result)
     events = None
     if args.event_calls:
         events = await event_path.measure(work / "events", calls=args.event_calls, duration_s=args.duration,
@@ -286,8 +310,24 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "steps": steps,
         "saturation": saturation,
         "pcm24k": pcm24k,
+        "variants": variants,
         "event_path": events,
     }
+
+
+def variant_steps(args: argparse.Namespace, base: dict[str, Any]) -> list[Step]:
+    """The same load under other settings: the production chunking, and uvloop for both processes."""
+    if not args.variants:
+        return []
+    n = 100 if 100 in args.calls else max(args.calls)
+    out = []
+    if args.chunk_ms != 40:
+        out.append(Step(target="gateway", calls=n, **{**base, "chunk_ms": 40}))
+    other = "uvloop" if args.loop == "asyncio" else "asyncio"
+    out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets]
+    if max(args.calls) > n:
+        out.append(Step(target="gateway", calls=max(args.calls), **{**base, "loop": other}))
+    return out
 
 
 async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace,
@@ -323,10 +363,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the gateway's outbound_chunk_ms (production default 40 coalesces two 20 ms deltas)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                    help="event loop of both processes under test (haggle run uses asyncio)")
+    p.add_argument("--gc-freeze", action="store_true", help="the gateway calls gc.freeze() once started")
+    p.add_argument("--experiment", action="append", default=[],
+                   help="patch the gateway with a what-if from benchmarks.experiments (repeatable)")
     p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
     p.add_argument("--event-calls", type=int, default=100, help="calls publishing utterances (0: skip)")
     p.add_argument("--utterance-interval", type=float, default=3.0, help="seconds between a call's utterances")
     p.add_argument("--refine", type=int, default=1, help="bisection steps toward the saturation point")
+    p.add_argument("--no-variants", dest="variants", action="store_false",
+                   help="skip the runs under the production chunking and the other event loop")
     p.add_argument("--quick", action="store_true", help="a smoke run: 10 and 25 calls, 4 s windows")
     p.add_argument("--profile", type=Path, default=None, help="folder for py-spy raw profiles of each step")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -334,7 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.calls, args.duration, args.warmup = "10,25", 4.0, 1.0
-        args.pcm24k_calls, args.event_calls, args.refine = 10, 20, 0
+        args.pcm24k_calls, args.event_calls, args.refine, args.variants = 10, 20, 0, False
     try:
         args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
     except ValueError:
@@ -357,16 +402,18 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="haggle-bench-") as tmp:
         results = asyncio.run(sweep(args, Path(tmp)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "quick.json" if args.quick else "latest.json"
-    (args.out / name).write_text(json.dumps(results, indent=2) + "\n")
     table = report.markdown(results)
-    if not args.quick:
-        (args.out / "README-table.md").write_text(table)
     print(table)
-    plot = report.plot(results, args.plot if not args.quick else args.out / "quick.png")
-    if plot is None:
-        print("matplotlib is not installed: no plot (pip install '.[bench]')", file=sys.stderr)
+    if args.quick:  # a smoke run does not replace the published figures
+        path = Path(tempfile.gettempdir()) / "haggle-bench-quick.json"
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"(quick run: results in {path})")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "README-table.md").write_text(table)
+    if report.plot(results, args.plot) is None:
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 
@@ -26,7 +27,7 @@ from haggle.logs import setup_logging
 from haggle.runtime import Runtime, ServiceHandle
 from haggle.system import build_app
 
-from . import serve
+from . import experiments, serve
 from .procstat import raise_fd_limit
 
 log = logging.getLogger("benchmarks.gateway")
@@ -69,15 +70,19 @@ async def main(args: argparse.Namespace) -> None:
             task.result()
             raise RuntimeError("uvicorn exited at start")
         await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
+    if args.gc_freeze:
+        gc.freeze()
+    pauses = serve.GcPauses()
     serve.announce(server.servers[0].sockets[0].getsockname()[1])
-    await serve.until_stdin_closes()
-    stats = dict(service.registry.stats) if hasattr(service.registry, "stats") else {}
+    await serve.until_stdin_closes(pauses)
+    gc_window = pauses.summary()
+    stats = dict(service.registry.stats)
     await service.stop(deadline_s=3.0)
     server.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 5)
     await rt.close()
-    serve.report({"registry": stats})
+    serve.report({"registry": stats, "gc": gc_window})
 
 
 def cli() -> None:
@@ -87,7 +92,10 @@ def cli() -> None:
     p.add_argument("--audio-format", choices=["pcmu", "pcm24k"], default="pcmu")
     p.add_argument("--chunk-ms", type=int, default=40)
     p.add_argument("--loop", choices=serve.LOOPS, default="asyncio")
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once started (experiment)")
+    p.add_argument("--experiment", action="append", default=[], help="see benchmarks.experiments")
     args = p.parse_args()
+    experiments.apply(args.experiment)
     setup_logging(quiet=True)
     raise_fd_limit()
     serve.run(lambda: main(args), args.loop)

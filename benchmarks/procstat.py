@@ -40,6 +40,13 @@ def self_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def steal_seconds() -> float:
+    """CPU time the hypervisor gave to others while we wanted it, all CPUs (tick-sampled; an indicator)."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    return float(parts[8]) / _TICKS if len(parts) > 8 else 0.0
+
+
 def raise_fd_limit(want: int = 8192) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:

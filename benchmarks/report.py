@@ -60,7 +60,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_f(_ratio(g['out_p99_ms'], r['out_p99_ms']), 2)}x | "
                      f"{_f(_ratio(g['cpu_s_per_call_min'], r['cpu_s_per_call_min']), 2)}x | "
                      f"{_f(_ratio(g['rss_per_call_kb'], r['rss_per_call_kb']), 2)}x |")
-    lines += ["", *saturation_lines(results), *pcm24k_lines(results), *event_lines(results), *done_when(results)]
+    lines += ["", *saturation_lines(results), *pcm24k_lines(results), *event_lines(results), *variant_lines(results),
+              *done_when(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -90,8 +91,9 @@ def pcm24k_lines(results: dict[str, Any]) -> list[str]:
     base = ""
     if g is not None:
         extra = p["cpu_s_per_call_min"] - g["cpu_s_per_call_min"]
+        ratio = _f(_ratio(p["cpu_s_per_call_min"], g["cpu_s_per_call_min"]), 2)
         base = (f" vs. {g['cpu_s_per_call_min']:.3f} with pcmu at the same N: the resampling costs "
-                f"{extra:.3f} CPU s per call-minute ({_f(_ratio(p['cpu_s_per_call_min'], g['cpu_s_per_call_min']), 2)}x)")
+                f"{extra:.3f} CPU s per call-minute ({ratio}x)")
     return [f"- pcm24k at {p['calls']} calls: {p['cpu_s_per_call_min']:.3f} CPU s per call-minute{base}; "
             f"RSS {_f(p['rss_per_call_kb'], 0)} KiB per call; p99 {_f(p['in_p99_ms'])} / {_f(p['out_p99_ms'])} ms; "
             f"lost {p['in_lost']} / {p['out_lost']} (latency matched by frame order: resampling rewrites bytes)."]
@@ -104,6 +106,29 @@ def event_lines(results: dict[str, Any]) -> list[str]:
     return [f"- Event path (UtteranceTranscribed publish -> SQLite projection row): {e['utterances']} utterances "
             f"from {e['calls']} calls at {e['rate_per_s']}/s: lag p50 {_f(e['lag_p50_ms'])} ms, p99 "
             f"{_f(e['lag_p99_ms'])} ms, max {_f(e['lag_max_ms'])} ms; not projected: {e['not_projected']}."]
+
+
+def variant_lines(results: dict[str, Any]) -> list[str]:
+    variants = results.get("variants") or []
+    if not variants:
+        return []
+    lines = ["", "The same load under other settings (each compared with the gateway, or the relay, of the main run at "
+             "the same N, and with the relay on the same event loop):", "",
+             "| setting | calls | process | in p99 ms | out p99 ms (per frame) | lost | CPU s per call-min | "
+             "vs. main run | vs. relay, same loop | holds |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|:---:|"]
+    for v in variants:
+        setting = f"`{v['loop']}` loop, `outbound_chunk_ms={v['chunk_ms']}`"
+        main = next((s for s in _pcmu(results, v["target"]) if s["calls"] == v["calls"]), None)
+        relay = next((r for r in [*variants, *results["steps"]] if r["target"] == "relay" and r["loop"] == v["loop"]
+                      and r["calls"] == v["calls"] and r["audio_format"] == "pcmu"), None)
+        vs_main = _ratio(v["cpu_s_per_call_min"], main["cpu_s_per_call_min"]) if main else None
+        vs_relay = _ratio(v["cpu_s_per_call_min"], relay["cpu_s_per_call_min"]) if relay and v is not relay else None
+        lines.append(f"| {setting} | {v['calls']} | {v['target']} | {_f(v['in_p99_ms'])} | {_f(v['out_p99_ms'])} "
+                     f"({_f(v['out_frame_p99_ms'])}) | {v['in_lost']} / {v['out_lost']} | "
+                     f"{v['cpu_s_per_call_min']:.3f} | {_f(vs_main, 2)}x | {_f(vs_relay, 2)}x | "
+                     f"{'yes' if v['ok'] else '**no**'} |")
+    return lines
 
 
 def done_when(results: dict[str, Any], n: int = 100) -> list[str]:

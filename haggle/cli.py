@@ -43,11 +43,11 @@ async def _cmd_up(args: argparse.Namespace) -> int:
             world.attach(system)
             print(f"haggle up (simulated Twilio and xAI) on {system.base_url}  dashboard: {system.base_url}/",
                   flush=True)
-            await run_until_signal(system)
+            await run_until_signal(system, drain_s=system.settings.drain_s)
         return 0
     system = await start_system(settings)
     print(f"haggle up on {system.base_url}", flush=True)
-    await run_until_signal(system)
+    await run_until_signal(system, drain_s=system.settings.drain_s)
     return 0
 
 
@@ -61,7 +61,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("NATS_URL is not set: `haggle run` joins an existing NATS (use `haggle up` for embedded)")
     system = await start_system(settings, [args.service])
     print(f"haggle {args.service} on {system.base_url}", flush=True)
-    await run_until_signal(system)
+    await run_until_signal(system, drain_s=system.settings.drain_s)
     return 0
 
 

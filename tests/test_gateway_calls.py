@@ -272,7 +272,7 @@ async def test_voicemail_verdict_ends_the_call(nc) -> None:  # type: ignore[no-u
 
 async def test_realtime_drop_ends_the_call_and_keeps_the_published_transcript(nc) -> None:  # type: ignore[no-untyped-def]
     persona = negotiation("Joe's Plumbing", "+14155550101", first_quote=200, counter=150, final=175, ms_per_char=12)
-    async with GatewayHarness(nc, PersonaBook([persona]), realtime={"drop_after_s": 2.5}) as h:
+    async with GatewayHarness(nc, PersonaBook([persona]), realtime={"drop_after_s": 2.5, "max_sessions": 1}) as h:
         ctx = await h.dial(persona)
         assert ctx.call_sid is not None
         ended = await h.wait_ended(ctx.call_sid)

@@ -28,7 +28,7 @@ def decode(data: bytes) -> ev.AnyEvent:
     except msgspec.DecodeError as exc:
         raise EventDecodeError(f"not JSON: {exc}") from exc
     kind = head.get("type")
-    if kind not in ev.CURRENT_VERSION:
+    if not isinstance(kind, str) or kind not in ev.CURRENT_VERSION:
         raise EventDecodeError(f"unknown event type {kind!r}")
     version = head.get("v", 1)
     if not isinstance(version, int) or version > ev.CURRENT_VERSION[kind] or version < 1:

@@ -191,7 +191,9 @@ class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
 
 class CallEnded(Event, frozen=True, tag="CallEnded"):
     """The conversation is over. `reason`: end_call, provider_hangup, silence_timeout, max_duration,
-    voicemail, realtime_error, shutdown, gateway_lost (from the status callback when the gateway died)."""
+    voicemail, realtime_error (the session dropped twice or could not reopen), twilio_stream_lost (the media
+    socket closed without `stop`), protocol_error (a stream over its size, rate or malformed-frame limits),
+    gateway_error, shutdown; gateway_lost is what the extractor records when the gateway died first."""
 
     provider_id: Id
     attempt: int

@@ -32,6 +32,7 @@ import audioop
 import base64
 import binascii
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -684,11 +685,12 @@ class CallBridge:
         await self._rt_send(rt.function_call_output(event.call_id, output))
 
     def _record_quote(self, tool_call_id: str, args: dict[str, Any]) -> dict[str, Any]:
-        price = args.get("price")
-        if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-            price = None
+        """The model's arguments are untrusted JSON: anything that is not a finite, non-negative number, a known
+        price type, a string or a boolean is recorded as unknown rather than failing the tool call."""
+        price = _price(args.get("price"))
         raw_type = args.get("price_type")
-        price_type = ev.PriceType(raw_type) if raw_type in set(ev.PriceType) else ev.PriceType.UNKNOWN
+        price_type = ev.PriceType(raw_type) if isinstance(raw_type, str) and raw_type in _PRICE_TYPES else \
+            ev.PriceType.UNKNOWN
         conditions = args.get("conditions")
         agreed = args.get("agreed")
         self._outbox.put(ev.QuoteRecorded(
@@ -697,7 +699,7 @@ class CallBridge:
             provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt,
             call_sid=self.call_sid,
-            price=float(price) if price is not None else None,
+            price=price,
             price_type=price_type,
             conditions=conditions[:500] if isinstance(conditions, str) else "",
             agreed=agreed if isinstance(agreed, bool) else None,
@@ -803,6 +805,19 @@ class CallBridge:
             spoken_at=u.spoken_at,
             interrupted=u.interrupted,
         ))
+
+
+_PRICE_TYPES = frozenset(ev.PriceType)
+
+
+def _price(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        price = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None
+    return price if math.isfinite(price) and price >= 0 else None
 
 
 def _wall() -> datetime:

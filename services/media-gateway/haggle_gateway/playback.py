@@ -24,11 +24,16 @@ class EchoKind(Enum):
     UNKNOWN = "unknown"  # not a name we sent (or already credited)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Echo:
     kind: EchoKind
     label: str | None = None
     item_id: str | None = None
+
+
+# Echoes are values: the common ones are made once (issue 8: one echo per outbound chunk per call).
+_STALE = Echo(EchoKind.STALE)
+_UNKNOWN = Echo(EchoKind.UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Truncation:
         return min(self.played_ms, self.sent_ms)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     item_id: str | None
     content_index: int
@@ -61,6 +66,7 @@ class PlaybackTracker:
         self._played_ms: dict[str, float] = {}
         self._sent_ms: dict[str, float] = {}
         self._content_index: dict[str, int] = {}
+        self._audio_echoes: dict[str, Echo] = {}
 
     def _name(self, label: str | None = None) -> str:
         self._seq += 1
@@ -85,8 +91,8 @@ class PlaybackTracker:
         if name not in self._pending:
             generation = _generation_of(name)
             if generation is not None and generation < self.generation:
-                return Echo(EchoKind.STALE)
-            return Echo(EchoKind.UNKNOWN)
+                return _STALE
+            return _UNKNOWN
         # Twilio plays in order: everything queued before this mark has played too.
         last: _Pending | None = None
         while self._pending:
@@ -99,7 +105,11 @@ class PlaybackTracker:
         assert last is not None
         if last.label is not None:
             return Echo(EchoKind.MARKER, label=last.label)
-        return Echo(EchoKind.AUDIO, item_id=last.item_id)
+        key = last.item_id or ""
+        echo = self._audio_echoes.get(key)
+        if echo is None:
+            echo = self._audio_echoes[key] = Echo(EchoKind.AUDIO, item_id=last.item_id)
+        return echo
 
     def interrupt(self) -> list[Truncation]:
         """Call just before sending `clear`: forget pending audio, start a new generation, and say where each

@@ -182,13 +182,13 @@ class Item(msgspec.Struct, kw_only=True, frozen=True):
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
-    content: list[Any] = msgspec.field(default_factory=list)
+    content: Any = None  # a list of parts; not validated, so a drift here never hides the item
 
     @property
     def is_text(self) -> bool:
         """A typed message (e.g. a replayed history line), not speech: it has no place in the spoken transcript."""
-        return any(isinstance(c, dict) and c.get("type") in ("input_text", "output_text", "text")
-                   for c in self.content)
+        return isinstance(self.content, list) and any(
+            isinstance(c, dict) and c.get("type") in ("input_text", "output_text", "text") for c in self.content)
 
 
 class ItemAdded(ServerEvent, kw_only=True, frozen=True):
@@ -333,27 +333,38 @@ class RealtimeProtocolError(ValueError):
     """A server frame that is not a JSON object with a string `type`."""
 
 
-_dict_decoder = msgspec.json.Decoder(dict)
+class _Head(msgspec.Struct):
+    """Just enough of a frame to pick its decoder (any other fields are skipped, not built)."""
+
+    type: Any = None
+    event_id: Any = None
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+# One typed decoder per event type: decoding straight into the Struct builds no intermediate dict (issue 8:
+# audio deltas arrive 50 times a second per call).
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {kind: msgspec.json.Decoder(cls) for kind, cls in _TYPES.items()}
 
 
 def parse_server_event(data: str | bytes) -> ServerEvent:
     """Parse one server frame. Unknown types -> UnknownEvent; a known type with bad fields -> UnknownEvent too
     (logged by the caller), so a schema drift degrades one feature instead of the call."""
     try:
-        raw = _dict_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+        head = _head_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # includes a JSON value that is not an object
         raise RealtimeProtocolError(f"server frame is not a JSON object: {exc}") from exc
-    kind = raw.get("type")
+    kind = head.type
     if not isinstance(kind, str):
         raise RealtimeProtocolError("server frame has no string 'type'")
-    cls = _TYPES.get(kind)
-    if cls is None:
-        return UnknownEvent(type=kind, event_id=str(raw.get("event_id") or ""))
-    raw["type"] = CANONICAL.get(kind, kind)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        return UnknownEvent(type=kind, event_id=str(head.event_id or ""))
     try:
-        return msgspec.convert(raw, cls)
+        event: ServerEvent = decoder.decode(data)
     except msgspec.ValidationError:
-        return UnknownEvent(type=f"invalid:{kind}", event_id=str(raw.get("event_id") or ""))
+        return UnknownEvent(type=f"invalid:{kind}", event_id=str(head.event_id or ""))
+    canonical = CANONICAL.get(kind)
+    return event if canonical is None else msgspec.structs.replace(event, type=canonical)
 
 
 def session_audio_format(session: dict[str, Any], direction: str) -> str | None:

@@ -1,13 +1,10 @@
 """The media gateway service shell: Twilio webhooks and media streams, bridged to the realtime model.
 
-On shutdown the process gives live calls a drain deadline (see `app.GatewayService.stop`). The host's
-deadline applies (`haggle run` waits 30 s); `GATEWAY_DRAIN_SECONDS` shortens it for this service.
+On shutdown the process gives live calls a drain deadline, GATEWAY_DRAIN_SECONDS (see
+`app.GatewayService.stop`).
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Mapping
 
 from haggle.config import ConfigError
 from haggle.runtime import Runtime, ServiceHandle
@@ -41,29 +38,14 @@ def gateway_settings(rt: Runtime) -> GatewaySettings:
     )
 
 
-def drain_limit(env: Mapping[str, str] | None = None) -> float | None:
-    """`GATEWAY_DRAIN_SECONDS`: the most live calls get to finish on shutdown (None: the host's deadline)."""
-    raw = (os.environ if env is None else env).get("GATEWAY_DRAIN_SECONDS", "").strip()
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"GATEWAY_DRAIN_SECONDS must be a number (got {raw!r})") from None
-    if not value > 0:
-        raise ConfigError(f"GATEWAY_DRAIN_SECONDS must be more than 0 (got {raw!r})")
-    return value
-
-
 async def start(rt: Runtime) -> ServiceHandle:
     settings = gateway_settings(rt)
-    limit = drain_limit()
     service = await start_gateway(rt.nc, rt.js, settings, rt.publisher)
     handle = ServiceHandle("media-gateway", routers=[service.router])
     handle.gateway = service  # type: ignore[attr-defined]
 
     async def drain(deadline_s: float) -> None:
-        await service.stop(deadline_s=min(deadline_s, limit) if limit else deadline_s)
+        await service.stop(deadline_s=deadline_s)
 
     handle.on_stop.append(drain)
     return handle

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from functools import lru_cache
 
 import msgspec
 
@@ -184,21 +185,31 @@ def _int(value: str, name: str) -> int:
 _encoder = msgspec.json.Encoder()
 
 
+@lru_cache(maxsize=4096)
+def _sid(stream_sid: str) -> str:
+    """The stream sid as a JSON string literal (once per stream, not once per frame)."""
+    return _encoder.encode(stream_sid).decode()
+
+
+# Outbound messages are assembled from literals: base64 needs no JSON escaping, and the sid and mark names are
+# encoded by msgspec, so the result is the same JSON an encoder would produce at a fraction of the cost.
+
+
 def media_message(stream_sid: str, audio: bytes) -> str:
     """Audio to play on the call: raw mu-law 8 kHz bytes, any length, no WAV/AU header."""
-    return _encoder.encode(
-        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(audio).decode("ascii")}}
-    ).decode()
+    return ('{"event":"media","streamSid":' + _sid(stream_sid) + ',"media":{"payload":"'
+            + base64.b64encode(audio).decode("ascii") + '"}}')
 
 
 def mark_message(stream_sid: str, name: str) -> str:
     """A mark Twilio echoes once the audio sent before it has played (or was cleared)."""
-    return _encoder.encode({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}).decode()
+    return ('{"event":"mark","streamSid":' + _sid(stream_sid) + ',"mark":{"name":'
+            + _encoder.encode(name).decode() + "}}")
 
 
 def clear_message(stream_sid: str) -> str:
     """Drop everything Twilio has buffered for playback; pending marks come back at once."""
-    return _encoder.encode({"event": "clear", "streamSid": stream_sid}).decode()
+    return '{"event":"clear","streamSid":' + _sid(stream_sid) + "}"
 
 
 class FrameGuard:

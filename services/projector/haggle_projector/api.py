@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .stores import ProviderStore
 
@@ -27,12 +27,12 @@ JOB_ID = re.compile(ev.ID_PATTERN)
 class ProviderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    service_provider: Annotated[str, Field(min_length=1, max_length=200)]
+    service_provider: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     phone_number: str
     id: str | None = None
     zip_code: str | None = None
     problem: str | None = None
-    max_price: Annotated[float, Field(gt=0)] | None = None
+    max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     context_answers: str | None = None
     timezone: str | None = None
 
@@ -55,9 +55,9 @@ class ProviderIn(BaseModel):
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    problem: Annotated[str, Field(min_length=1, max_length=2000)]
-    zip_code: Annotated[str, Field(min_length=1, max_length=20)]
-    max_price: Annotated[float, Field(gt=0)]
+    problem: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+    zip_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     providers: Annotated[list[ProviderIn], Field(min_length=1, max_length=1000)]
     job_id: str | None = None
     context_answers: str = ""
@@ -104,15 +104,15 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
             raise HTTPException(status_code=422, detail=f"provider id {pid!r} appears twice")
         seen.add(pid)
         providers.append(ev.ProviderSpec(
-            id=pid, service_provider=p.service_provider.strip(), phone_number=p.phone_number,
+            id=pid, service_provider=p.service_provider, phone_number=p.phone_number,
             zip_code=p.zip_code, problem=p.problem, max_price=p.max_price,
             context_answers=p.context_answers, timezone=p.timezone,
         ))
     return ev.JobStarted(
         event_id=ev.new_id("evt"),
         job_id=job_id,
-        problem=body.problem.strip(),
-        zip_code=body.zip_code.strip(),
+        problem=body.problem,
+        zip_code=body.zip_code,
         max_price=body.max_price,
         context_answers=body.context_answers,
         providers=providers,
@@ -201,6 +201,17 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
     }
 
 
+async def parse_job(request: Request) -> JobIn:
+    """The body, validated here rather than by FastAPI: its 422 handler echoes the offending input, and fails
+    (500) when that input is not JSON-renderable (`Infinity`, invalid UTF-8). Errors keep loc/msg/type only."""
+    try:
+        return JobIn.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(status_code=422, detail=[
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)]) from None
+
+
 def build_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter()
     auth = Depends(require_api_key(deps))
@@ -209,8 +220,10 @@ def build_router(deps: ApiDeps) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.post("/jobs", status_code=201, dependencies=[auth])
-    async def create_job(body: JobIn) -> dict[str, Any]:
+    @router.post("/jobs", status_code=201, dependencies=[auth], openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": JobIn.model_json_schema()}}}})
+    async def create_job(request: Request) -> dict[str, Any]:
+        body = await parse_job(request)
         if body.job_id and await deps.store.list_job(body.job_id):
             raise HTTPException(status_code=409, detail=f"job {body.job_id!r} already exists; use /start-job")
         for p in body.providers:  # provider ids are the table's primary key: unique across jobs

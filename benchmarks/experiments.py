@@ -1,0 +1,60 @@
+"""Measured what-ifs for changes in modules the benchmark does not own (applied in the gateway process only).
+
+`python -m benchmarks.gateway_bench --experiment NAME` runs the gateway with NAME patched in, so a proposed
+change to bridge.py / app.py comes with a figure before anyone edits those files. Nothing here is used by
+the default run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.websockets import WebSocketDisconnect
+
+
+def _tick_100ms() -> None:
+    """The per-call ticker wakes every 100 ms instead of 50 ms."""
+    from haggle_gateway import bridge
+
+    bridge.TICK_S = 0.1
+
+
+def _raw_asgi_link() -> None:
+    """StarletteLink talks to the ASGI receive/send callables directly instead of through starlette's wrapper."""
+    from haggle_gateway import app
+    from haggle_gateway.bridge import Frame
+
+    async def receive(self: app.StarletteLink) -> Frame:
+        if self._closed:
+            return Frame(closed=True)
+        try:
+            message = await self._ws._receive()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._closed = True
+            return Frame(closed=True)
+        if message["type"] == "websocket.disconnect":
+            self._closed = True
+            return Frame(closed=True)
+        text = message.get("text")
+        if text is not None:
+            return Frame(text=text)
+        return Frame(binary=message.get("bytes") or b"")
+
+    async def send(self: app.StarletteLink, text: str) -> None:
+        await self._ws._send({"type": "websocket.send", "text": text})
+
+    app.StarletteLink.receive = receive  # type: ignore[method-assign]
+    app.StarletteLink.send = send  # type: ignore[method-assign]
+
+
+EXPERIMENTS: dict[str, Callable[[], None]] = {
+    "tick100": _tick_100ms,
+    "rawlink": _raw_asgi_link,
+}
+
+
+def apply(names: list[str]) -> None:
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+        EXPERIMENTS[name]()
