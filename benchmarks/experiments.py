@@ -47,9 +47,14 @@ def _raw_asgi_link() -> None:
     app.StarletteLink.send = send  # type: ignore[method-assign]
 
 
+def _gc_freeze() -> None:
+    """gc.freeze() once the process has started (applied by gateway_proc after startup, not here)."""
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "tick100": _tick_100ms,
     "rawlink": _raw_asgi_link,
+    "gcfreeze": _gc_freeze,
 }
 
 

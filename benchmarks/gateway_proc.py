@@ -70,8 +70,10 @@ async def main(args: argparse.Namespace) -> None:
             task.result()
             raise RuntimeError("uvicorn exited at start")
         await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
-    if args.gc_freeze:
+    heap = serve.full_collection()  # what one gen-2 pass over the started process costs
+    if "gcfreeze" in args.experiment:
         gc.freeze()
+        heap["after_freeze_ms"] = serve.full_collection()["full_gc_ms"]
     pauses = serve.GcPauses()
     serve.announce(server.servers[0].sockets[0].getsockname()[1])
     await serve.until_stdin_closes(pauses)
@@ -82,7 +84,7 @@ async def main(args: argparse.Namespace) -> None:
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 5)
     await rt.close()
-    serve.report({"registry": stats, "gc": gc_window})
+    serve.report({"registry": stats, "gc": gc_window, "heap": heap})
 
 
 def cli() -> None:
@@ -92,7 +94,6 @@ def cli() -> None:
     p.add_argument("--audio-format", choices=["pcmu", "pcm24k"], default="pcmu")
     p.add_argument("--chunk-ms", type=int, default=40)
     p.add_argument("--loop", choices=serve.LOOPS, default="asyncio")
-    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once started (experiment)")
     p.add_argument("--experiment", action="append", default=[], help="see benchmarks.experiments")
     args = p.parse_args()
     experiments.apply(args.experiment)

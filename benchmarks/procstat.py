@@ -35,6 +35,22 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def all_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of every process visible in /proc (processes may vanish while this runs)."""
+    out: dict[int, float] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            seconds = cpu_seconds(int(name))
+            if seconds:
+                out[int(name)] = seconds
+    return out
+
+
+def foreign_cpu_seconds(before: dict[int, float], after: dict[int, float], ours: set[int]) -> float:
+    """CPU used between two snapshots by processes other than `ours` (a new process counts in full)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items() if pid not in ours and v >= before.get(pid, 0.0))
+
+
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime

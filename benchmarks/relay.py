@@ -77,11 +77,12 @@ class Relay:
 async def main(args: argparse.Namespace) -> None:
     relay = Relay(args.realtime_url, args.audio_format)
     async with serve(relay.handle, "127.0.0.1", 0, compression=None, max_size=65536) as server:
+        heap = proc.full_collection()
         pauses = proc.GcPauses()
         proc.announce(next(iter(server.sockets)).getsockname()[1])
         await proc.until_stdin_closes(pauses)
         gc_window = pauses.summary()
-    proc.report({"calls": relay.calls, "errors": relay.errors, "gc": gc_window})
+    proc.report({"calls": relay.calls, "errors": relay.errors, "gc": gc_window, "heap": heap})
 
 
 def cli() -> None:

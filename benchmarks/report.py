@@ -9,10 +9,21 @@ from pathlib import Path
 from typing import Any
 
 BUDGET_MS = 20.0
+START_MARK = "<!-- bench:results:start -->"
+END_MARK = "<!-- bench:results:end -->"
 
 
 def _f(v: float | None, digits: int = 1) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _retried(s: dict[str, Any]) -> str:
+    n = s.get("attempts", 1)
+    return f" ({n} tries)" if n > 1 else ""
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -37,29 +48,33 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Gateway vs. a bare relay: {cfg['duration']:g} s measured per step after all calls stream, 20 ms mu-law "
         f"frames both ways per call, gateway `outbound_chunk_ms={cfg['chunk_ms']}`, `{cfg['loop']}` event loop, "
-        f"{results['machine']['cpus']} CPUs shared with the load generator and nats-server "
-        f"(run {results['started_at']}).",
+        f"{results['machine']['cpus']} CPUs"
+        + (": the process under test pinned to one, the load generator and nats-server on the other"
+           if cfg.get("pin") else " shared by the process under test, the load generator and nats-server")
+        + f" (run {results['started_at']}). \"Process CPU\" is a share of one core, "
+        f"\"machine busy\" of both; \"other processes\" is what anything else on the machine used meanwhile.",
         "",
         "| calls | process | in p50 / p99 ms | out p50 / p99 ms | lost in / out | CPU s per call-min | "
-        "RSS per call KiB | process CPU | machine busy | holds |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "RSS per call KiB | process CPU | machine busy | other processes | holds |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for s in steps:
         lines.append(
             f"| {s['calls']} | {s['target']} | {_f(s['in_p50_ms'])} / {_f(s['in_p99_ms'])} | "
             f"{_f(s['out_p50_ms'])} / {_f(s['out_p99_ms'])} | {s['in_lost']} / {s['out_lost']} | "
             f"{s['cpu_s_per_call_min']:.3f} | {_f(s['rss_per_call_kb'], 0)} | {s['cpu_share']:.0%} | "
-            f"{s['machine_busy']:.0%} | {'yes' if s['ok'] else '**no**'} |")
+            f"{s['machine_busy']:.0%} | {s.get('foreign_cpu_share', 0):.0%} | {'yes' if s['ok'] else '**no**'}"
+            f"{_retried(s)} |")
     lines += ["", "Ratios gateway / relay (same run, same load generator):", "",
               "| calls | p99 in | p99 out | CPU per call-min | RSS per call |", "|---:|---:|---:|---:|---:|"]
     for n in sorted({s["calls"] for s in steps}):
         g, r = _pair(results, n)
         if g is None or r is None:
             continue
-        lines.append(f"| {n} | {_f(_ratio(g['in_p99_ms'], r['in_p99_ms']), 2)}x | "
-                     f"{_f(_ratio(g['out_p99_ms'], r['out_p99_ms']), 2)}x | "
-                     f"{_f(_ratio(g['cpu_s_per_call_min'], r['cpu_s_per_call_min']), 2)}x | "
-                     f"{_f(_ratio(g['rss_per_call_kb'], r['rss_per_call_kb']), 2)}x |")
+        lines.append(f"| {n} | {_x(_ratio(g['in_p99_ms'], r['in_p99_ms']))} | "
+                     f"{_x(_ratio(g['out_p99_ms'], r['out_p99_ms']))} | "
+                     f"{_x(_ratio(g['cpu_s_per_call_min'], r['cpu_s_per_call_min']))} | "
+                     f"{_x(_ratio(g['rss_per_call_kb'], r['rss_per_call_kb']))} |")
     lines += ["", *saturation_lines(results), *pcm24k_lines(results), *event_lines(results), *variant_lines(results),
               *done_when(results)]
     return "\n".join(lines) + "\n"
@@ -77,9 +92,12 @@ def saturation_lines(results: dict[str, Any]) -> list[str]:
         else:
             step = next(s for s in results["steps"] if s["target"] == target and s["calls"] == bad
                         and s["audio_format"] == "pcmu")
-            out.append(f"- Saturation ({target}): holds at {good} calls, breaks at {bad} (there: p99 "
-                       f"{_f(step['in_p99_ms'])} / {_f(step['out_p99_ms'])} ms, lost {step['in_lost']} / "
-                       f"{step['out_lost']}, machine {step['machine_busy']:.0%} busy).")
+            held = next(s for s in results["steps"] if s["target"] == target and s["calls"] == good
+                        and s["audio_format"] == "pcmu")
+            out.append(f"- Saturation ({target}): holds at {good} calls ({held['cpu_share']:.0%} of a core), breaks "
+                       f"at {bad}: its event loop at {step['cpu_share']:.0%} of a core (the machine "
+                       f"{step['machine_busy']:.0%} busy), p99 {_f(step['in_p99_ms'])} / {_f(step['out_p99_ms'])} ms, "
+                       f"lost {step['in_lost']} / {step['out_lost']}.")
     return out
 
 
@@ -91,12 +109,13 @@ def pcm24k_lines(results: dict[str, Any]) -> list[str]:
     base = ""
     if g is not None:
         extra = p["cpu_s_per_call_min"] - g["cpu_s_per_call_min"]
-        ratio = _f(_ratio(p["cpu_s_per_call_min"], g["cpu_s_per_call_min"]), 2)
+        ratio = _x(_ratio(p["cpu_s_per_call_min"], g["cpu_s_per_call_min"]))
         base = (f" vs. {g['cpu_s_per_call_min']:.3f} with pcmu at the same N: the resampling costs "
-                f"{extra:.3f} CPU s per call-minute ({ratio}x)")
-    return [f"- pcm24k at {p['calls']} calls: {p['cpu_s_per_call_min']:.3f} CPU s per call-minute{base}; "
-            f"RSS {_f(p['rss_per_call_kb'], 0)} KiB per call; p99 {_f(p['in_p99_ms'])} / {_f(p['out_p99_ms'])} ms; "
-            f"lost {p['in_lost']} / {p['out_lost']} (latency matched by frame order: resampling rewrites bytes)."]
+                f"{extra:.3f} CPU s per call-minute ({ratio})")
+    return [f"- pcm24k at {p['calls']} calls: {p['cpu_s_per_call_min']:.3f} CPU s per call-minute{base}; the gateway "
+            f"process at {p['cpu_share']:.0%} of a core; RSS {_f(p['rss_per_call_kb'], 0)} KiB per call; p99 "
+            f"{_f(p['in_p99_ms'])} / {_f(p['out_p99_ms'])} ms; lost {p['in_lost']} / {p['out_lost']} (latency "
+            f"matched by frame order: resampling rewrites the bytes that carry frame ids)."]
 
 
 def event_lines(results: dict[str, Any]) -> list[str]:
@@ -126,7 +145,7 @@ def variant_lines(results: dict[str, Any]) -> list[str]:
         vs_relay = _ratio(v["cpu_s_per_call_min"], relay["cpu_s_per_call_min"]) if relay and v is not relay else None
         lines.append(f"| {setting} | {v['calls']} | {v['target']} | {_f(v['in_p99_ms'])} | {_f(v['out_p99_ms'])} "
                      f"({_f(v['out_frame_p99_ms'])}) | {v['in_lost']} / {v['out_lost']} | "
-                     f"{v['cpu_s_per_call_min']:.3f} | {_f(vs_main, 2)}x | {_f(vs_relay, 2)}x | "
+                     f"{v['cpu_s_per_call_min']:.3f} | {_x(vs_main)} | {_x(vs_relay)} | "
                      f"{'yes' if v['ok'] else '**no**'} |")
     return lines
 
@@ -151,6 +170,19 @@ def done_when(results: dict[str, Any], n: int = 100) -> list[str]:
     return lines
 
 
+def update_readme(path: Path, table: str) -> bool:
+    """Replace what sits between the bench markers in a README with `table`; False if it has no markers."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return False
+    start, end = text.find(START_MARK), text.find(END_MARK)
+    if start < 0 or end < start:
+        return False
+    path.write_text(text[: start + len(START_MARK)] + "\n" + table.rstrip() + "\n" + text[end:])
+    return True
+
+
 def plot(results: dict[str, Any], path: Path) -> Path | None:
     try:
         import matplotlib
@@ -161,34 +193,45 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     styles = {"gateway": ("tab:blue", "-"), "relay": ("tab:gray", "--")}
-    lat, cpu, busy = axes
+    lat, cpu, core = axes
+    loop = results["config"]["loop"]
     for target, (color, ls) in styles.items():
         steps = _pcmu(results, target)
         if not steps:
             continue
         n = [s["calls"] for s in steps]
-        lat.plot(n, [s["in_p99_ms"] for s in steps], ls, color=color, marker="o", label=f"{target} in (p99)")
-        lat.plot(n, [s["out_p99_ms"] for s in steps], ls, color=color, marker="s", alpha=0.6,
-                 label=f"{target} out (p99)")
-        cpu.plot(n, [s["cpu_s_per_call_min"] for s in steps], ls, color=color, marker="o", label=target)
-        busy.plot(n, [100 * s["machine_busy"] for s in steps], ls, color=color, marker="o",
-                  label=f"machine busy, {target} run")
+        lat.plot(n, [s["in_p99_ms"] for s in steps], ls, color=color, marker="o", label=f"{target} in")
+        lat.plot(n, [s["out_p99_ms"] for s in steps], ls, color=color, marker="s", alpha=0.6, label=f"{target} out")
+        cpu.plot(n, [s["cpu_s_per_call_min"] for s in steps], ls, color=color, marker="o", label=f"{target} ({loop})")
+        core.plot(n, [100 * s["cpu_share"] for s in steps], ls, color=color, marker="o", label=f"{target} process")
+        core.plot(n, [100 * s["machine_busy"] for s in steps], ":", color=color, lw=1,
+                  label=f"machine, {target} run")
         for s in steps:
             if s["in_lost"] or s["out_lost"]:
-                busy.annotate(f"lost {s['in_lost'] + s['out_lost']}", (s["calls"], 100 * s["machine_busy"]),
+                core.annotate(f"lost {s['in_lost'] + s['out_lost']}", (s["calls"], 100 * s["cpu_share"]),
                               textcoords="offset points", xytext=(4, -12), fontsize=8, color=color)
+    for target, (color, _) in styles.items():
+        other = sorted((v for v in results.get("variants") or [] if v["target"] == target and v["loop"] != loop
+                        and v["chunk_ms"] == results["config"]["chunk_ms"]), key=lambda v: v["calls"])
+        if other:
+            n, label = [v["calls"] for v in other], f"{target} ({other[0]['loop']})"
+            cpu.plot(n, [v["cpu_s_per_call_min"] for v in other], "D", mfc="none", color=color, label=label)
+            core.plot(n, [100 * v["cpu_share"] for v in other], "D", mfc="none", color=color, label=label)
     lat.axhline(BUDGET_MS, color="tab:red", lw=0.8, ls=":", label=f"{BUDGET_MS:g} ms budget")
     lat.set(title="p99 forwarding latency", xlabel="concurrent calls", ylabel="ms", yscale="log")
     cpu.set(title="CPU seconds per call-minute", xlabel="concurrent calls", ylabel="CPU s / call-min")
-    busy.set(title="whole machine busy (2 cores)", xlabel="concurrent calls", ylabel="%", ylim=(0, 105))
+    core.set(title="CPU used (% of one core; 2 cores in all)", xlabel="concurrent calls", ylabel="%",
+             ylim=(0, 110))
+    core.axhline(100, color="tab:red", lw=0.8, ls=":")
     for target, sat in (results.get("saturation") or {}).items():
         if sat.get("breaks_at") and sat.get("holds_up_to"):
             for ax in axes:
                 ax.axvspan(sat["holds_up_to"], sat["breaks_at"], color=styles[target][0], alpha=0.08)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Haggle media gateway vs. bare relay (shaded: where it saturates)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Haggle media gateway vs. a bare relay, 20 ms frames both ways per call "
+                 "(shaded: between the last N that held and the first that broke)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -74,3 +74,10 @@ class GcPauses:
     def summary(self) -> dict[str, list[float]]:
         return {"count": list(self.count), "total_ms": [round(x, 1) for x in self.total_ms],
                 "max_ms": [round(x, 2) for x in self.max_ms]}
+
+
+def full_collection() -> dict[str, float]:
+    """Objects the collector tracks, and how long one full collection over them takes (ms)."""
+    started = time.perf_counter()
+    gc.collect()
+    return {"tracked_objects": len(gc.get_objects()), "full_gc_ms": round((time.perf_counter() - started) * 1000, 2)}

@@ -152,6 +152,10 @@ class Publisher:
                 delay = min(delay * 2, 1.0)
 
 
+class ReplayIncomplete(RuntimeError):
+    """The stream stopped delivering before the end of a replay; the caller retries rather than act on part of it."""
+
+
 @dataclass(frozen=True)
 class StoredEvent:
     seq: int
@@ -177,11 +181,18 @@ async def replay(js: JetStreamContext, subject_filter: str, *, batch: int = 256)
     try:
         info = await psub.consumer_info()
         remaining = info.num_pending
+        stalls = 0
         while remaining > 0:
             try:
-                msgs: list[Msg] = await psub.fetch(min(batch, remaining), timeout=5.0)
-            except NatsTimeoutError:
-                break
+                msgs: list[Msg] = await psub.fetch(min(batch, remaining), timeout=2.0)
+            except NatsTimeoutError as exc:
+                # A cluster that just lost a node can stall for a moment. Never hand back a partial history
+                # as if it were whole: decisions (retries, job completion) are made from it.
+                stalls += 1
+                if stalls >= 10:
+                    raise ReplayIncomplete(f"replay of {subject_filter} stalled with {remaining} left") from exc
+                continue
+            stalls = 0
             for msg in msgs:
                 remaining = msg.metadata.num_pending
                 yield _stored(msg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterable
@@ -129,6 +130,9 @@ async def start_system(
                 raise RuntimeError("HTTP server exited at start")
             await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
         system.port = server.servers[0].sockets[0].getsockname()[1]
+        # Everything built so far lives as long as the process: keep it out of every later GC pass (a full
+        # collection of a started gateway scanned ~75k objects, a 15-35 ms pause in the audio path).
+        gc.freeze()
         return system
     except BaseException:
         for h in handles:

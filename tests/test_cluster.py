@@ -125,7 +125,11 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
 
     assert len(doc["providers"]) == N and set(calls.values()) == {1}  # everyone dialed exactly once
     per_call = Counter(e.call_sid for e in history if isinstance(e, ev.PriceExtracted))
-    assert len(per_call) == N and set(per_call.values()) == {1}  # every call settled exactly once
+    assert set(per_call.values()) == {1}  # no call settled twice
+    # A call whose TwiML fetch was in flight on the killed gateway fails at Twilio: settled by that status instead.
+    failed_at_twilio = {e.call_sid for e in history if isinstance(e, ev.CallStatusChanged) and e.status == "failed"}
+    dialed = {e.call_sid for e in history if isinstance(e, ev.CallDialed)}
+    assert dialed == set(per_call) | failed_at_twilio and not set(per_call) & failed_at_twilio
     assert sum(isinstance(e, ev.CallDialed) for e in history) == N
     assert all(g > 0 for g in gateway_split)  # both gateways took traffic
     by_sid = {p["call_sid"]: p for p in doc["providers"]}

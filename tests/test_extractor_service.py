@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from haggle_contracts import subjects
 from haggle_extractor.service import Extractor, ExtractorSettings
 from haggle_extractor.webhook import ReportSender
+from haggle_sim.http_server import serve_app
 from haggle_sim.xai_chat_standin import XaiChatStandin
 
 from haggle import bus
@@ -133,16 +133,8 @@ async def webhook_receiver(fail_first: int) -> AsyncIterator[tuple[str, list[tup
         received.append((dict(request.headers), await request.body()))
         return Response(status_code=503 if len(received) <= fail_first else 200)
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/report", received
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
+    async with serve_app(app, shutdown_timeout=5, name="results webhook receiver") as served:
+        yield f"{served.base_url}/report", received
 
 
 async def test_results_webhook_gets_the_report_once_across_a_restart(nc) -> None:

@@ -16,16 +16,16 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_contracts.calls import CallContext, ctx_key, encode_context
 from haggle_gateway.app import GatewayService, start_gateway
 from haggle_gateway.settings import GatewaySettings
+from haggle_sim.http_server import serve_app
 from haggle_sim.personas import Persona, PersonaBook
 from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.twilio_standin import TwilioStandin
@@ -37,22 +37,6 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "test-auth-token-0123456789"
 XAI_KEY = "xai-test-key"
 FROM_NUMBER = "+14155550000"
-
-
-class _Server(uvicorn.Server):
-    """uvicorn inside the test's loop: no signal handlers, a readiness event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-        await super().startup(sockets=sockets)
-        self.ready.set()
 
 
 class GatewayHarness:
@@ -113,20 +97,14 @@ class GatewayHarness:
         self.service = await start_gateway(self.nc, self.js, self.settings, bus.Publisher(self.js, deadline_s=10))
         app = FastAPI()
         app.include_router(self.service.router)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=1)
-        server = _Server(config)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-
-        async def stop_server() -> None:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 5)
-            sock.close()
-
-        self._stack.push_async_callback(stop_server)
-        self._stack.push_async_callback(self.service.stop, 2.0)
-        await asyncio.wait_for(server.ready.wait(), 5)
+        try:
+            await self._stack.enter_async_context(serve_app(
+                app, sock=sock, startup_timeout=5, shutdown_timeout=5, name="gateway under test",
+                access_log=False, timeout_graceful_shutdown=1))
+        except BaseException:
+            await self.service.stop(2.0)
+            raise
+        self._stack.push_async_callback(self.service.stop, 2.0)  # runs first: the gateway stops, then its server
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.__aexit__(None, None, None)

@@ -11,17 +11,17 @@ assert exactly what the client sent.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+
+from haggle_sim.http_server import serve_app
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ class PostgrestStandin:
         # While True, answer like a Supabase whose database is down (PostgREST's 503).
         self.unavailable = False
         self._serial = 0
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http = contextlib.AsyncExitStack()
         self.url = ""
         self.app = FastAPI()
         self.app.add_api_route("/rest/v1/{table}", self._handle, methods=["GET", "HEAD", "POST", "DELETE", "OPTIONS"])
@@ -127,25 +126,12 @@ class PostgrestStandin:
         return [dict(r) for r in self.tables[table].values()]
 
     async def __aenter__(self) -> PostgrestStandin:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self._server = _Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        ready = asyncio.create_task(self._server.ready.wait())
-        await asyncio.wait({ready, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if not self._server.ready.is_set():
-            ready.cancel()
-            await self.__aexit__()
-            raise RuntimeError("PostgREST stand-in did not start")
+        served = await self._http.enter_async_context(serve_app(self.app, name="PostgREST stand-in"))
+        self.url = served.base_url
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, 10)
-        self._server = self._task = None
+        await self._http.aclose()
 
     async def _handle(self, table: str, request: Request) -> Response:
         raw = await request.body()
@@ -270,14 +256,3 @@ class PostgrestStandin:
             return JSONResponse(self._project(table, rows, select), status_code=status)
         return Response(status_code=201 if status == 201 else 204)
 
-
-class _Server(uvicorn.Server):
-    """uvicorn with an event for "listening", so starting it needs no polling."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()

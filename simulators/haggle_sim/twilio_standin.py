@@ -21,14 +21,13 @@ import logging
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
-import uvicorn
-
+from haggle_sim.http_server import ServedApp, serve_app
 from haggle_sim.personas import Persona, PersonaBook, Turn
 from haggle_sim.twilio_media_client import MediaStreamClient, StreamLog
 from haggle_sim.twilio_rest_standin import (
@@ -379,22 +378,6 @@ def _parse_stream(stream: ET.Element, base_url: str | None) -> tuple[str, dict[s
     return url, parameters
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the caller's loop: no signal handlers (the host process owns them), a startup event."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-
 class TwilioStandin:
     """The Twilio stand-in (async context manager): REST API on 127.0.0.1, one simulated call per create."""
 
@@ -413,8 +396,8 @@ class TwilioStandin:
         self._runs: dict[str, CallRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
-        self._server: _EmbeddedServer | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._http_stack = contextlib.AsyncExitStack()
+        self._http: ServedApp | None = None
         self.base_url = ""
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -429,20 +412,14 @@ class TwilioStandin:
 
     async def start(self) -> None:
         self._webhooks = WebhookSender(self._auth_token, self.options.webhook_timeout)
-        config = uvicorn.Config(self.api.app, host=self._host, port=self._port, log_level="warning",
-                                lifespan="off", ws="none", access_log=False, timeout_graceful_shutdown=2)
-        server = self._server = _EmbeddedServer(config)
-        self._serve_task = asyncio.create_task(server.serve(), name="twilio-standin-http")
-        ready = asyncio.create_task(server.ready.wait())
-        await asyncio.wait({ready, self._serve_task}, timeout=self._startup_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if not server.ready.is_set():
+        try:
+            self._http = await self._http_stack.enter_async_context(serve_app(
+                self.api.app, self._host, self._port, startup_timeout=self._startup_timeout, shutdown_timeout=5.0,
+                name="Twilio stand-in", ws="none", access_log=False, timeout_graceful_shutdown=2))
+        except BaseException:
             await self.stop()
-            raise RuntimeError(f"Twilio stand-in did not start on {self._host}:{self._port} "
-                               f"within {self._startup_timeout}s")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://{self._host}:{port}"
+            raise
+        self.base_url = self._http.base_url
         logger.info("Twilio stand-in listening on %s", self.base_url)
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -454,13 +431,10 @@ class TwilioStandin:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(self._serve_task, timeout)
-            except TimeoutError:
-                logger.warning("Twilio stand-in HTTP server did not stop within %.1fs", timeout)
-            self._server = self._serve_task = None
+        if self._http is not None:
+            await self._http.stop(timeout)
+            self._http = None
+        await self._http_stack.aclose()
         if self._webhooks is not None:
             await self._webhooks.aclose()
             self._webhooks = None

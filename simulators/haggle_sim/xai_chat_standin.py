@@ -16,18 +16,19 @@ Every request body is kept in `.requests` (parsed JSON) and its headers in `.hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
-import socket
 import time
 from typing import Any, Literal
 
 import msgspec
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from haggle_extractor.offline import TranscriptError, extract_offline
+
+from haggle_sim.http_server import serve_app
 
 log = logging.getLogger(__name__)
 
@@ -64,33 +65,19 @@ class XaiChatStandin:
         self.base_url = ""
         self._ids = itertools.count(1)
         self._release = asyncio.Event()
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._http = contextlib.AsyncExitStack()
         self.app = FastAPI()
         self.app.add_api_route("/v1/chat/completions", self._handle, methods=["POST"])
 
     async def __aenter__(self) -> XaiChatStandin:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
         self._release.clear()
-        self._server = _Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        ready = asyncio.create_task(self._server.ready.wait())
-        await asyncio.wait({ready, self._task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if not self._server.ready.is_set():
-            ready.cancel()
-            await self.__aexit__()
-            raise RuntimeError("xAI chat stand-in did not start")
+        served = await self._http.enter_async_context(serve_app(self.app, name="xAI chat stand-in"))
+        self.base_url = f"{served.base_url}/v1"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._release.set()  # let held ("timeout") requests finish so the server can stop
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await asyncio.wait_for(self._task, 10)
-        self._server = self._task = None
+        await self._http.aclose()
 
     async def _handle(self, request: Request) -> JSONResponse:
         raw = await request.body()
@@ -200,14 +187,3 @@ def _transcript_in(body: dict[str, Any]) -> list[dict[str, Any]] | None:
             return value
     return None
 
-
-class _Server(uvicorn.Server):
-    """uvicorn with an event for "listening", so starting it needs no polling."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.ready.set()

@@ -65,7 +65,9 @@ class GatewaySettings:
     realtime_reconnect_timeout_s: float = 5.0
     reconnect_buffer_ms: int = 2000
     publish_flush_s: float = 5.0
-    outbound_chunk_ms: int = 40  # coalesce model deltas into Twilio frames of at least this length
+    # Coalesce model deltas into Twilio frames of at least one 20 ms frame: tiny deltas stutter (twilio.md §8);
+    # bigger chunks add their length to the playback latency of every other frame (benchmarks/README.md).
+    outbound_chunk_ms: int = 20
     truncate_on_barge_in: bool = True
     transcript_settle_s: float = 1.0  # a snapshot without a final status is final after this much quiet
     max_malformed_frames: int = 20  # after `start`: tolerated before the stream is treated as hostile
