@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import PersonaBook, negotiation
@@ -29,6 +30,8 @@ HAGGLE = str(Path(sys.executable).parent / "haggle")
 N = 30
 
 
+@pytest.mark.cluster
+@pytest.mark.timeout(240)
 async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Path) -> None:
     cluster = NatsCluster(tmp_path / "nats", size=3).start()
     procs: dict[str, subprocess.Popen[bytes]] = {}
