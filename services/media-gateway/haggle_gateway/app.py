@@ -180,6 +180,22 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return None
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
+    async def call_callback(
+        request: Request, field: str, kind: str
+    ) -> tuple[CallContext, dict[str, str], str, str] | Response:
+        """A signed per-call callback: its context, form, CallSid and `field`; or the response that ends it
+        (403 for a bad signature, 204 for an unknown call or missing fields, which Twilio need not retry)."""
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        ctx = await contexts.get(request.query_params.get("call_id"))
+        call_sid, value = form.get("CallSid", ""), form.get(field, "")
+        if ctx is None or not call_sid or not value:
+            registry.count(f"{kind}_unknown_call")
+            log.warning("%s callback without a known call or fields; ignored", kind)
+            return Response(status_code=204)
+        return ctx, form, call_sid, value
+
     async def publish(event: ev.Event) -> Response:
         try:
             await asyncio.wait_for(deps.publisher.publish(event), WEBHOOK_PUBLISH_TIMEOUT_S)
@@ -209,15 +225,10 @@ def build_router(deps: GatewayDeps) -> APIRouter:
 
     @router.post("/twilio/status")
     async def twilio_status(request: Request) -> Response:
-        form = await signed_form(request)
-        if form is None:
-            return Response(status_code=403)
-        ctx = await contexts.get(request.query_params.get("call_id"))
-        call_sid, status = form.get("CallSid", ""), form.get("CallStatus", "")
-        if ctx is None or not call_sid or not status:
-            registry.count("status_unknown_call")
-            log.warning("status callback without a known call or fields; ignored")
-            return Response(status_code=204)
+        found = await call_callback(request, "CallStatus", "status")
+        if isinstance(found, Response):
+            return found
+        ctx, form, call_sid, status = found
         duration: float | None
         try:
             duration = float(form["CallDuration"]) if form.get("CallDuration") else None
@@ -237,14 +248,10 @@ def build_router(deps: GatewayDeps) -> APIRouter:
 
     @router.post("/twilio/amd")
     async def twilio_amd(request: Request) -> Response:
-        form = await signed_form(request)
-        if form is None:
-            return Response(status_code=403)
-        ctx = await contexts.get(request.query_params.get("call_id"))
-        call_sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "")
-        if ctx is None or not call_sid or not answered_by:
-            registry.count("amd_unknown_call")
-            return Response(status_code=204)
+        found = await call_callback(request, "AnsweredBy", "amd")
+        if isinstance(found, Response):
+            return found
+        ctx, _, call_sid, answered_by = found
         event = ev.MachineDetected(
             event_id=f"amd-{call_sid}",
             job_id=ctx.job_id,
