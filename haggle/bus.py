@@ -29,7 +29,8 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,15 @@ async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = N
                 )
             except BadRequestError:
                 await js.key_value(bucket)  # another service created it a moment ago
+
+
+async def kv_read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
+    """A KV entry's value and revision, or (None, None) when the key is absent (the revision feeds CAS updates)."""
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None, None
+    return entry.value, entry.revision
 
 
 async def ensure_consumer(js: JetStreamContext, spec: subjects.ConsumerSpec, *, replicas: int = 1) -> None:

@@ -16,8 +16,10 @@ import logging
 import time
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from haggle.bus import kv_read
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,7 @@ class SharedLimits:
         self._released = asyncio.Event()
 
     async def _read(self, key: str) -> tuple[bytes | None, int | None]:
-        try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
-            return None, None
-        return entry.value, entry.revision
+        return await kv_read(self.kv, key)
 
     async def _cas(self, key: str, value: bytes, revision: int | None) -> bool:
         try:

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from haggle.bus import Publisher
+from haggle.bus import Publisher, kv_read
 from haggle.consumer import Delivery, Later
 from haggle.metrics import DIALS
 
@@ -108,11 +108,7 @@ class Dispatcher:
 
     # ---- KV helpers -------------------------------------------------------------------------------------------
     async def _get(self, key: str) -> tuple[bytes | None, int | None]:
-        try:
-            entry = await self.dials.get(key)
-        except KeyNotFoundError:
-            return None, None
-        return entry.value, entry.revision
+        return await kv_read(self.dials, key)
 
     async def _create(self, key: str, value: bytes) -> bool:
         try:
