@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats
 from haggle_contracts import codec, subjects
@@ -29,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,37 @@ async def ensure_consumer(js: JetStreamContext, spec: subjects.ConsumerSpec, *, 
     await js.add_consumer(subjects.STREAM, config)
 
 
-RETRYABLE_PUBLISH_ERRORS = (
+TRANSIENT_ERRORS = (
     TimeoutError,
     NatsTimeoutError,
     NoRespondersError,
+    ServiceUnavailableError,  # 503 while a JetStream cluster elects a new leader after losing a node
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.StaleConnectionError,
 )
+"""Errors a JetStream call can give while NATS restarts, reconnects or fails over; worth retrying."""
+
+T = TypeVar("T")
+
+
+async def retry_transient(op: Callable[[], Awaitable[T]], *, deadline_s: float, what: str) -> T:
+    """Run `op`, retrying TRANSIENT_ERRORS with backoff for up to `deadline_s`; the last error is raised after that.
+
+    A cluster that loses a node answers 503 or times out for several seconds while it elects leaders; a
+    webhook or publish that gives up at the first error would turn that hiccup into a lost call event."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    delay = 0.05
+    while True:
+        try:
+            return await op()
+        except TRANSIENT_ERRORS as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying", what, exc or type(exc).__name__)
+            await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
+            delay = min(delay * 2, 1.0)
 
 
 class Publisher:
@@ -147,19 +171,13 @@ class Publisher:
         """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated)."""
         subject = subjects.subject_for(event)
         data = codec.encode(event)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.deadline_s
-        delay = 0.05
-        while True:
-            try:
-                ack = await self.js.publish(subject, data, headers={"Nats-Msg-Id": event.event_id}, timeout=2.0)
-                return ack.seq
-            except RETRYABLE_PUBLISH_ERRORS as exc:
-                if loop.time() + delay > deadline:
-                    raise
-                log.warning("publish of %s on %s failed (%s); retrying", type(event).__name__, subject, exc)
-                await asyncio.sleep(delay)  # backoff between attempts, not synchronisation
-                delay = min(delay * 2, 1.0)
+        headers = {"Nats-Msg-Id": event.event_id}
+
+        async def once() -> int:
+            return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
+
+        what = f"publish of {type(event).__name__} on {subject}"
+        return await retry_transient(once, deadline_s=self.deadline_s, what=what)
 
 
 class ReplayIncomplete(RuntimeError):

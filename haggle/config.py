@@ -120,6 +120,7 @@ class Settings:
     calls_per_second: float = 1.0
     max_call_attempts: int = 3
     retry_delay_s: float = 600.0
+    reconcile_s: float = 30.0  # how often live calls are checked against Twilio for a lost status callback
     calling_hours: tuple[time, time] | None = (time(8, 0), time(21, 0))
     # Results
     results_webhook_url: str | None = None
@@ -193,6 +194,7 @@ class Settings:
             calls_per_second=_float("CALLS_PER_SECOND", env, 1.0, minimum=0.01),
             max_call_attempts=_int("MAX_CALL_ATTEMPTS", env, 3, minimum=1),
             retry_delay_s=_float("RETRY_DELAY_SECONDS", env, 600.0, minimum=0),
+            reconcile_s=_float("RECONCILE_SECONDS", env, 30.0, minimum=1),
             calling_hours=parse_calling_hours(_env("CALLING_HOURS", env) or "08:00-21:00"),
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),

@@ -89,3 +89,11 @@ def pg_url() -> Iterator[str]:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Under xdist (`make test` runs two workers) the tests that share the machine's PostgreSQL database run on one
+    # worker, one after another; everything else gets its own nats-server per worker and spreads freely.
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.xdist_group("postgres"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 
@@ -76,3 +77,34 @@ async def test_malformed_event_goes_to_dead_letter_and_consumer_continues(nc) ->
     assert any("not JSON" in r for r in reasons)
     assert any("unsupported version 99" in r for r in reasons)
     assert [type(e).__name__ for e in seen] == ["JobStarted"]
+
+
+async def test_transient_errors_are_retried_until_the_deadline() -> None:
+    """A JetStream cluster electing a leader answers 503 for a while: retried, not turned into a lost webhook."""
+    from nats.js.errors import ServiceUnavailableError
+
+    failures = 3
+
+    async def flaky() -> str:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ServiceUnavailableError(code=503, description="JetStream system temporarily unavailable")
+        return "stored"
+
+    assert await bus.retry_transient(flaky, deadline_s=5.0, what="test op") == "stored"
+    assert failures == 0
+
+    async def down() -> str:
+        raise ServiceUnavailableError(code=503)
+
+    async def wrong() -> str:
+        raise ValueError("not transient")
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ServiceUnavailableError):  # an outage that outlasts the deadline is reported
+        await bus.retry_transient(down, deadline_s=0.3, what="test op")
+    assert loop.time() - started < 2.0
+    with pytest.raises(ValueError):  # other errors are not retried
+        await bus.retry_transient(wrong, deadline_s=5.0, what="test op")

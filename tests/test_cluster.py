@@ -53,7 +53,7 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
                    "TWILIO_PHONE_NUMBER": SIM_FROM, "TWILIO_API_BASE_URL": twilio.base_url,
                    "XAI_API_KEY": SIM_XAI_KEY, "XAI_REALTIME_URL": realtime.url, "XAI_API_BASE_URL": chat.base_url,
                    "PUBLIC_BASE_URL": f"http://127.0.0.1:{balancer.port}", "MAX_CALL_ATTEMPTS": "1",
-                   "MAX_CONCURRENT_CALLS": "10", "CALLS_PER_SECOND": "10",
+                   "MAX_CONCURRENT_CALLS": "10", "CALLS_PER_SECOND": "10", "RECONCILE_SECONDS": "5",
                    "PROJECTION_URL": f"sqlite:///{tmp_path / 'cluster.db'}", "HAGGLE_DATA_DIR": str(tmp_path)}
 
             def run(name: str, service: str, port: int = 0) -> None:

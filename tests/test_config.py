@@ -29,6 +29,7 @@ CLEAN = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "XA
         ({"REALTIME_AUDIO_FORMAT": "opus"}, "REALTIME_AUDIO_FORMAT"),
         ({"AI_DISCLOSURE": "sometimes"}, "AI_DISCLOSURE"),
         ({"MAX_CALL_ATTEMPTS": "0"}, "MAX_CALL_ATTEMPTS"),
+        ({"RECONCILE_SECONDS": "0.1"}, "RECONCILE_SECONDS"),
     ],
 )
 def test_malformed_settings_name_themselves(env: dict[str, str], name: str) -> None:
@@ -42,7 +43,7 @@ def test_defaults_and_seed_names() -> None:
     assert s.realtime_voice == "Rex" and s.realtime_audio_format == "pcmu"
     assert s.twilio_api_base_url == "https://api.twilio.com"
     assert s.xai_realtime_url == "wss://api.x.ai/v1/realtime" and s.xai_api_base_url == "https://api.x.ai/v1"
-    assert s.max_call_attempts == 3 and s.retry_delay_s == 600 and s.calls_per_second == 1
+    assert s.max_call_attempts == 3 and s.retry_delay_s == 600 and s.calls_per_second == 1 and s.reconcile_s == 30
     assert "set" not in str(s.describe()["twilio_account_sid"])
 
 

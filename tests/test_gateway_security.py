@@ -121,13 +121,14 @@ async def test_rejected_streams_never_open_a_realtime_session(nc) -> None:  # ty
         victim = h.context(PERSONA, call_sid="CA" + "2" * 32)  # stored, never dialed: its token must survive
         await h.store(victim)
         stats = h.service.registry.stats
+        off_by_one = victim.token[:-1] + ("B" if victim.token.endswith("A") else "A")  # must differ (1 in 64 did not)
 
         cases: list[tuple[str, tuple[str | bytes, ...], int]] = [
             ("unknown_call", (CONNECTED, start_message("nope", "x" * 43, "CA" + "3" * 32)), 1008),
             ("unknown_call", (CONNECTED, start_message("../../etc", "x", "CA3")), 1008),
             ("unknown_call", (start_message(None, None, "CA3"),), 1008),
             ("bad_token", (CONNECTED, start_message(legit.call_id, "forged-token", legit.call_sid)), 1008),
-            ("bad_token", (start_message(victim.call_id, victim.token[:-1] + "A", victim.call_sid or ""),), 1008),
+            ("bad_token", (start_message(victim.call_id, off_by_one, victim.call_sid or ""),), 1008),
             ("wrong_call_sid", (start_message(victim.call_id, victim.token, "CA" + "9" * 32),), 1008),
             ("malformed_frame", ("{not json",), 1008),
             ("malformed_frame", (start_message(victim.call_id, 12345, victim.call_sid or ""),), 1008),

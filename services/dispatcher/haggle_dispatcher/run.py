@@ -30,7 +30,11 @@ def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
     )
 
 
-async def start(rt: Runtime, *, reconcile_every_s: float = 60.0) -> ServiceHandle:
+# A call younger than this is still being connected; asking Twilio about it would only cost a request.
+RECONCILE_MIN_AGE_S = 10.0
+
+
+async def start(rt: Runtime) -> ServiceHandle:
     settings = dispatcher_settings(rt)
     s = rt.settings
     assert s.twilio_account_sid and s.twilio_auth_token
@@ -43,18 +47,19 @@ async def start(rt: Runtime, *, reconcile_every_s: float = 60.0) -> ServiceHandl
     handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
 
     async def reconcile_loop() -> None:
-        # At start: calls that were live while no dispatcher ran; then periodically for lost callbacks.
+        # At start: calls that were live while no dispatcher ran. Then periodically: a status callback that was in
+        # flight on a gateway that died is lost (Twilio does not retry it by default), and only this notices.
         first = True
         while not dispatcher.stopping.is_set():
             try:
-                fixed = await dispatcher.reconcile(older_than_s=0 if first else settings.ring_timeout_s + 30)
+                fixed = await dispatcher.reconcile(older_than_s=0 if first else RECONCILE_MIN_AGE_S)
                 if fixed:
                     log.info("reconciled %d call(s) from Twilio's call status", fixed)
             except Exception:
                 log.exception("reconciliation failed")
             first = False
             try:
-                await asyncio.wait_for(dispatcher.stopping.wait(), reconcile_every_s)
+                await asyncio.wait_for(dispatcher.stopping.wait(), s.reconcile_s)
             except TimeoutError:
                 pass
 

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from haggle import metrics
+from haggle.bus import TRANSIENT_ERRORS
 
 from . import prompt
 from . import realtime_events as rt
@@ -44,7 +45,7 @@ from .twilio_webhooks import SIGNATURE_HEADER, WebhookValidator
 log = logging.getLogger(__name__)
 
 RealtimeOpener = Callable[[CallContext], Awaitable[RealtimeClient]]
-WEBHOOK_PUBLISH_TIMEOUT_S = 10.0
+WEBHOOK_BUDGET_S = 12.0  # Twilio waits 15 s for a webhook response by default
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
@@ -180,6 +181,15 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return None
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
+    async def context_of(call_id: str | None, kind: str) -> CallContext | Response | None:
+        """The call's context; a 503 response if the bus stayed unreachable through the retry budget."""
+        try:
+            return await contexts.get(call_id)
+        except TRANSIENT_ERRORS as exc:
+            registry.count(f"{kind}_bus_unavailable")
+            log.error("%s webhook: call context unreadable (%s); answering 503", kind, exc or type(exc).__name__)
+            return Response(status_code=503, headers={"Retry-After": "1"})
+
     async def call_callback(
         request: Request, field: str, kind: str
     ) -> tuple[CallContext, dict[str, str], str, str] | Response:
@@ -188,7 +198,9 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         form = await signed_form(request)
         if form is None:
             return Response(status_code=403)
-        ctx = await contexts.get(request.query_params.get("call_id"))
+        ctx = await context_of(request.query_params.get("call_id"), kind)
+        if isinstance(ctx, Response):
+            return ctx
         call_sid, value = form.get("CallSid", ""), form.get(field, "")
         if ctx is None or not call_sid or not value:
             registry.count(f"{kind}_unknown_call")
@@ -196,9 +208,10 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return Response(status_code=204)
         return ctx, form, call_sid, value
 
-    async def publish(event: ev.Event) -> Response:
+    async def publish(event: ev.Event, started: float) -> Response:
+        remaining = max(1.0, started + WEBHOOK_BUDGET_S - asyncio.get_running_loop().time())
         try:
-            await asyncio.wait_for(deps.publisher.publish(event), WEBHOOK_PUBLISH_TIMEOUT_S)
+            await asyncio.wait_for(deps.publisher.publish(event), remaining)
         except Exception as exc:  # Twilio may retry the webhook; the deterministic event id dedupes it
             log.error("publishing %s failed: %s", type(event).__name__, exc)
             return Response(status_code=503)
@@ -213,7 +226,9 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             registry.count("twiml_draining")
             return Response(status_code=503, headers={"Retry-After": "1"})
         call_id = request.query_params.get("call_id")
-        ctx = await contexts.get(call_id)
+        ctx = await context_of(call_id, "twiml")
+        if isinstance(ctx, Response):
+            return ctx
         call_sid = form.get("CallSid")
         if ctx is None or ctx.token_used or (ctx.call_sid and call_sid and ctx.call_sid != call_sid):
             registry.count("twiml_unknown_call")
@@ -225,6 +240,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
 
     @router.post("/twilio/status")
     async def twilio_status(request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
         found = await call_callback(request, "CallStatus", "status")
         if isinstance(found, Response):
             return found
@@ -244,10 +260,11 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             call_sid=call_sid,
             status=status,
             duration_s=duration,
-        ))
+        ), started)
 
     @router.post("/twilio/amd")
     async def twilio_amd(request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
         found = await call_callback(request, "AnsweredBy", "amd")
         if isinstance(found, Response):
             return found
@@ -261,7 +278,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             answered_by=answered_by,
         )
         registry.on_machine_detected(event)  # other replicas react through the NATS subscription
-        return await publish(event)
+        return await publish(event, started)
 
     @router.websocket("/media-stream")
     async def media_stream(websocket: WebSocket) -> None:

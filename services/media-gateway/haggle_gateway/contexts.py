@@ -26,6 +26,8 @@ from nats.js.errors import Error as JsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from haggle.bus import retry_transient
+
 log = logging.getLogger(__name__)
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -47,9 +49,10 @@ class _Stored:
 
 
 class CallContexts:
-    def __init__(self, kv: KeyValue, *, call_sid_wait_s: float = 4.0) -> None:
+    def __init__(self, kv: KeyValue, *, call_sid_wait_s: float = 4.0, read_retry_s: float = 8.0) -> None:
         self._kv = kv
         self._sid_wait_s = call_sid_wait_s
+        self._read_retry_s = read_retry_s  # a webhook waits out a cluster failover instead of failing the call
 
     @staticmethod
     def valid_call_id(call_id: str | None) -> bool:
@@ -58,8 +61,10 @@ class CallContexts:
     async def _load(self, call_id: str) -> _Stored | None:
         if not self.valid_call_id(call_id):
             return None
+        key = ctx_key(call_id)
         try:
-            entry = await self._kv.get(ctx_key(call_id))
+            entry = await retry_transient(lambda: self._kv.get(key), deadline_s=self._read_retry_s,
+                                          what=f"reading call context {call_id}")
         except KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:
