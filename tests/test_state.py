@@ -70,3 +70,24 @@ def test_utterance_snapshots_replace_by_id_and_sort_by_seq() -> None:
     log: list[ev.Event] = [started(), *dialed(1), utt("i2", 1, "second"), utt("i1", 0, "fir"), utt("i1", 0, "first")]
     state = st.fold_job(log)["a"]
     assert [u.text for u in state.transcript] == ["first", "second"]
+
+
+def test_a_call_announced_after_its_end_stays_settled() -> None:
+    """A dispatcher SIGKILLed between placing a call and publishing CallDialed: after restart, reconciliation
+    publishes the call's end first and the redelivered dial announces it afterwards. The call stays settled
+    and counts as the attempt it was (no phantom retry, no call reopened)."""
+    schedule, announce = dialed(1)
+    only_try = ev.DialScheduled(event_id="d1", job_id="j", provider_id="a", attempt=1, max_attempts=1)
+    log: list[ev.Event] = [started(max_attempts=1), only_try, status(1, "no-answer"), announce]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.attempts, state.call_sid) == ("failed", "no_answer", 1, "CA1")
+    assert state.dialed_at is not None and st.job_settled(st.fold_job(log))
+
+    # With retries left, the end makes the provider queued again and the late announcement leaves it so.
+    log = [started(max_attempts=3), schedule, status(1, "ringing"), status(1, "busy"), announce]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.attempts) == ("queued", "busy", 1)
+    # Its retry is a new call: announced normally.
+    log += dialed(2)
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.attempts, state.call_sid) == ("dialing", None, 2, "CA2")

@@ -168,6 +168,12 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.max_attempts = event.max_attempts
             state.attempts = max(state.attempts, event.attempt - 1)
         case ev.CallDialed():
+            if state.call_sid == event.call_sid and (state.outcome is not None or state.call_status != QUEUED):
+                # Announced late: a dispatcher died between placing the call and saying so, and the call's own
+                # events (even its end, from reconciliation) are on the log already. It must not reopen the call.
+                state.dialed_at = state.dialed_at or event.occurred_at
+                state.retry_at = None
+                return state
             state.attempts = max(state.attempts, event.attempt)
             state.call_sid = event.call_sid
             state.call_status = DIALING
@@ -181,6 +187,9 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.retry_at = None
             _settle(state, ev.Outcome.FAILED, retryable=False)
         case ev.CallStatusChanged():
+            if event.attempt > state.attempts or state.call_sid is None:
+                state.call_sid = event.call_sid  # a status may be on the log before its CallDialed
+            state.attempts = max(state.attempts, event.attempt)  # so a retry decision counts this attempt
             state.twilio_status = event.status
             if event.duration_s is not None:
                 state.duration_s = event.duration_s
