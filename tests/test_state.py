@@ -91,3 +91,12 @@ def test_a_call_announced_after_its_end_stays_settled() -> None:
     log += dialed(2)
     state = st.fold_job(log)["a"]
     assert (state.call_status, state.outcome, state.attempts, state.call_sid) == ("dialing", None, 2, "CA2")
+
+
+def test_cancel_before_the_announcement_still_lets_the_call_run() -> None:
+    """Cancel lands between DialScheduled and CallDialed (the call was placed already, and its first callback
+    came first): the live call goes on and is reported, as the cancel promises for live calls."""
+    schedule, announce = dialed(1)
+    cancel = ev.JobCancelled(event_id="x", job_id="j")
+    state = st.fold_job([started(), schedule, cancel, status(1, "initiated"), announce])["a"]
+    assert (state.call_status, state.outcome, state.call_sid) == ("dialing", None, "CA1")

@@ -168,9 +168,10 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.max_attempts = event.max_attempts
             state.attempts = max(state.attempts, event.attempt - 1)
         case ev.CallDialed():
-            if state.call_sid == event.call_sid and (state.outcome is not None or state.call_status != QUEUED):
-                # Announced late: a dispatcher died between placing the call and saying so, and the call's own
-                # events (even its end, from reconciliation) are on the log already. It must not reopen the call.
+            ended = state.twilio_status in ev.TERMINAL_TWILIO_STATUSES
+            if state.call_sid == event.call_sid and (ended or state.call_status in (DIALING, IN_PROGRESS)):
+                # Announced late (a dispatcher died between placing the call and saying so) or twice: the call's
+                # own events, even its end from reconciliation, are on the log already and must not be undone.
                 state.dialed_at = state.dialed_at or event.occurred_at
                 state.retry_at = None
                 return state
