@@ -122,7 +122,12 @@ async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_serv
         per_number = Counter(c.params["To"][0] for c in twilio.calls)
     assert len(per_number) == 60 and set(per_number.values()) == {1}
     assert 4 <= stats.max_live <= 5, stats.max_live  # the cap held, and it was actually reached
-    assert max_in_any_second(stats.created_at) <= 2
+    # Pacing at 2/s shared by both processes. Measured where Twilio would, at the stand-in, a late REST request (a
+    # busy loop on either side) can land close to the next one; so: never a burst, and never faster on average.
+    # (Unshared pacing would dial at 4/s: 4+ in a second and the 60 calls in ~15 s.)
+    created = sorted(stats.created_at)
+    assert max_in_any_second(created) <= 3
+    assert created[-1] - created[0] >= (len(created) - 1) / 2.0
     assert {(p["call_status"], p["outcome"]) for p in doc["providers"]} == {("failed", "no_answer")}
     history = await bus.job_history(nc.jetstream(), "caps")
     assert sum(isinstance(e, ev.CallDialed) for e in history) == 60
