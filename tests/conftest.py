@@ -92,8 +92,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Under xdist (`make test` runs two workers) the tests that share the machine's PostgreSQL database run on one
-    # worker, one after another; everything else gets its own nats-server per worker and spreads freely.
+    # Under xdist (`make test` runs two workers) the PostgreSQL tests run on one worker, so only one session opens
+    # `pg_url` (one testcontainer where Docker stands in for the machine's server); each test already has its own
+    # schema or table. Everything else spreads freely, with a nats-server per worker.
     for item in items:
         if item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.xdist_group("postgres"))

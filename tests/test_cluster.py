@@ -21,6 +21,7 @@ from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.tcp_balancer import TcpBalancer
 from haggle_sim.twilio_standin import TwilioStandin
 from haggle_sim.xai_chat_standin import XaiChatStandin
+from waits import settled, wait_healthy
 
 from haggle import bus
 from haggle.nats_embedded import NatsCluster, free_port
@@ -69,16 +70,7 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
                 run(f"extractor{i}", "extractor")
 
             async with httpx.AsyncClient(timeout=10) as http:
-                async def healthy(port: int) -> None:
-                    while True:
-                        try:
-                            if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                                return
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.1)
-
-                await asyncio.wait_for(asyncio.gather(*(healthy(p) for p in [api_port, *gw_ports])), 60)
+                await asyncio.gather(*(wait_healthy(p, 60) for p in [api_port, *gw_ports]))
                 prices: list[ev.PriceExtracted] = []
                 some_done, completed = asyncio.Event(), asyncio.Event()
 
@@ -103,14 +95,7 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
                 procs["gateway1"].wait(timeout=10)
                 await asyncio.wait_for(completed.wait(), 150)
 
-                async def projected() -> dict:  # type: ignore[type-arg]
-                    while True:
-                        doc = (await http.get(f"http://127.0.0.1:{api_port}/jobs/cluster")).json()
-                        if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
-                            return doc
-                        await asyncio.sleep(0.1)
-
-                doc = await asyncio.wait_for(projected(), 30)
+                doc = await settled(f"http://127.0.0.1:{api_port}", "cluster", timeout_s=30)
             history = await bus.job_history(js, "cluster")
             calls = Counter(c.params["To"][0] for c in twilio.calls)
             gateway_split = list(balancer.connections)

@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
+from haggle_contracts import subjects
 from haggle_sim.personas import Persona, PersonaBook, Turn, negotiation
 from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.twilio_standin import TwilioStandin
+from waits import settled, wait_healthy, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -27,7 +28,6 @@ from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_K
 from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
-TERMINAL = ("completed", "failed")
 
 
 def numbered(n: int, answer: str, ring_ms: int, start: int = 0) -> list[Persona]:
@@ -38,34 +38,6 @@ def numbered(n: int, answer: str, ring_ms: int, start: int = 0) -> list[Persona]
 def job_body(job_id: str, personas: list[Persona], **extra: object) -> dict:  # type: ignore[type-arg]
     return {"job_id": job_id, "problem": "leaking faucet", "zip_code": "94110", "max_price": 200,
             "providers": [{"service_provider": p.business, "phone_number": p.phone} for p in personas], **extra}
-
-
-async def wait_job_completed(nc, job_id: str, timeout: float) -> None:  # type: ignore[no-untyped-def]
-    """Wait for JobCompleted on the log (it may already be there)."""
-    done = asyncio.Event()
-
-    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-        if isinstance(codec.decode(msg.data), ev.JobCompleted):
-            done.set()
-
-    sub = await nc.subscribe(subjects.job_event_filter("completed").replace("*", job_id), cb=on_msg)
-    try:
-        if not any(isinstance(e, ev.JobCompleted) for e in await bus.job_history(nc.jetstream(), job_id)):
-            await asyncio.wait_for(done.wait(), timeout)
-    finally:
-        await sub.unsubscribe()
-
-
-async def projected(base_url: str, job_id: str, timeout: float = 20.0) -> dict:  # type: ignore[type-arg]
-    async def poll() -> dict:  # type: ignore[type-arg]
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-            while True:
-                r = await http.get(f"/jobs/{job_id}")
-                if r.status_code == 200 and all(p["call_status"] in TERMINAL for p in r.json()["providers"]):
-                    return r.json()
-                await asyncio.sleep(0.1)
-
-    return await asyncio.wait_for(poll(), timeout)
 
 
 def sim_env(nats_url: str, twilio: TwilioStandin, realtime: RealtimeStandin, public: str, **extra: str) -> dict:  # type: ignore[type-arg]
@@ -111,7 +83,7 @@ async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_serv
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
                 assert (await http.post("/jobs", json=job_body("caps", personas))).status_code == 201
             await wait_job_completed(nc, "caps", timeout=120)
-            doc = await projected(system.base_url, "caps")
+            doc = await settled(system.base_url, "caps", timeout_s=20)
         finally:
             for d in dispatchers:
                 d.send_signal(signal.SIGTERM)
@@ -153,7 +125,7 @@ async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
                 assert (await http.post("/jobs", json=job_body("retry", personas))).status_code == 201
             await wait_job_completed(nc, "retry", timeout=90)
-            doc = await projected(system.base_url, "retry")
+            doc = await settled(system.base_url, "retry", timeout_s=20)
         finally:
             await system.stop(5)
         calls = Counter(c.params["To"][0] for c in world.twilio.calls)  # type: ignore[attr-defined]
@@ -189,7 +161,7 @@ async def test_repeated_starts_dial_nobody_twice(nc, nats_server, tmp_path: Path
         try:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
                 assert (await http.post("/jobs", json=job_body("twice", personas))).status_code == 201
-                await projected(system.base_url, "twice")
+                await settled(system.base_url, "twice", timeout_s=20)
                 assert (await http.post("/start-job/twice")).json() == {"status": "started", "count": 3}
             # A third start straight on the bus, as another system would publish it.
             [first] = [e for e in await bus.job_history(nc.jetstream(), "twice") if isinstance(e, ev.JobStarted)][:1]
@@ -240,16 +212,7 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
         proc = up()
         try:
             async with httpx.AsyncClient(base_url=public, timeout=10) as http:
-                async def ready() -> None:
-                    while True:
-                        try:
-                            if (await http.get("/healthz")).status_code == 200:
-                                return
-                        except httpx.TransportError:
-                            pass
-                        await asyncio.sleep(0.1)
-
-                await asyncio.wait_for(ready(), 30)
+                await wait_healthy(port, 30)
                 assert (await http.post("/jobs", json=job_body("kill", personas))).status_code == 201
                 while len(twilio.calls) < 20:
                     await twilio.wait_for_call(timeout=30)
@@ -260,9 +223,9 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
                 for c in orphaned:  # their final status callbacks go nowhere while we are down
                     await twilio.wait_for_call_end(c.sid, timeout=30)
                 proc = up()
-                await asyncio.wait_for(ready(), 30)
+                await wait_healthy(port, 30)
                 await wait_job_completed(nc, "kill", timeout=120)
-                doc = await projected(public, "kill")
+                doc = await settled(public, "kill", timeout_s=20)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
@@ -298,7 +261,7 @@ async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_ser
                 assert (await http.post("/jobs/cancel/cancel")).json()["status"] == "cancelling"
                 assert (await http.post("/jobs/nope/cancel")).status_code == 404
                 await wait_job_completed(nc, "cancel", timeout=60)
-                doc = await projected(system.base_url, "cancel")
+                doc = await settled(system.base_url, "cancel", timeout_s=20)
         finally:
             await system.stop(5)
         dialed = {c.params["To"][0] for c in world.twilio.calls}  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ import httpx
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import demo_personas
+from waits import settled
 
 from haggle import bus
 from haggle.config import Settings
@@ -40,14 +41,7 @@ async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> No
                 await asyncio.wait_for(completed.wait(), 90)
                 await sub.unsubscribe()
 
-                async def projected() -> dict:  # type: ignore[type-arg]
-                    while True:
-                        doc = (await http.get("/jobs/e2e")).json()
-                        if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
-                            return doc
-                        await asyncio.sleep(0.05)
-
-                doc = await asyncio.wait_for(projected(), 10)
+                doc = await settled(system.base_url, "e2e", timeout_s=10)
         finally:
             await system.stop(5)
 

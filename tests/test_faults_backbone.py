@@ -18,6 +18,7 @@ from haggle_projector.projector import Projector
 from haggle_projector.stores.postgres_store import PostgresStore
 from haggle_sim.personas import demo_personas
 from haggle_sim.tcp_balancer import TcpBalancer
+from waits import settled
 
 from haggle import bus
 from haggle.config import Settings
@@ -63,14 +64,7 @@ async def test_nats_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
                     server.start()
                     await asyncio.wait_for(completed.wait(), 90)
 
-                    async def projected() -> dict:  # type: ignore[type-arg]
-                        while True:
-                            doc = (await http.get("/jobs/restart")).json()
-                            if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
-                                return doc
-                            await asyncio.sleep(0.1)
-
-                    doc = await asyncio.wait_for(projected(), 20)
+                    doc = await settled(system.base_url, "restart", timeout_s=20)
                 history = await bus.job_history(watcher.jetstream(), "restart")
             finally:
                 await watcher.close()

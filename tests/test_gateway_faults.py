@@ -40,6 +40,7 @@ from haggle_sim.twilio_standin import TwilioStandin
 from haggle_sim.xai_chat_standin import XaiChatStandin
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
+from waits import TERMINAL, settled, wait_healthy
 
 from haggle import bus
 from haggle.config import Settings
@@ -48,7 +49,6 @@ from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_K
 from haggle.system import System, start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
-TERMINAL = ("completed", "failed")
 
 
 # ------------------------------------------------------------------------------------------------ the world
@@ -142,20 +142,6 @@ async def start_job(api: str, job_id: str, personas: list[Persona]) -> None:
     async with httpx.AsyncClient(base_url=api, timeout=10, trust_env=False) as http:
         response = await http.post("/jobs", json=job_body(job_id, personas))
         assert response.status_code == 201, response.text
-
-
-async def settled(api: str, job_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    """The job document once every provider is terminal in the projection."""
-    async def poll() -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=api, timeout=10, trust_env=False) as http:
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    r = await http.get(f"/jobs/{job_id}")
-                    if r.status_code == 200 and all(p["call_status"] in TERMINAL for p in r.json()["providers"]):
-                        return r.json()  # type: ignore[no-any-return]
-                await asyncio.sleep(0.1)  # polling an HTTP read model: there is nothing to await
-
-    return await asyncio.wait_for(poll(), timeout_s)
 
 
 def assert_log_consistent(history: list[ev.Event], doc: dict[str, Any]) -> dict[str, list[ev.UtteranceTranscribed]]:
@@ -305,18 +291,6 @@ def process_env(nats_url: str, twilio: TwilioStandin, realtime: RealtimeStandin,
 def run_gateway(tmp_path: Path, name: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([HAGGLE, "run", "media-gateway"], env={**env, "PORT": str(port)}, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"{name}.log", "wb"))
-
-
-async def wait_healthy(port: int, timeout_s: float = 30.0) -> None:
-    async def poll() -> None:
-        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                        return
-                await asyncio.sleep(0.1)  # the process is starting: nothing to await but its port
-
-    await asyncio.wait_for(poll(), timeout_s)
 
 
 async def live_calls(port: int) -> float:

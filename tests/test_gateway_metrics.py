@@ -15,7 +15,8 @@ import httpx
 import websockets
 from haggle_contracts import events as ev
 from prometheus_client.parser import text_string_to_metric_families
-from test_gateway_faults import joe, settled, start_job, world
+from test_gateway_faults import joe, start_job, world
+from waits import settled
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
