@@ -199,7 +199,7 @@ def decide(facts: OfferFacts) -> Decision:
         competitor = competitor_for(facts)
         if facts.final and competitor is not None and not out_of_counters and all_in(competitor) not in facts.cited:
             counter = _counter(facts, competitor, "final_but_competitor_lower")
-            if counter is not None:
+            if counter is not None and counter.competitor is not None:
                 return counter
         if within_max:
             return _accept(facts, "final_within_max" if facts.final else "counters_used_within_max")

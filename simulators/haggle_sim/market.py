@@ -42,7 +42,9 @@ _MARKUP: dict[Style, tuple[float, float]] = {
 }
 _FEES = (0.0, 0.0, 0.0, 49.0, 79.0)
 _WARRANTIES = (None, None, "90 days", "1 year")
-WALK_AWAY_BELOW = (0.7, 0.85)  # walks_away hangs up on a counter under a share of its ask drawn from this range
+# walks_away hangs up on a counter under a share of its ask drawn from this range. An assumption, and one the
+# policy's MIN_COUNTER_SHARE (0.8) sits at the top of: only a counter that cites a real lower quote goes under it.
+WALK_AWAY_BELOW = (0.65, 0.8)
 MAX_TURNS = 12  # per call; the policy ends a call well before this
 _NUMBER_RE = re.compile(r"\$([\d,]+(?:\.\d+)?)")
 
@@ -275,7 +277,8 @@ def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concu
             before = progress[planned.provider_id]
             progress[planned.provider_id] = ProviderProgress(
                 provider_id=planned.provider_id, status="closed" if walked else "done",
-                rounds_called=planned.round, scope=before.scope, shown=shown if shown is not None else before.shown)
+                rounds_called=planned.round, scope=before.scope, shown=shown if shown is not None else before.shown,
+                highest_offer=max(memory[planned.provider_id].our_offers, default=None))
     agreed = [all_in(q) for q in quotes if q.agreed]
     paid = min(agreed) if agreed else None
     if paid is not None and paid > market.max_price + 1e-9:
