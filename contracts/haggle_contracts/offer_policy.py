@@ -241,10 +241,11 @@ def _counter(facts: OfferFacts, competitor: Quote | None, reason: str) -> Decisi
     if ceiling < floor or ceiling <= 0:
         return None
     offer = _next_offer(facts, floor, ceiling, competitor)
-    if offer >= facts.current_price or (facts.our_offers and offer <= floor and facts.counters_this_call > 0):
-        return None  # nothing left to ask for: the caller accepts or declines
     if competitor is not None and (offer + fee >= all_in(competitor) or all_in(competitor) in facts.cited):
         competitor = None  # already put to them, or the clamp left no reason to bring it up: the number alone
+    repeat = bool(facts.our_offers) and offer <= floor and facts.counters_this_call > 0
+    if offer >= facts.current_price or (repeat and competitor is None):
+        return None  # nothing new to put to them (a repeat is worth it only with a new competing quote)
     if competitor is not None:
         say = f"{_quoted_line(competitor)} Could you do it for {money(offer)}{_say_fee(facts)}?"
         reason = "counter_with_competitor" if reason == "counter" else reason
