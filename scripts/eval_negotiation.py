@@ -17,7 +17,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from haggle_sim.market import Summary, evaluate
+from haggle_sim.market import STRATEGIES, Paired, Summary, paired, run_all, summarise
 
 
 def table(summaries: list[Summary]) -> str:
@@ -34,6 +34,11 @@ def table(summaries: list[Summary]) -> str:
     return "\n".join(rows)
 
 
+def describe(p: Paired) -> str:
+    return (f"`{p.strategy}` against `{p.against}`, market by market where both made a deal: "
+            f"paid less in {p.lower}, the same in {p.same}, more in {p.higher}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markets", type=int, default=2000, help="number of seeded markets (default 2000)")
@@ -46,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--markets, --rounds and --max-concurrent-calls must be at least 1")
 
     seeds = range(args.first_seed, args.first_seed + args.markets)
-    summaries = evaluate(seeds, rounds=args.rounds, max_concurrent_calls=args.max_concurrent_calls)
+    markets, results = run_all(seeds, rounds=args.rounds, max_concurrent_calls=args.max_concurrent_calls)
+    summaries = [summarise(strategy, markets, results[strategy]) for strategy in STRATEGIES]
+    pairs = [paired(results, "market", "independent"), paired(results, "market", "seed")]
     if args.json:
-        print(json.dumps([asdict(s) for s in summaries], indent=2))
+        print(json.dumps({"summaries": [asdict(s) for s in summaries], "paired": [asdict(p) for p in pairs]},
+                         indent=2))
     else:
         print(f"{args.markets} seeded markets (seeds {seeds.start}-{seeds.stop - 1}), 3-6 providers each, "
               f"NEGOTIATION_ROUNDS={args.rounds}, MAX_CONCURRENT_CALLS={args.max_concurrent_calls}\n")
         print(table(summaries))
+        print()
+        for p in pairs:
+            print(describe(p))
     broken = [s.strategy for s in summaries if s.overpays or s.invented_leverage]
     if broken:
         print(f"hard rule broken by: {', '.join(broken)}", file=sys.stderr)

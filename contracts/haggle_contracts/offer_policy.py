@@ -143,11 +143,21 @@ def _decline(facts: OfferFacts, reason: str) -> Decision:
                     ask_all_in=round(facts.current_price + extra(facts.scope), 2))
 
 
+def beat_price(competitor: Quote) -> float:
+    """The all-in price to ask for when putting a competing quote to a business."""
+    return round(all_in(competitor) * (1 - BEAT_MARGIN), 2)
+
+
 def target_all_in(facts: OfferFacts) -> float:
+    """The all-in price accepted at once: the given target (or 25% under the first quote), no higher than the
+    maximum, and no higher than what a real lower competing quote lets us ask for."""
     if facts.target is not None:
-        return min(facts.target, facts.max_price)
-    first_all_in = facts.first_quote + extra(facts.scope)
-    return min(facts.max_price, round(first_all_in * (1 - DEFAULT_TARGET_DISCOUNT), 2))
+        target = min(facts.target, facts.max_price)
+    else:
+        first_all_in = facts.first_quote + extra(facts.scope)
+        target = min(facts.max_price, round(first_all_in * (1 - DEFAULT_TARGET_DISCOUNT), 2))
+    competitor = competitor_for(facts)
+    return target if competitor is None else min(target, beat_price(competitor))
 
 
 def competitor_for(facts: OfferFacts) -> Quote | None:
@@ -174,7 +184,9 @@ def _next_offer(facts: OfferFacts, floor: float, ceiling: float, competitor: Quo
         aim = last + share * max(0.0, facts.current_price - last)
     aim = max(aim, MIN_COUNTER_SHARE * facts.current_price)
     if competitor is not None:
-        aim = min(aim, all_in(competitor) * (1 - BEAT_MARGIN) - fee)
+        # Put to them once, a real lower quote is asked to be beaten; after that, never offer more than it.
+        beat = beat_price(competitor) if all_in(competitor) not in facts.cited else all_in(competitor)
+        aim = min(aim, beat - fee)
     return _round_offer(aim, floor, ceiling)
 
 

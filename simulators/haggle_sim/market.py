@@ -316,11 +316,40 @@ def summarise(strategy: Strategy, markets: list[SimMarket], results: list[JobRes
     )
 
 
-def evaluate(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10) -> list[Summary]:
+@dataclass(frozen=True)
+class Paired:
+    """Market by market, one strategy's price paid against another's (where both made a deal)."""
+
+    strategy: Strategy
+    against: Strategy
+    lower: int
+    same: int
+    higher: int
+
+
+def paired(results: dict[Strategy, list[JobResult]], strategy: Strategy, against: Strategy) -> Paired:
+    lower = same = higher = 0
+    for mine, theirs in zip(results[strategy], results[against], strict=True):
+        if mine.paid is None or theirs.paid is None:
+            continue
+        if abs(mine.paid - theirs.paid) < 0.005:
+            same += 1
+        elif mine.paid < theirs.paid:
+            lower += 1
+        else:
+            higher += 1
+    return Paired(strategy=strategy, against=against, lower=lower, same=same, higher=higher)
+
+
+def run_all(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10
+            ) -> tuple[list[SimMarket], dict[Strategy, list[JobResult]]]:
     """Every strategy on the same seeded markets."""
     markets = [make_market(s) for s in seeds]
-    return [
-        summarise(strategy, markets, [run_job(m, strategy, rounds=rounds, max_concurrent_calls=max_concurrent_calls)
-                                      for m in markets])
-        for strategy in STRATEGIES
-    ]
+    results = {strategy: [run_job(m, strategy, rounds=rounds, max_concurrent_calls=max_concurrent_calls)
+                          for m in markets] for strategy in STRATEGIES}
+    return markets, results
+
+
+def evaluate(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10) -> list[Summary]:
+    markets, results = run_all(seeds, rounds=rounds, max_concurrent_calls=max_concurrent_calls)
+    return [summarise(strategy, markets, results[strategy]) for strategy in STRATEGIES]
