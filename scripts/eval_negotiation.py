@@ -5,7 +5,8 @@ Strategies: `market` (staggered first round with real competing quotes, then cal
 price at or under max_price). It measures the offer policy and the orchestration, not the voice model's skill:
 the simulated model does exactly what each move says (see simulators/haggle_sim/market.py).
 
-    python scripts/eval_negotiation.py [--markets N] [--first-seed S] [--rounds R] [--max-concurrent-calls C] [--json]
+    python scripts/eval_negotiation.py [--markets N] [--first-seed S] [--rounds R] [--max-concurrent-calls C]
+                                       [--no-competing-quotes] [--json]
 
 Exits 1 when a hard rule broke (an overpay or invented leverage in any strategy).
 """
@@ -45,13 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="NEGOTIATION_ROUNDS for the market strategy")
     parser.add_argument("--max-concurrent-calls", type=int, default=10)
+    parser.add_argument("--no-competing-quotes", action="store_true",
+                        help="USE_COMPETING_QUOTES off: market staggers and calls back, but never cites a quote")
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON instead of a table")
     args = parser.parse_args(argv)
     if args.markets < 1 or args.rounds < 1 or args.max_concurrent_calls < 1:
         parser.error("--markets, --rounds and --max-concurrent-calls must be at least 1")
 
     seeds = range(args.first_seed, args.first_seed + args.markets)
-    markets, results = run_all(seeds, rounds=args.rounds, max_concurrent_calls=args.max_concurrent_calls)
+    markets, results = run_all(seeds, rounds=args.rounds, max_concurrent_calls=args.max_concurrent_calls,
+                               use_competing_quotes=not args.no_competing_quotes)
     summaries = [summarise(strategy, markets, results[strategy]) for strategy in STRATEGIES]
     pairs = [paired(results, "market", "independent"), paired(results, "market", "seed")]
     if args.json:
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2))
     else:
         print(f"{args.markets} seeded markets (seeds {seeds.start}-{seeds.stop - 1}), 3-6 providers each, "
-              f"NEGOTIATION_ROUNDS={args.rounds}, MAX_CONCURRENT_CALLS={args.max_concurrent_calls}\n")
+              f"NEGOTIATION_ROUNDS={args.rounds}, MAX_CONCURRENT_CALLS={args.max_concurrent_calls}, "
+              f"USE_COMPETING_QUOTES={'off' if args.no_competing_quotes else 'on'}\n")
         print(table(summaries))
         print()
         for p in pairs:

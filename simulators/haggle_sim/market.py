@@ -247,10 +247,11 @@ def _call(market: SimMarket, mind: Mind, memory: _Negotiation, known: list[Quote
     return quotes, False
 
 
-def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concurrent_calls: int = 10) -> JobResult:
+def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concurrent_calls: int = 10,
+            use_competing_quotes: bool = True) -> JobResult:
     """Negotiate one market with one strategy, from the first call to `job_complete`."""
     policy = MarketPolicy(strategy="independent" if strategy == "seed" else strategy, rounds=rounds,
-                          max_concurrent_calls=max_concurrent_calls)
+                          max_concurrent_calls=max_concurrent_calls, use_competing_quotes=use_competing_quotes)
     decider: Negotiator = seed_decide if strategy == "seed" else decide
     cites = policy.cites_competitors
     minds = {p.provider_id: Mind(provider=p, ask=p.first_quote) for p in market.providers}
@@ -341,15 +342,18 @@ def paired(results: dict[Strategy, list[JobResult]], strategy: Strategy, against
     return Paired(strategy=strategy, against=against, lower=lower, same=same, higher=higher)
 
 
-def run_all(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10
+def run_all(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10, use_competing_quotes: bool = True
             ) -> tuple[list[SimMarket], dict[Strategy, list[JobResult]]]:
     """Every strategy on the same seeded markets."""
     markets = [make_market(s) for s in seeds]
-    results = {strategy: [run_job(m, strategy, rounds=rounds, max_concurrent_calls=max_concurrent_calls)
+    results = {strategy: [run_job(m, strategy, rounds=rounds, max_concurrent_calls=max_concurrent_calls,
+                                  use_competing_quotes=use_competing_quotes)
                           for m in markets] for strategy in STRATEGIES}
     return markets, results
 
 
-def evaluate(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10) -> list[Summary]:
-    markets, results = run_all(seeds, rounds=rounds, max_concurrent_calls=max_concurrent_calls)
+def evaluate(seeds: range, *, rounds: int = 2, max_concurrent_calls: int = 10,
+             use_competing_quotes: bool = True) -> list[Summary]:
+    markets, results = run_all(seeds, rounds=rounds, max_concurrent_calls=max_concurrent_calls,
+                               use_competing_quotes=use_competing_quotes)
     return [summarise(strategy, markets, results[strategy]) for strategy in STRATEGIES]
