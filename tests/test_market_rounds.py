@@ -23,10 +23,8 @@ def waiting(*ids: str) -> list[ProviderProgress]:
     return [ProviderProgress(provider_id=i) for i in ids]
 
 
-def done(pid: str, *, rounds: int = 1, shown: float | None = None, highest: float | None = None,
-         scope: Scope | None = None) -> ProviderProgress:
-    return ProviderProgress(provider_id=pid, status="done", rounds_called=rounds, shown=shown, highest_offer=highest,
-                            scope=scope or Scope())
+def done(pid: str, *, rounds: int = 1, shown: float | None = None, highest: float | None = None) -> ProviderProgress:
+    return ProviderProgress(provider_id=pid, status="done", rounds_called=rounds, shown=shown, highest_offer=highest)
 
 
 def q(pid: str, price: float, seq: int, agreed: bool = False, **scope: object) -> Quote:
@@ -99,10 +97,10 @@ def test_no_second_round_while_the_first_is_running_or_for_closed_or_incomparabl
                           quotes=quotes[:3])
     assert next_calls(running, MARKET) == []
     state = MarketState(providers=[
-        done("a", scope=Scope(includes_parts=False)),
+        done("a"),
         ProviderProgress(provider_id="b", status="closed", rounds_called=1),  # walked away
-        done("c", scope=Scope(includes_parts=True)),  # a leaves parts out: not leverage against c
-        done("d", scope=Scope(price_type="hourly")),
+        done("c"),  # a's quote leaves parts out and c's includes them: not leverage against c
+        done("d"),  # an hourly rate is not a job price
     ], quotes=quotes)
     assert next_calls(state, MARKET) == [] and job_complete(state, MARKET)
 

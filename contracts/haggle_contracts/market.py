@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from .scope import Quote, Scope, all_in, best_comparable, extra, rank, standing_quotes
+from .scope import Quote, all_in, best_comparable, extra, rank, standing_quotes
 
 Strategy = Literal["market", "independent"]
 STRATEGIES: tuple[Strategy, ...] = ("market", "independent")
@@ -53,7 +53,6 @@ class ProviderProgress(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     status: Status = "waiting"
     rounds_called: Annotated[int, msgspec.Meta(ge=0)] = 0
-    scope: Scope = Scope()  # as heard on its last call
     shown: float | None = None  # the competing all-in price its latest call carried (None: none)
     highest_offer: float | None = None  # our highest headline offer to it so far: offers never go below it
 
@@ -87,10 +86,10 @@ def callback_for(state: MarketState, provider: ProviderProgress, policy: MarketP
     own = _standing(state).get(provider.provider_id)
     if own is None:
         return None  # it never named a price: there is nothing to beat
-    best = best_comparable(state.quotes, provider.provider_id, provider.scope)
+    best = best_comparable(state.quotes, provider.provider_id, own.scope)
     if best is None or all_in(best) >= all_in(own):
         return None
-    if provider.highest_offer is not None and provider.highest_offer + extra(provider.scope) >= all_in(best):
+    if provider.highest_offer is not None and provider.highest_offer + extra(own.scope) >= all_in(best):
         return None  # offers never go back down, so any price it could agree now is no better than the best
     if provider.shown is not None and all_in(best) >= provider.shown:
         return None  # it has heard this (or a better) number already and did not beat it

@@ -256,7 +256,7 @@ def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concu
     cites = policy.cites_competitors
     minds = {p.provider_id: Mind(provider=p, ask=p.first_quote) for p in market.providers}
     memory = {p.provider_id: _Negotiation() for p in market.providers}
-    progress = {p.provider_id: ProviderProgress(provider_id=p.provider_id, scope=p.scope) for p in market.providers}
+    progress = {p.provider_id: ProviderProgress(provider_id=p.provider_id) for p in market.providers}
     quotes: list[Quote] = []
     audit = Audit()
     seq = [0]
@@ -265,7 +265,8 @@ def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concu
         state = MarketState(providers=list(progress.values()), quotes=list(quotes))
         batch: list[PlannedCall] = next_calls(state, policy)
         if not batch:
-            assert job_complete(state, policy), "no call planned but the job is not complete"
+            if not job_complete(state, policy):
+                raise RuntimeError(f"market {market.seed}: nothing planned, yet the job is not complete")
             break
         known = list(quotes)  # calls of one batch run at the same time: none hears another's quotes
         for planned in batch:
@@ -278,7 +279,7 @@ def run_job(market: SimMarket, strategy: Strategy, *, rounds: int = 2, max_concu
             before = progress[planned.provider_id]
             progress[planned.provider_id] = ProviderProgress(
                 provider_id=planned.provider_id, status="closed" if walked else "done",
-                rounds_called=planned.round, scope=before.scope, shown=shown if shown is not None else before.shown,
+                rounds_called=planned.round, shown=shown if shown is not None else before.shown,
                 highest_offer=max(memory[planned.provider_id].our_offers, default=None))
     agreed = [all_in(q) for q in quotes if q.agreed]
     paid = min(agreed) if agreed else None
