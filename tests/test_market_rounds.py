@@ -117,8 +117,11 @@ def test_rounds_end_the_callbacks() -> None:
     assert [(c.provider_id, c.round) for c in next_calls(better, MARKET)] == [("a", 2)]  # b has had its 2 rounds
 
 
-def test_no_callbacks_without_competing_quotes() -> None:
+def test_without_competing_quotes_market_neither_staggers_nor_calls_back() -> None:
     policy = msgspec.structs.replace(MARKET, use_competing_quotes=False)
+    fresh = MarketState(providers=waiting("a", "b", "c"))
+    assert [(c.provider_id, c.reason, c.competitor) for c in next_calls(fresh, policy)] == [
+        (p, "independent", None) for p in "abc"]
     state = MarketState(providers=[done("a"), done("b")], quotes=[q("a", 150, 1), q("b", 200, 2)])
     assert callback_for(state, state.providers[1], policy) is None
     assert job_complete(state, policy)

@@ -9,7 +9,7 @@ plays them) use the same rules:
   further round (up to `rounds`) calls back the providers whose standing quote is above the best comparable
   real quote they have not yet heard, carrying that quote. A provider is never called back with a number it
   has already been shown, so the rounds end: the job is complete when nothing is running and no callback could
-  improve the best all-in price.
+  improve the best all-in price. With competing quotes off, `market` plans exactly like `independent`.
 """
 
 from __future__ import annotations
@@ -101,18 +101,21 @@ def next_calls(state: MarketState, policy: MarketPolicy) -> list[PlannedCall]:
     slots = policy.max_concurrent_calls - _running(state)
     if slots <= 0:
         return []
-    waiting = [p for p in state.providers if p.status == "waiting" and p.rounds_called == 0]
-    if policy.strategy == "independent":
-        return [PlannedCall(provider_id=p.provider_id, round=1, reason="independent") for p in waiting[:slots]]
+    waiting = [p for p in state.providers if p.status == "waiting"]
+    if not policy.cites_competitors:
+        # `independent`, or `market` with competing quotes off: an earlier quote could not be used, so staggering
+        # would only make the job slower, and there is nothing to call back with.
+        return [PlannedCall(provider_id=p.provider_id, round=p.rounds_called + 1, reason="independent")
+                for p in waiting[:slots]]
 
     if waiting:
         known = rank(standing_quotes(state.quotes))
         if not known:
             free = min(slots, policy.opening_calls - _running(state))
-            return [PlannedCall(provider_id=p.provider_id, round=1, reason="opening") for p in waiting[:max(0, free)]]
-        carry = known[0] if policy.cites_competitors else None
-        return [PlannedCall(provider_id=p.provider_id, round=1, reason="informed", competitor=carry)
-                for p in waiting[:slots]]
+            return [PlannedCall(provider_id=p.provider_id, round=p.rounds_called + 1, reason="opening")
+                    for p in waiting[:max(0, free)]]
+        return [PlannedCall(provider_id=p.provider_id, round=p.rounds_called + 1, reason="informed",
+                            competitor=known[0]) for p in waiting[:slots]]
 
     if _running(state):
         return []  # a round ends before the next begins, so every callback carries the round's best
