@@ -337,3 +337,23 @@ def test_best_comparable_and_best_offer() -> None:
     assert best_comparable([qs[0]], "a", Scope()) is None
     offer = best_offer(qs)
     assert offer is not None and (offer.provider_id, offer.price) == ("b", 120.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(quotes, max_size=8), scopes, st.sampled_from(["a", "b", "z"]))
+def test_property_best_comparable_is_another_provider_s_lowest_comparable_standing_quote(
+        qs: list[Quote], ours: Scope, pid: str) -> None:
+    best = best_comparable(qs, pid, ours)
+    candidates = [q for q in standing_quotes(qs) if q.provider_id != pid and comparable(ours, q.scope)]
+    if best is None:
+        assert candidates == []
+    else:
+        assert best in candidates and all(all_in(best) <= all_in(q) for q in candidates)
+    assert rank(rank(qs)) == rank(qs) and sorted(map(id, rank(qs))) == sorted(map(id, qs))
+
+
+def test_a_decision_round_trips_as_json_for_an_event() -> None:
+    d = decide(facts(job_quotes=[competitor(150.0, visit_fee=20.0, warranty="90 days")]))
+    assert msgspec.json.decode(msgspec.json.encode(d), type=Decision) == d
+    f = facts(job_quotes=[competitor(150.0)], cited=[150.0])
+    assert msgspec.json.decode(msgspec.json.encode(f), type=OfferFacts) == f
