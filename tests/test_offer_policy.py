@@ -124,6 +124,12 @@ def test_cites_a_real_lower_comparable_quote_in_its_own_words() -> None:
                           "Could you do it for $153?")  # 10% under its $170 all-in, below the bare-counter floor
 
 
+def test_an_agreed_competing_price_is_called_agreed() -> None:
+    agreed = Quote(provider_id="b", price=150.0, agreed=True)
+    d = decide(facts(job_quotes=[agreed]))
+    assert d.move.say == "Another provider agreed to do comparable work for $150. Could you do it for $135?"
+
+
 def test_never_cites_when_the_flag_is_off() -> None:
     d = decide(facts(job_quotes=[competitor(150.0)], use_competing_quotes=False))
     assert d.competitor is None and "another provider" not in d.move.say.lower()

@@ -118,9 +118,11 @@ def _say_fee(facts: OfferFacts) -> str:
 
 
 def _quoted_line(competitor: Quote) -> str:
-    """The competing quote in the words it was given: its price, and its call-out fee when it has one."""
+    """The competing quote as it was given: quoted or agreed, its price, and its call-out fee when it has one."""
     fee = extra(competitor.scope)
     plus = f" plus a {money(fee)} call-out fee" if fee > 0 else ""
+    if competitor.agreed:
+        return f"Another provider agreed to do comparable work for {money(competitor.price)}{plus}."
     return f"Another provider quoted me {money(competitor.price)}{plus} for comparable work."
 
 
