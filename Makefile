@@ -47,6 +47,10 @@ asyncapi: install ## regenerate the checked-in AsyncAPI document from the contra
 eval: install ## score the offline price extractor on ../shared/eval
 	$(BIN)/python scripts/eval_extractor.py
 
+.PHONY: eval-negotiation
+eval-negotiation: install ## the offer policy and market rounds against seeded simulated markets (docs/negotiation.md)
+	$(BIN)/python scripts/eval_negotiation.py
+
 bench: install ## gateway vs. a bare relay at 25-200 calls (~10 min): benchmarks/results/, docs/bench.png
 	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.gateway_bench
