@@ -140,6 +140,7 @@ def gateway_settings(base_url: str) -> GatewaySettings:
 
 async def test_hanging_up_an_ended_call_answers_21220_and_counts_as_ended() -> None:
     async with TwilioStandin(PersonaBook(), SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, unknown_ring_ms=50) as twilio:
+        twilio.api.faults.hangup_ended_21220 = True
         dialer = TwilioDialer(SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, api_base_url=twilio.base_url, timeout_s=5)
         # The SDK blocks: it runs in a thread so the stand-in, on this loop, can answer.
         created = await asyncio.to_thread(dialer.client.calls.create, to="+14155558006", from_=SIM_FROM,

@@ -91,8 +91,9 @@ class RestFaults:
     failing_status: int = 503
     slow_creates: int = 0  # the call is created and starts, but the answer waits `slow_create_s`
     slow_create_s: float = 15.0
-    # Hanging up a call that has already ended answers 400 / 21220 ("invalid call state"), as Twilio does.
-    hangup_ended_21220: bool = True
+    # Hanging up a call that has already ended answers 400 / 21220 ("invalid call state"), as Twilio does;
+    # off, it succeeds and changes nothing (the lenient behaviour older tests rely on).
+    hangup_ended_21220: bool = False
     served: list[tuple[str, int, float]] = field(default_factory=list)  # (fault, HTTP status, loop time) served
 
     def serve(self, fault: str, status: int) -> None:
