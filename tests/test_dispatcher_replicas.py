@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
+import httpx
+import msgspec
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_dispatcher.service import Dispatcher, DispatcherSettings
@@ -16,8 +19,10 @@ from haggle_sim.personas import Persona, PersonaBook
 from haggle_sim.twilio_standin import TwilioStandin
 
 from haggle import bus
+from haggle.config import Settings
 from haggle.consumer import Delivery
-from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM
+from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, simulated_world
+from haggle.system import start_system
 
 PERSONAS = [Persona(business=f"Replica Plumber {i}", phone=f"+1415557{i:04d}", answer="busy", ring_ms=50)
             for i in range(12)]
@@ -83,3 +88,33 @@ async def test_concurrent_restarts_on_two_replicas_both_land(nc) -> None:
             await (one if i % 2 else two).on_dial(event, delivery())
         dialled = Counter(c.to for c in twilio.calls)
     assert dialled == {p.phone: 1 for p in PERSONAS[:11]}
+
+
+async def test_two_dispatcher_services_dial_a_provider_that_a_restart_adds(nc, nats_server, tmp_path: Path) -> None:
+    """The same through the services' own consumers: two dispatcher replicas next to the rest of the system."""
+    first, added = PERSONAS[10], PERSONAS[11]
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
+                        max_call_attempts=1, calling_hours=None)
+    async with simulated_world(settings, personas=PersonaBook([first, added])) as world:
+        twilio: TwilioStandin = world.twilio  # type: ignore[assignment]
+        system = await start_system(world.settings, nats_url=nats_server.url)
+        second = await start_system(world.settings, ["dispatcher"], nats_url=nats_server.url, port=0)
+        try:
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                body = {"job_id": "restarted", "problem": "leak", "zip_code": "94110", "max_price": 200,
+                        "providers": [{"service_provider": first.business, "phone_number": first.phone}]}
+                assert (await http.post("/jobs", json=body)).status_code == 201
+            await twilio.wait_for_call(timeout=20)
+            [started] = [e for e in await bus.job_history(nc.jetstream(), "restarted")
+                         if isinstance(e, ev.JobStarted)]
+            extra = ev.ProviderSpec(id="p_added", service_provider=added.business, phone_number=added.phone)
+            await bus.Publisher(nc.jetstream()).publish(msgspec.structs.replace(
+                started, event_id="restart-adds", providers=[*started.providers, extra]))
+            while added.phone not in {c.to for c in twilio.calls}:
+                await twilio.wait_for_call(timeout=20)
+            await twilio.wait_all_ended(timeout=20)
+        finally:
+            await second.stop(5)
+            await system.stop(5)
+        dialled = Counter(c.to for c in twilio.calls)
+    assert dialled == {first.phone: 1, added.phone: 1}
