@@ -189,3 +189,17 @@ def test_retry_after_and_error_classes() -> None:
     assert (limited.retry_after_s, limited.ambiguous, limited.http_status) == (3.0, False, 429)
     assert classify(TwilioRestException(503, "/Calls.json", "down", 20500), {}).ambiguous
     assert not classify(TwilioRestException(400, "/Calls.json", "bad To", 21211), {}).ambiguous
+
+
+async def test_a_lost_create_at_the_end_of_the_window_is_adopted_not_failed(nc, nats_server, tmp_path: Path) -> None:
+    busy = Persona(business="Late Plumbing", phone="+14155558008", answer="busy", ring_ms=100)
+    async with simulated_world(world_settings(tmp_path, twilio_http_timeout_s=1.0, dial_retry_window_s=0.0),
+                               personas=PersonaBook([busy])) as world:
+        faults = world.twilio.api.faults  # type: ignore[attr-defined]
+        faults.slow_creates, faults.slow_create_s = 1, 60.0
+        doc, history = await run_job(nc, nats_server.url, world, "late", [busy], timeout=45)
+        [call] = world.twilio.calls  # type: ignore[attr-defined]
+    assert not any(isinstance(e, ev.DialFailed) for e in history)  # the window was over, but the call existed
+    assert [e.call_sid for e in history if isinstance(e, ev.CallDialed)] == [call.sid]
+    [row] = doc["providers"]
+    assert (row["outcome"], row["attempts"]) == ("busy", 1)

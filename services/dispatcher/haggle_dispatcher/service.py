@@ -249,16 +249,7 @@ class Dispatcher:
                     lookup = DialError(f"cannot check Twilio for an earlier call: {exc}", None, None, ambiguous=True)
                     return await self._transient(event, spec, key, existing, lookup)
                 if adopted:
-                    adopted_state = msgspec.structs.replace(existing, state="dialed", sid=adopted, unsure=False)
-                    await self._mark(key, adopted_state)
-                    ctx = await self.call_context(existing.call_id)
-                    if ctx is not None and ctx.call_sid is None:
-                        ctx.call_sid = adopted
-                        await self.calls.put(ctx_key(existing.call_id), encode_context(ctx))
-                    log.info("dial %s: adopted call %s that Twilio created on an earlier try", key, adopted)
-                    await self._publish_dialed(event, adopted, spec.phone_number)
-                    # Its status callbacks may have gone to the dead process's gateway: ask Twilio now.
-                    await self._reconcile_one(key, adopted_state)
+                    await self._adopt(event, spec, key, existing, adopted)
                     return None
             await self.limits.take_turn()
             return await self._dial(event, job, spec, key, existing)
@@ -292,6 +283,20 @@ class Dispatcher:
                 known.add(sid)
         mine = [sid for sid, _ in found if sid not in known]
         return mine[-1] if mine else None  # oldest first created: the one our first lost answer was for
+
+    async def _adopt(
+        self, event: ev.DialScheduled, spec: ev.ProviderSpec, key: str, state: DialState, sid: str
+    ) -> None:
+        adopted = msgspec.structs.replace(state, state="dialed", sid=sid, unsure=False)
+        await self._mark(key, adopted)
+        ctx = await self.call_context(state.call_id)
+        if ctx is not None and ctx.call_sid is None:
+            ctx.call_sid = sid
+            await self.calls.put(ctx_key(state.call_id), encode_context(ctx))
+        log.info("dial %s: adopted call %s that Twilio created on an earlier try", key, sid)
+        await self._publish_dialed(event, sid, spec.phone_number)
+        # Its status callbacks may have gone to a dead process's gateway, or ended before we knew it: ask Twilio.
+        await self._reconcile_one(key, adopted)
 
     async def _dial(
         self, event: ev.DialScheduled, job: ev.JobStarted, spec: ev.ProviderSpec, key: str, prior: DialState | None
@@ -349,12 +354,17 @@ class Dispatcher:
 
         The dial record stays (claimed, with whether a call may exist), so the next try looks before it dials.
         """
-        await self.limits.release_slot(key)
         now = time.time()
         first = state.first_error_at or now
         if now - first >= self.settings.dial_retry_window_s:
+            if exc.ambiguous:  # a last look: failing the attempt must not hide a call that is ringing
+                with contextlib.suppress(Exception):
+                    if sid := await self._find_created(event, spec, state):
+                        await self._adopt(event, spec, key, state, sid)  # it keeps the slot it holds
+                        return None
             reason = f"Twilio unavailable for {now - first:.0f}s: {exc.reason}"
             return await self._fail(event, spec, key, state, reason, exc.code, permanent=False)
+        await self.limits.release_slot(key)
         tries = state.tries + 1
         await self._mark(key, msgspec.structs.replace(
             state, unsure=exc.ambiguous, tries=tries, first_error_at=first, last_error=exc.reason))
