@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -192,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "demo" or getattr(args, "simulate", False):
+        # The stand-ins listen on plain loopback, so the simulated world's public URL is http:// by design.
+        os.environ.setdefault("ALLOW_INSECURE_PUBLIC_URL", "1")
     setup_logging(debug=args.verbose, quiet=args.command in ("extract-price", "contracts", "events", "demo"))
     handlers = {
         "up": _cmd_up,

@@ -94,6 +94,7 @@ class Settings:
     supabase_key: str | None = None
     # HTTP
     public_base_url: str | None = None
+    allow_insecure_public_url: bool = False  # ALLOW_INSECURE_PUBLIC_URL=1: http:// for loopback stand-ins only
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
@@ -104,6 +105,8 @@ class Settings:
     twilio_api_base_url: str = "https://api.twilio.com"
     ring_timeout_s: int = 25
     call_time_limit_s: int = 900
+    twilio_http_timeout_s: float = 10.0  # every Twilio REST request (docs/twilio-rest.md)
+    dial_retry_window_s: float = 600.0  # how long 429 / 5xx / timeouts delay a dial before it fails
     # xAI
     xai_api_key: str | None = field(default=None, repr=False)
     xai_realtime_url: str = "wss://api.x.ai/v1/realtime"
@@ -141,6 +144,12 @@ class Settings:
             # The seed configured a bare host name; Twilio needs https in production.
             domain = domain.removeprefix("https://").removeprefix("http://").rstrip("/")
             public = f"https://{domain}"
+        allow_insecure = _env("ALLOW_INSECURE_PUBLIC_URL", env) in ("1", "true", "yes")
+        if public and public.startswith("http://") and not allow_insecure:
+            # Twilio opens media streams only on wss:// (port 443): an http:// base gives a ws:// stream URL,
+            # and calls would connect, stay silent and drop.
+            raise ConfigError(f"PUBLIC_BASE_URL must be https:// (got {public!r}); set "
+                              "ALLOW_INSECURE_PUBLIC_URL=1 only for local stand-ins on plain loopback")
         phone = _env("TWILIO_PHONE_NUMBER", env)
         if phone and not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
             raise ConfigError(f"TWILIO_PHONE_NUMBER must be an E.164 number like +14155550100 (got {phone!r})")
@@ -168,6 +177,7 @@ class Settings:
             supabase_url=supabase_url,
             supabase_key=supabase_key,
             public_base_url=public,
+            allow_insecure_public_url=allow_insecure,
             host=_env("HAGGLE_HOST", env) or "127.0.0.1",
             port=_int("PORT", env, 8000, minimum=0),
             api_key=_env("HAGGLE_API_KEY", env),
@@ -178,6 +188,8 @@ class Settings:
             or "https://api.twilio.com",
             ring_timeout_s=_int("RING_TIMEOUT_SECONDS", env, 25, minimum=5),
             call_time_limit_s=_int("CALL_TIME_LIMIT_SECONDS", env, 900, minimum=30),
+            twilio_http_timeout_s=_float("TWILIO_HTTP_TIMEOUT_SECONDS", env, 10.0, minimum=0.1),
+            dial_retry_window_s=_float("DIAL_RETRY_WINDOW_SECONDS", env, 600.0, minimum=0),
             xai_api_key=_env("XAI_API_KEY", env),
             xai_realtime_url=_url("XAI_REALTIME_URL", env, "wss://api.x.ai/v1/realtime", ("ws", "wss"))
             or "wss://api.x.ai/v1/realtime",

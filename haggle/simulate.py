@@ -49,6 +49,7 @@ async def simulated_world(settings: Settings, personas: PersonaBook | None = Non
         sim = settings.with_(
             port=port,
             public_base_url=f"http://127.0.0.1:{port}",
+            allow_insecure_public_url=True,  # the stand-ins listen on plain loopback
             twilio_account_sid=SIM_ACCOUNT_SID,
             twilio_auth_token=SIM_AUTH_TOKEN,
             twilio_phone_number=SIM_FROM,

@@ -12,6 +12,10 @@ import pytest
 from haggle import bus
 from haggle.nats_embedded import EmbeddedNats
 
+# Every test's stand-ins listen on plain loopback, so the public URL services are started with is http://
+# (refused otherwise, see haggle/config.py); subprocesses inherit this.
+os.environ.setdefault("ALLOW_INSECURE_PUBLIC_URL", "1")
+
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:

@@ -56,3 +56,11 @@ def test_retry_delay_doubles() -> None:
 )
 def test_error_classes(code: int | None, status: int | None, permanent: bool) -> None:
     assert policy.is_permanent(code, status) is permanent
+
+
+def test_transient_delay_backs_off_and_honours_retry_after() -> None:
+    assert [policy.transient_delay(t, None, jitter=0) for t in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert policy.transient_delay(20, None, jitter=0) == policy.TRANSIENT_CAP_S
+    assert policy.transient_delay(1, 30.0, jitter=0) == 30.0  # Retry-After asks for longer: it wins
+    assert policy.transient_delay(5, 2.0, jitter=0) == 16.0  # never shorter than the backoff
+    assert 1.0 <= policy.transient_delay(1, None) <= 1.2

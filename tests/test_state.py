@@ -100,3 +100,37 @@ def test_cancel_before_the_announcement_still_lets_the_call_run() -> None:
     cancel = ev.JobCancelled(event_id="x", job_id="j")
     state = st.fold_job([started(), schedule, cancel, status(1, "initiated"), announce])["a"]
     assert (state.call_status, state.outcome, state.call_sid) == ("dialing", None, "CA1")
+
+
+def test_out_of_order_status_callbacks_never_move_a_call_backwards() -> None:
+    log: list[ev.Event] = [started(), *dialed(1), status(1, "initiated"), status(1, "in-progress"),
+                           status(1, "ringing")]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.twilio_status) == ("in_progress", "in-progress")
+    done = ev.CallStatusChanged(event_id="s1completed", job_id="j", provider_id="a", attempt=1, call_sid="CA1",
+                                status="completed", duration_s=42.0)
+    twice = ev.CallStatusChanged(event_id="s1completed-again", job_id="j", provider_id="a", attempt=1,
+                                 call_sid="CA1", status="completed", duration_s=None)
+    log += [done, status(1, "ringing"), twice, status(1, "in-progress")]
+    state = st.fold_job(log)["a"]
+    assert (state.twilio_status, state.duration_s) == ("completed", 42.0)
+    assert state.ended_at == done.occurred_at  # the first end counts; repeats change nothing
+    # A late CallDialed for the ended call does not reopen it (its status is still terminal).
+    log.append(dialed(1)[1])
+    assert st.fold_job(log)["a"].twilio_status == "completed"
+
+
+def test_ringing_after_the_final_status_leaves_the_outcome() -> None:
+    log: list[ev.Event] = [started(), *dialed(1), status(1, "initiated"), status(1, "no-answer"),
+                           status(1, "ringing")]
+    state = st.fold_job(log)["a"]
+    # Still waiting for its retry: a late `ringing` must not make it look as if it were being dialled.
+    assert (state.call_status, state.outcome, state.twilio_status) == ("queued", "no_answer", "no-answer")
+
+
+def test_a_new_attempt_takes_statuses_even_after_the_last_one_ended() -> None:
+    log: list[ev.Event] = [started(), *dialed(1), status(1, "busy"),
+                           ev.DialScheduled(event_id="d2", job_id="j", provider_id="a", attempt=2, max_attempts=3),
+                           status(2, "ringing")]  # attempt 2's first status before its CallDialed
+    state = st.fold_job(log)["a"]
+    assert (state.call_sid, state.twilio_status, state.call_status) == ("CA2", "ringing", "dialing")

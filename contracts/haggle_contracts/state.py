@@ -18,6 +18,17 @@ QUEUED, DIALING, IN_PROGRESS, COMPLETED, FAILED = "queued", "dialing", "in_progr
 TERMINAL_CALL_STATUSES = frozenset({COMPLETED, FAILED})
 DEFAULT_MAX_ATTEMPTS = 3
 
+# Twilio's call statuses in the order a call moves through them. Status callbacks can arrive out of order
+# (a `ringing` retried after `in-progress`, a final status twice), so a status never moves a call backwards.
+_STATUS_RANK = {"queued": 0, "initiated": 1, "ringing": 2, "answered": 3, "in-progress": 3}
+_FINAL_RANK = 4
+
+
+def _status_rank(status: str | None) -> int:
+    if status is None:
+        return -1
+    return _FINAL_RANK if status in ev.TERMINAL_TWILIO_STATUSES else _STATUS_RANK.get(status, 0)
+
 
 class Utterance(msgspec.Struct, kw_only=True):
     utterance_id: str
@@ -188,9 +199,18 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.retry_at = None
             _settle(state, ev.Outcome.FAILED, retryable=False)
         case ev.CallStatusChanged():
+            same_call = state.call_sid == event.call_sid
             if event.attempt > state.attempts or state.call_sid is None:
                 state.call_sid = event.call_sid  # a status may be on the log before its CallDialed
             state.attempts = max(state.attempts, event.attempt)  # so a retry decision counts this attempt
+            if same_call and (
+                _status_rank(event.status) < _status_rank(state.twilio_status)
+                or state.twilio_status in ev.TERMINAL_TWILIO_STATUSES
+            ):
+                # Late or repeated: the call has moved past this (or already ended). Only fill a missing duration.
+                if state.duration_s is None and event.duration_s is not None:
+                    state.duration_s = event.duration_s
+                return state
             state.twilio_status = event.status
             if event.duration_s is not None:
                 state.duration_s = event.duration_s

@@ -5,9 +5,14 @@ the SDK byte-compatibly (Call resource JSON, error JSON with Twilio codes, HTTP 
 callback the way Twilio does (twilio.md sections 3-5). What happens during a call is not decided here: a
 `CallControl` (the call simulator in twilio_standin.py) is told when a call is created, hung up or redirected.
 
-Error codes: 20003 (auth), 20404 (unknown resource), 21211 (invalid To), 21220 (redirect of a call that is not
-in progress) and 32018 (inline TwiML over 4000 chars) are Twilio's documented ones; 21201/21213/21205 for a
-missing To/From/Url follow Twilio's numbering for those checks, but the wording is ours."""
+Error codes: 20003 (auth), 20404 (unknown resource), 21211 (invalid To), 21220 (an operation on a call that is
+not in progress), 20429 (too many requests) and 32018 (inline TwiML over 4000 chars) are Twilio's documented
+ones; 21201/21213/21205 for a missing To/From/Url follow Twilio's numbering for those checks, but the wording
+is ours.
+
+Twilio's bad days are switched on through `CallsApi.faults` (a `RestFaults`): rate limiting with
+`Retry-After`, bursts of 5xx, and creates that succeed but answer too late for the client (docs/twilio-rest.md).
+"""
 
 from __future__ import annotations
 
@@ -61,6 +66,38 @@ class TwilioApiError(Exception):
                 "more_info": f"https://www.twilio.com/docs/errors/{self.code}", "status": self.status}
         headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if self.status == 401 else None
         return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class RateLimited(TwilioApiError):
+    """429 / 20429 with `Retry-After`, which Twilio documents as never processed and safe to retry."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(429, 20429, "Too Many Requests")
+        self.retry_after_s = retry_after_s
+
+    def response(self) -> JSONResponse:
+        resp = super().response()
+        resp.headers["Retry-After"] = str(self.retry_after_s)
+        return resp
+
+
+@dataclass
+class RestFaults:
+    """Faults the REST API injects; each count is used up by the next matching requests, in this order."""
+
+    rate_limited_creates: int = 0  # answered 429 / 20429 with `Retry-After: retry_after_s`; nothing created
+    retry_after_s: int = 1
+    failing_creates: int = 0  # answered `failing_status` (5xx) / 20500; nothing created
+    failing_status: int = 503
+    slow_creates: int = 0  # the call is created and starts, but the answer waits `slow_create_s`
+    slow_create_s: float = 15.0
+    # Hanging up a call that has already ended answers 400 / 21220 ("invalid call state"), as Twilio does;
+    # off, it succeeds and changes nothing (the lenient behaviour older tests rely on).
+    hangup_ended_21220: bool = False
+    served: list[tuple[str, int, float]] = field(default_factory=list)  # (fault, HTTP status, loop time) served
+
+    def serve(self, fault: str, status: int) -> None:
+        self.served.append((fault, status, asyncio.get_running_loop().time()))
 
 
 @dataclass(frozen=True)
@@ -247,6 +284,7 @@ class CallsApi:
         self._control = control
         self.calls: dict[str, SimCall] = {}
         self.stats = AccountStats()
+        self.faults = RestFaults()
         self.app = self._build_app()
 
     def call_ended(self, call: SimCall) -> None:
@@ -285,7 +323,13 @@ class CallsApi:
             self._authenticate(request, account_sid)
             form = await request.form()
             params = {k: [str(v) for v in form.getlist(k)] for k in form}
-            return JSONResponse(call_resource(self._create(params)), status_code=201)
+            self._create_fault()
+            call = self._create(params)
+            if self.faults.slow_creates > 0:
+                self.faults.slow_creates -= 1
+                self.faults.serve("slow-create", 201)
+                await asyncio.sleep(self.faults.slow_create_s)  # the client has given up by now
+            return JSONResponse(call_resource(call), status_code=201)
 
         @app.get(prefix + ".json")
         async def list_calls(account_sid: str, request: Request) -> JSONResponse:
@@ -306,6 +350,17 @@ class CallsApi:
             return JSONResponse(call_resource(call))
 
         return app
+
+    def _create_fault(self) -> None:
+        f = self.faults
+        if f.rate_limited_creates > 0:
+            f.rate_limited_creates -= 1
+            f.serve("rate-limited", 429)
+            raise RateLimited(f.retry_after_s)
+        if f.failing_creates > 0:
+            f.failing_creates -= 1
+            f.serve("server-error", f.failing_status)
+            raise TwilioApiError(f.failing_status, 20500, "Internal Server Error")
 
     def _create(self, params: dict[str, list[str]]) -> SimCall:
         def first(name: str) -> str:
@@ -371,7 +426,9 @@ class CallsApi:
             if status not in ("completed", "canceled"):
                 raise TwilioApiError(400, 20001, f"Status must be 'completed' or 'canceled', not {status!r}")
             if call.status in FINAL_STATUSES:
-                return  # hanging up an ended call succeeds and changes nothing
+                if self.faults.hangup_ended_21220:
+                    raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot update.")
+                return  # the lenient variant: hanging up an ended call succeeds and changes nothing
             if status == "canceled" and call.status == "in-progress":
                 return  # `canceled` only affects queued or ringing calls
             await self._control.hang_up(call, status)

@@ -62,6 +62,9 @@ class SimOptions:
     # Fault injection: the media stream's connection dies this long after it opened, while the phone call
     # stays up (until a REST hang-up or the time limit), as when the path between Twilio and the gateway breaks.
     drop_stream_after_s: float | None = None
+    # Status callbacks as a loaded Twilio can deliver them: `ringing` held back until after the next one
+    # (after `in-progress`, or after the final status), and the final status sent twice.
+    disorder_status_callbacks: bool = False
 
 
 class CallRun:
@@ -79,6 +82,7 @@ class CallRun:
                         for e in re.split(r"[\s,]+", v) if e}
         self._cb_seq = 0
         self._cb_tail: asyncio.Task[None] | None = None
+        self._cb_held: tuple[str, str, dict[str, str]] | None = None  # a callback delivered late (disorder)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # a hang-up or redirect request arrived
         self.hangup_reason: str | None = None
@@ -326,7 +330,20 @@ class CallRun:
             params["AnsweredBy"] = c.answered_by
         self._cb_seq += 1
         method = c.param("StatusCallbackMethod") or "POST"
-        self._cb_tail = asyncio.create_task(self._deliver(self._cb_tail, url, method, params))
+        if self._options.disorder_status_callbacks:
+            if call_status == "ringing":
+                self._cb_held = (url, method, params)
+                return
+            sends = [(url, method, params)]
+            if self._cb_held is not None:
+                sends.append(self._cb_held)
+                self._cb_held = None
+            if call_status in FINAL_STATUSES:
+                sends.append((url, method, params))
+        else:
+            sends = [(url, method, params)]
+        for args in sends:
+            self._cb_tail = asyncio.create_task(self._deliver(self._cb_tail, *args))
 
     async def _deliver(self, previous: asyncio.Task[None] | None, url: str, method: str,
                        params: dict[str, str]) -> None:
@@ -384,10 +401,12 @@ class TwilioStandin:
     def __init__(self, personas: PersonaBook, account_sid: str, auth_token: str, *, reply_gap_ms: int = 300,
                  unknown_ring_ms: int = 200, webhook_timeout: float = 10.0, sign_media_stream: bool = True,
                  hangup_wait: float = 10.0, host: str = "127.0.0.1", port: int = 0,
-                 startup_timeout: float = 10.0, drop_stream_after_s: float | None = None) -> None:
+                 startup_timeout: float = 10.0, drop_stream_after_s: float | None = None,
+                 disorder_status_callbacks: bool = False) -> None:
         self.options = SimOptions(reply_gap_ms=reply_gap_ms, unknown_ring_ms=unknown_ring_ms,
                                   webhook_timeout=webhook_timeout, sign_media_stream=sign_media_stream,
-                                  hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s)
+                                  hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s,
+                                  disorder_status_callbacks=disorder_status_callbacks)
         self.account_sid = account_sid
         self._auth_token = auth_token
         self._host, self._port, self._startup_timeout = host, port, startup_timeout

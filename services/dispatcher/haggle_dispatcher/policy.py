@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -73,3 +74,18 @@ def _wait_in_zone(now: datetime, window: tuple[time, time], tz: ZoneInfo) -> dat
 def retry_delay(base_s: float, attempt: int) -> float:
     """Wait before dial `attempt + 1`: the base after the first try, doubling after each further one."""
     return base_s * (2 ** max(0, attempt - 1))
+
+
+TRANSIENT_BASE_S = 1.0
+TRANSIENT_CAP_S = 60.0
+
+
+def transient_delay(tries: int, retry_after_s: float | None, *, jitter: float | None = None) -> float:
+    """Wait before the next create after `tries` transient failures.
+
+    Twilio's `Retry-After` wins when it asks for longer (docs/twilio-rest.md); otherwise exponential backoff
+    from 1 s, capped at a minute, with up to 20% jitter so replicas that failed together do not retry together.
+    """
+    backoff = min(TRANSIENT_BASE_S * (2 ** max(0, tries - 1)), TRANSIENT_CAP_S)
+    backoff *= 1.0 + (random.random() if jitter is None else jitter) * 0.2
+    return max(backoff, retry_after_s or 0.0)

@@ -27,6 +27,7 @@ def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
         calling_hours=s.calling_hours,
         ring_timeout_s=s.ring_timeout_s,
         call_time_limit_s=s.call_time_limit_s,
+        dial_retry_window_s=s.dial_retry_window_s,
     )
 
 
@@ -38,7 +39,8 @@ async def start(rt: Runtime) -> ServiceHandle:
     settings = dispatcher_settings(rt)
     s = rt.settings
     assert s.twilio_account_sid and s.twilio_auth_token
-    dialer = TwilioDialer(s.twilio_account_sid, s.twilio_auth_token, api_base_url=s.twilio_api_base_url)
+    dialer = TwilioDialer(s.twilio_account_sid, s.twilio_auth_token, api_base_url=s.twilio_api_base_url,
+                          timeout_s=s.twilio_http_timeout_s)
     dispatcher = await Dispatcher.create(rt.js, rt.publisher, dialer, settings)
     handle = ServiceHandle("dispatcher")
     handle.dispatcher = dispatcher  # type: ignore[attr-defined]

@@ -7,7 +7,13 @@ replicas at once:
 - outcomes: a terminal call status frees the slot; busy / no-answer / voicemail schedule the next attempt.
 
 All state lives in JetStream (the log and the `haggle_dials` / `haggle_limits` KV buckets), so a
-dispatcher can be killed at any point and another (or the same, restarted) carries on.
+dispatcher can be killed at any point and another (or the same, restarted) carries on. Nothing is cached
+in memory: the job record is read from KV on every use and merged with compare-and-set on its revision, so
+a replica never answers from a copy another replica has since changed.
+
+Twilio trouble never fails a provider early: 429 and 5xx answers and timeouts are retried (honouring
+`Retry-After`) for up to DIAL_RETRY_WINDOW_SECONDS, and a create whose answer was lost is looked up at
+Twilio before any new create, so one attempt never rings a provider twice (docs/twilio-rest.md).
 """
 
 from __future__ import annotations
@@ -38,8 +44,6 @@ from .twilio_dialer import DialError, DialRequest, TwilioDialer
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSIENT_TRIES = 5
-
 
 @dataclass(frozen=True)
 class DispatcherSettings:
@@ -52,13 +56,21 @@ class DispatcherSettings:
     calling_hours: tuple | None = None  # (time, time) or None for any time
     ring_timeout_s: int = 25
     call_time_limit_s: int = 900
+    dial_retry_window_s: float = 600.0
 
 
 class DialState(msgspec.Struct, kw_only=True):
     state: str  # claimed | dialed | failed
-    at: float
+    at: float  # when the attempt was first claimed: Twilio calls created before it are not ours
     call_id: str
     sid: str | None = None
+    # True while a create may have reached Twilio without us learning its SID (a request in flight, a
+    # timeout, a 5xx): the next try must look the call up before creating another. A record written by a
+    # version without this field was, by construction, mid-dial.
+    unsure: bool = True
+    tries: int = 0  # creates (and look-ups) that failed transiently
+    first_error_at: float | None = None
+    last_error: str | None = None
 
 
 def dial_key(job_id: str, provider_id: str, attempt: int) -> str:
@@ -88,7 +100,6 @@ class Dispatcher:
         self.dials = dials_kv
         self.calls = calls_kv
         self.limits = limits
-        self._jobs: dict[str, ev.JobStarted] = {}
         self.stopping = asyncio.Event()
 
     @classmethod
@@ -117,16 +128,17 @@ class Dispatcher:
         except KeyWrongLastSequenceError:
             return False
 
-    async def job(self, job_id: str) -> ev.JobStarted | None:
-        if job_id in self._jobs:
-            return self._jobs[job_id]
-        raw, _ = await self._get(f"job.{job_id}")
+    async def _job_entry(self, job_id: str) -> tuple[ev.JobStarted | None, int | None]:
+        raw, revision = await self._get(f"job.{job_id}")
         if raw is None:
-            return None
+            return None, None
         job = codec.decode(raw)
         assert isinstance(job, ev.JobStarted)
-        self._jobs[job_id] = job
-        return job
+        return job, revision
+
+    async def job(self, job_id: str) -> ev.JobStarted | None:
+        """The job as KV holds it now (read every time: another replica may have merged a re-start)."""
+        return (await self._job_entry(job_id))[0]
 
     async def cancelled(self, job_id: str) -> bool:
         raw, _ = await self._get(f"cancel.{job_id}")
@@ -143,17 +155,32 @@ class Dispatcher:
             return
         if not isinstance(event, ev.JobStarted):
             return
-        known = await self.job(event.job_id)
-        merged = event
-        if known is not None:  # a re-start may add providers; keep everyone already known
-            new_ids = {p.id for p in event.providers}
-            merged = msgspec.structs.replace(
-                event, providers=[*event.providers, *(p for p in known.providers if p.id not in new_ids)]
-            )
-        await self.dials.put(f"job.{event.job_id}", codec.encode(merged))
-        self._jobs[event.job_id] = merged
+        merged = await self._merge_job(event)
         for spec in event.providers:
             await self.schedule(merged, spec.id, attempt=1, not_before=None, reason="initial")
+
+    async def _merge_job(self, event: ev.JobStarted) -> ev.JobStarted:
+        """Store the job, merged with what KV holds, by compare-and-set: concurrent re-starts on two replicas
+        both land (the loser re-reads and merges again)."""
+        key = f"job.{event.job_id}"
+        while True:
+            known, revision = await self._job_entry(event.job_id)
+            merged = event
+            if known is not None:  # a re-start may add providers; keep everyone and everything already known
+                new_ids = {p.id for p in event.providers}
+                merged = msgspec.structs.replace(
+                    event,
+                    providers=[*event.providers, *(p for p in known.providers if p.id not in new_ids)],
+                    max_attempts=event.max_attempts if event.max_attempts is not None else known.max_attempts,
+                )
+            try:
+                if revision is None:
+                    await self.dials.create(key, codec.encode(merged))
+                else:
+                    await self.dials.update(key, codec.encode(merged), last=revision)
+                return merged
+            except KeyWrongLastSequenceError:
+                continue  # another replica wrote in between: merge with its version
 
     async def schedule(
         self, job: ev.JobStarted, provider_id: str, *, attempt: int, not_before: datetime | None, reason: str
@@ -213,17 +240,19 @@ class Dispatcher:
             if await self.cancelled(event.job_id):
                 await self.limits.release_slot(key)
                 return None
-            if existing is not None and existing.state == "claimed":
-                adopted = await self._adopt_interrupted_dial(existing, spec.phone_number)
+            if existing is not None and existing.state == "claimed" and existing.unsure:
+                # An earlier create of this attempt may have reached Twilio (timeout, 5xx, or a dispatcher that
+                # died mid-request): adopt that call rather than ring the provider again.
+                try:
+                    adopted = await self._find_created(event, spec, existing)
+                except Exception as exc:  # cannot tell: never dial blind; wait and ask again
+                    lookup = DialError(f"cannot check Twilio for an earlier call: {exc}", None, None, ambiguous=True)
+                    return await self._transient(event, spec, key, existing, lookup)
                 if adopted:
-                    adopted_state = DialState(state="dialed", at=time.time(), call_id=existing.call_id, sid=adopted)
-                    await self._mark(key, adopted_state)
-                    await self._publish_dialed(event, adopted, spec.phone_number)
-                    # Its status callbacks may have gone to the dead process's gateway: ask Twilio now.
-                    await self._reconcile_one(key, adopted_state)
+                    await self._adopt(event, spec, key, existing, adopted)
                     return None
             await self.limits.take_turn()
-            return await self._dial(event, job, spec, key, delivery)
+            return await self._dial(event, job, spec, key, existing)
         finally:
             heartbeat.cancel()
 
@@ -237,34 +266,65 @@ class Dispatcher:
     async def _mark(self, key: str, state: DialState) -> None:
         await self.dials.put(key, msgspec.json.encode(state))
 
-    async def _adopt_interrupted_dial(self, claimed: DialState, phone: str) -> str | None:
-        """A dispatcher died between claiming a dial and recording its SID: ask Twilio whether it was placed."""
-        try:
-            found = await self.dialer.find_calls(phone, datetime.fromtimestamp(claimed.at - 5, UTC))
-        except Exception as exc:
-            log.warning("could not reconcile interrupted dial %s: %s", claimed.call_id, exc)
-            return None
-        return found[0][0] if found else None
+    async def _find_created(self, event: ev.DialScheduled, spec: ev.ProviderSpec, claimed: DialState) -> str | None:
+        """The SID of a call Twilio created for this attempt on an earlier try, if any.
+
+        Twilio's Call resource does not echo our webhook URLs (where the call_id marker travels), so the call is
+        found by its numbers and creation time; calls already recorded for this provider's earlier attempts
+        are excluded. (Twilio stamps creation to the second, hence the small margin.)
+        """
+        found = await self.dialer.find_calls(
+            spec.phone_number, self.settings.twilio_phone_number, datetime.fromtimestamp(claimed.at - 2, UTC)
+        )
+        known: set[str] = set()
+        for earlier in range(1, event.attempt):
+            raw, _ = await self._get(dial_key(event.job_id, event.provider_id, earlier))
+            if raw is not None and (sid := msgspec.json.decode(raw, type=DialState).sid):
+                known.add(sid)
+        mine = [sid for sid, _ in found if sid not in known]
+        return mine[-1] if mine else None  # oldest first created: the one our first lost answer was for
+
+    async def _adopt(
+        self, event: ev.DialScheduled, spec: ev.ProviderSpec, key: str, state: DialState, sid: str
+    ) -> None:
+        adopted = msgspec.structs.replace(state, state="dialed", sid=sid, unsure=False)
+        await self._mark(key, adopted)
+        ctx = await self.call_context(state.call_id)
+        if ctx is not None and ctx.call_sid is None:
+            ctx.call_sid = sid
+            await self.calls.put(ctx_key(state.call_id), encode_context(ctx))
+        log.info("dial %s: adopted call %s that Twilio created on an earlier try", key, sid)
+        await self._publish_dialed(event, sid, spec.phone_number)
+        # Its status callbacks may have gone to a dead process's gateway, or ended before we knew it: ask Twilio.
+        await self._reconcile_one(key, adopted)
 
     async def _dial(
-        self, event: ev.DialScheduled, job: ev.JobStarted, spec: ev.ProviderSpec, key: str, delivery: Delivery
-    ) -> None:
-        call_id = ev.new_id("call")  # opaque: it travels in webhook URLs and stream parameters
-        await self._mark(key, DialState(state="claimed", at=time.time(), call_id=call_id))
-        ctx = CallContext(
-            call_id=call_id,
-            job_id=event.job_id,
-            provider_id=event.provider_id,
-            attempt=event.attempt,
-            service_provider=spec.service_provider,
-            phone_number=spec.phone_number,
-            problem=spec.problem or job.problem,
-            zip_code=spec.zip_code or job.zip_code,
-            max_price=spec.max_price if spec.max_price is not None else job.max_price,
-            context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
-            token=secrets.token_urlsafe(32),
-        )
-        await self.calls.put(ctx_key(call_id), encode_context(ctx))
+        self, event: ev.DialScheduled, job: ev.JobStarted, spec: ev.ProviderSpec, key: str, prior: DialState | None
+    ) -> Later | None:
+        # One call_id (and context) per attempt, kept across tries: it travels in webhook URLs and stream
+        # parameters, so whichever create Twilio acted on finds the same context.
+        if prior is not None and prior.state == "claimed":
+            state = msgspec.structs.replace(prior, unsure=True)
+        else:
+            state = DialState(state="claimed", at=time.time(), call_id=ev.new_id("call"))
+        call_id = state.call_id
+        await self._mark(key, state)  # claimed and unsure before the request: a crash from here is looked up
+        ctx = await self.call_context(call_id)
+        if ctx is None:
+            ctx = CallContext(
+                call_id=call_id,
+                job_id=event.job_id,
+                provider_id=event.provider_id,
+                attempt=event.attempt,
+                service_provider=spec.service_provider,
+                phone_number=spec.phone_number,
+                problem=spec.problem or job.problem,
+                zip_code=spec.zip_code or job.zip_code,
+                max_price=spec.max_price if spec.max_price is not None else job.max_price,
+                context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
+                token=secrets.token_urlsafe(32),
+            )
+            await self.calls.put(ctx_key(call_id), encode_context(ctx))
         request = DialRequest(
             call_id=call_id,
             to=spec.phone_number,
@@ -277,29 +337,58 @@ class Dispatcher:
             sid = await self.dialer.dial(request)
         except DialError as exc:
             DIALS.labels("error").inc()
-            permanent = policy.is_permanent(exc.code, exc.http_status)
-            if not permanent and delivery.num_delivered < MAX_TRANSIENT_TRIES:
-                await self.limits.release_slot(key)
-                await self.dials.delete(key)
-                raise  # redelivered with backoff
-            await self._mark(key, DialState(state="failed", at=time.time(), call_id=call_id))
-            await self.limits.release_slot(key)
-            log.warning("dial %s to %s failed: %s (code %s)", call_id, mask(spec.phone_number), exc.reason, exc.code)
-            await self.publisher.publish(ev.DialFailed(
-                event_id=f"dialfail-{event.job_id}-{event.provider_id}-{event.attempt}",
-                job_id=event.job_id,
-                provider_id=event.provider_id,
-                attempt=event.attempt,
-                reason=exc.reason,
-                code=exc.code,
-                permanent=permanent,
-            ))
-            return None
+            if policy.is_permanent(exc.code, exc.http_status):
+                return await self._fail(event, spec, key, state, exc.reason, exc.code, permanent=True)
+            return await self._transient(event, spec, key, state, exc)
         DIALS.labels("placed").inc()
-        await self._mark(key, DialState(state="dialed", at=time.time(), call_id=call_id, sid=sid))
+        await self._mark(key, msgspec.structs.replace(state, state="dialed", sid=sid, unsure=False))
         ctx.call_sid = sid
         await self.calls.put(ctx_key(call_id), encode_context(ctx))
         await self._publish_dialed(event, sid, spec.phone_number)
+        return None
+
+    async def _transient(
+        self, event: ev.DialScheduled, spec: ev.ProviderSpec, key: str, state: DialState, exc: DialError
+    ) -> Later | None:
+        """Twilio is rate limiting, failing or slow: try this attempt again later, within the retry window.
+
+        The dial record stays (claimed, with whether a call may exist), so the next try looks before it dials.
+        """
+        now = time.time()
+        first = state.first_error_at or now
+        if now - first >= self.settings.dial_retry_window_s:
+            if exc.ambiguous:  # a last look: failing the attempt must not hide a call that is ringing
+                with contextlib.suppress(Exception):
+                    if sid := await self._find_created(event, spec, state):
+                        await self._adopt(event, spec, key, state, sid)  # it keeps the slot it holds
+                        return None
+            reason = f"Twilio unavailable for {now - first:.0f}s: {exc.reason}"
+            return await self._fail(event, spec, key, state, reason, exc.code, permanent=False)
+        await self.limits.release_slot(key)
+        tries = state.tries + 1
+        await self._mark(key, msgspec.structs.replace(
+            state, unsure=exc.ambiguous, tries=tries, first_error_at=first, last_error=exc.reason))
+        delay = policy.transient_delay(tries, exc.retry_after_s)
+        log.warning("dial %s to %s: transient Twilio error (HTTP %s, code %s, %s); try %d again in %.1fs",
+                    state.call_id, mask(spec.phone_number), exc.http_status, exc.code, exc.reason, tries + 1, delay)
+        return Later(delay)
+
+    async def _fail(
+        self, event: ev.DialScheduled, spec: ev.ProviderSpec, key: str, state: DialState, reason: str,
+        code: int | None, *, permanent: bool,
+    ) -> None:
+        await self._mark(key, msgspec.structs.replace(state, state="failed", unsure=False))
+        await self.limits.release_slot(key)
+        log.warning("dial %s to %s failed: %s (code %s)", state.call_id, mask(spec.phone_number), reason, code)
+        await self.publisher.publish(ev.DialFailed(
+            event_id=f"dialfail-{event.job_id}-{event.provider_id}-{event.attempt}",
+            job_id=event.job_id,
+            provider_id=event.provider_id,
+            attempt=event.attempt,
+            reason=reason,
+            code=code,
+            permanent=permanent,
+        ))
         return None
 
     async def _publish_dialed(self, event: ev.DialScheduled, sid: str, to: str) -> None:

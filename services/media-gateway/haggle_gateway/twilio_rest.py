@@ -1,9 +1,10 @@
 """Hanging up a live call through the Twilio REST API (the official SDK, pointed at a configurable base URL).
 
 `client.calls(sid).update(status="completed")` is a blocking HTTP call, so it runs in a worker thread to
-keep the audio path free. A call that already ended answers 404 / error 20404: that is success for us
-(pipecat's serializer treats it the same way). `TWILIO_API_BASE_URL` lets tests and the Twilio stand-in
-receive the request on loopback.
+keep the audio path free, with the SDK's own request timeout so a hung connection cannot hold the thread.
+A call that already ended is success for us: Twilio answers 404 / error 20404 for one it no longer knows and
+400 / error 21220 ("invalid call state") for one that is no longer in progress (docs/twilio-rest.md).
+`TWILIO_API_BASE_URL` lets tests and the Twilio stand-in receive the request on loopback.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import asyncio
 import logging
 
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-ALREADY_ENDED_CODE = 20404
+NOT_FOUND_CODE = 20404
+NOT_IN_PROGRESS_CODE = 21220
 
 
 class HangupError(RuntimeError):
@@ -31,7 +34,8 @@ class TwilioHangup:
     def __init__(self, settings: GatewaySettings, *, timeout_s: float = 10.0) -> None:
         if not settings.twilio_account_sid or not settings.twilio_auth_token:
             raise ValueError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required to hang up calls")
-        self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+        self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                              http_client=TwilioHttpClient(timeout=timeout_s))
         self._client.api.base_url = settings.twilio_api_base_url.rstrip("/")
         self._timeout_s = timeout_s
 
@@ -39,10 +43,11 @@ class TwilioHangup:
         try:
             self._client.calls(call_sid).update(status="completed")
         except TwilioRestException as exc:
-            if exc.status == 404 or exc.code == ALREADY_ENDED_CODE:
+            if exc.status == 404 or exc.code in (NOT_FOUND_CODE, NOT_IN_PROGRESS_CODE):
                 log.info("call %s had already ended", call_sid)
                 return
             raise HangupError(f"Twilio refused to hang up {call_sid}: HTTP {exc.status} code {exc.code}") from exc
 
     async def __call__(self, call_sid: str) -> None:
-        await asyncio.wait_for(asyncio.to_thread(self._update, call_sid), self._timeout_s)
+        # The SDK timeout bounds each socket read; this bounds the whole request (connect, send, read) too.
+        await asyncio.wait_for(asyncio.to_thread(self._update, call_sid), self._timeout_s + 1.0)
