@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Answer = Literal["human", "busy", "no-answer", "voicemail", "failed", "invalid-number"]
+Sound = Literal["speech", "music", "beep", "silence"]
 
 
 @dataclass(frozen=True)
 class ToolCall:
     """A function call the simulated model makes at the end of an agent turn (after its audio)."""
 
-    name: str  # "record_quote" | "end_call"
+    name: str  # "record_quote" | "end_call" | "send_dtmf"
     arguments: dict[str, object] = field(default_factory=dict)
 
 
@@ -36,6 +37,17 @@ class Turn:
     text: str
     tools: tuple[ToolCall, ...] = ()
     barge_in_after_ms: int | None = None
+    # Provider turns only, all optional (the defaults are a spoken line):
+    sound: Sound = "speech"  # what the line is: speech, hold music, a voicemail beep, or silence
+    ms: int | None = None  # exact length (else `Persona.speech_ms(text)`)
+    menu: str = ""  # a phone menu: the keys that lead on; the line repeats until one of them is pressed
+    heard_as: str | None = None  # the model's first transcript of this line, revised later to `text`
+    pause_before_ms: int | None = None  # silence before this line when it follows a provider line (else pause_ms)
+
+    @property
+    def silent(self) -> bool:
+        """An agent turn that makes no sound of its own (nothing said; a `send_dtmf` plays tones, not speech)."""
+        return self.speaker == "agent" and not self.text
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,13 @@ class Persona:
 
     `ms_per_char` sets how long speech lasts (tests use small values to stay fast).
     `hangup_after_turn`: the provider hangs up right after speaking turn index N (a provider hang-up).
+    `pause_ms`: silence between two provider lines that follow each other (no agent line between): longer
+    than a server VAD's end-of-speech silence, so each line is its own user turn.
+    `amd_speech_ms`: the opening speech answering-machine detection hears (default: the first provider line);
+    a person with a long greeting is classed as a machine by Twilio, as on a real line.
+    `menu_timeout_ms`, `menu_max_plays`: a phone menu replays after that long without a valid key, and the
+    line hangs up after playing it that many times.
+    `record_max_ms`: a voicemail stops recording (and hangs up) that long after its beep.
     """
 
     business: str
@@ -53,6 +72,10 @@ class Persona:
     ms_per_char: int = 25
     hangup_after_turn: int | None = None
     ring_ms: int = 200
+    pause_ms: int = 900
+    menu_timeout_ms: int = 5000
+    menu_max_plays: int = 3
+    record_max_ms: int = 60000
 
     def provider_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.speaker == "provider"]
@@ -62,6 +85,14 @@ class Persona:
 
     def speech_ms(self, text: str) -> int:
         return max(200, len(text) * self.ms_per_char)
+
+    def pause_before(self, turn: Turn) -> int:
+        """Silence before a provider line that directly follows another provider line."""
+        return turn.pause_before_ms if turn.pause_before_ms is not None else self.pause_ms
+
+    def turn_ms(self, turn: Turn) -> int:
+        """How long a provider line lasts."""
+        return turn.ms if turn.ms is not None else self.speech_ms(turn.text)
 
 
 class PersonaBook:
