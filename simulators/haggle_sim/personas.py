@@ -236,8 +236,11 @@ def voicemail(business: str, phone: str, *, greeting_ms: int = 4000, beep_ms: in
     )
 
 
-def demo_personas(ms_per_char: int = 25) -> PersonaBook:
-    """Three providers for `make demo`: two deals at different prices and one that will not go low enough."""
+def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> PersonaBook:
+    """Three providers for `make demo`: two deals at different prices and one that will not go low enough.
+
+    `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
+    answering-machine detection takes for a machine, and a business behind a phone menu."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -255,8 +258,14 @@ def demo_personas(ms_per_char: int = 25) -> PersonaBook:
                  tools=(ToolCall("end_call", {"reason": "no agreement"}),)),
         ),
     )
-    return PersonaBook([
+    book = PersonaBook([
         negotiation("Joe's Plumbing", "+14155550101", first_quote=200, counter=150, final=175, ms_per_char=ms_per_char),
         negotiation("Bay Pipe Pros", "+14155550102", first_quote=250, counter=150, final=180, ms_per_char=ms_per_char),
         refuse,
     ])
+    if real_lines:
+        book.add(receptionist("Summit Plumbing and Drain", "+14155550104", first_quote=225, counter=150, final=180,
+                              ms_per_char=ms_per_char))
+        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150, final=175,
+                            ms_per_char=ms_per_char))
+    return book
