@@ -37,8 +37,9 @@ TOOLS = [{"type": "function", "name": n, "parameters": {"type": "object", "prope
 class Relay:
     """A Media Streams server that joins each call to a realtime session: the smallest possible gateway."""
 
-    def __init__(self, realtime: RealtimeStandin, twilio: TwilioStandin, business: str) -> None:
+    def __init__(self, realtime: RealtimeStandin, twilio: TwilioStandin, business: str, drop_keys: int = 0) -> None:
         self.realtime, self.twilio, self.business = realtime, twilio, business
+        self.drop_keys = drop_keys  # lose the first N `send_dtmf` presses (the menu then plays again)
         self.url = ""
         self.done = asyncio.Event()
 
@@ -85,7 +86,10 @@ class Relay:
             elif kind == "response.function_call_arguments.done":
                 args = json.loads(event["arguments"])
                 if event["name"] == "send_dtmf":
-                    await self._media(tw, state, dtmf.tones(args["digits"]))
+                    if self.drop_keys:
+                        self.drop_keys -= 1
+                    else:
+                        await self._media(tw, state, dtmf.tones(args["digits"]))
                 if event["name"] == "end_call":
                     state["bye"] = True
                 await rt.send(json.dumps({"type": "conversation.item.create", "item": {
@@ -99,12 +103,12 @@ class Relay:
 
 
 @contextlib.asynccontextmanager
-async def world(persona: Persona) -> AsyncIterator[tuple[TwilioStandin, RealtimeStandin, Relay]]:
+async def world(persona: Persona, drop_keys: int = 0) -> AsyncIterator[tuple[TwilioStandin, RealtimeStandin, Relay]]:
     book = PersonaBook([persona])
     async with TwilioStandin(book, ACCOUNT_SID, AUTH_TOKEN, allow_insecure_streams=True) as twilio, \
             RealtimeStandin(book, api_key=KEY, pace=5.0, chunk_ms=20, handshake="both", tool_response_id=False,
                             tools_before_last_audio=True, transcript_revisions=True) as realtime:
-        relay = Relay(realtime, twilio, persona.business)
+        relay = Relay(realtime, twilio, persona.business, drop_keys)
         server = await websockets.serve(relay.handle, "127.0.0.1", 0, compression=None)
         relay.url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/media"
         try:
@@ -114,9 +118,9 @@ async def world(persona: Persona) -> AsyncIterator[tuple[TwilioStandin, Realtime
             await asyncio.wait_for(server.wait_closed(), 5)
 
 
-async def run_call(persona: Persona, timeout_s: float = 40.0) -> tuple[Any, Any]:
+async def run_call(persona: Persona, timeout_s: float = 40.0, drop_keys: int = 0) -> tuple[Any, Any]:
     """Place one call through the relay; returns (the Twilio stand-in's call, the realtime session)."""
-    async with world(persona) as (twilio, realtime, relay):
+    async with world(persona, drop_keys) as (twilio, realtime, relay):
         twiml = f'<Response><Connect><Stream url="{relay.url}"/></Connect></Response>'
         call = await create(sdk(twilio.base_url), to=persona.phone, twiml=twiml)
         sim = await twilio.wait_for_call_end(call.sid, timeout=timeout_s)
@@ -167,3 +171,13 @@ async def test_voicemail_message_is_left_after_the_beep() -> None:
     assert log.message_ms >= 0.9 * persona.speech_ms(agent_lines(session)[0])
     assert agent_lines(session) == [persona.turns[2].text]
     assert sim.end_reason.startswith("hangup-rest")
+
+
+async def test_a_lost_key_replays_the_menu_and_both_sides_stay_in_step() -> None:
+    persona = fast(phone_menu("Ace Drain", HUMAN, **DEAL), menu_timeout_ms=1500)
+    sim, session = await run_call(persona, drop_keys=1)
+    log = sim.streams[-1]
+    assert (log.menu_plays, log.digits, session.menu_replays) == (2, "1", 1)
+    assert [ln.turn_index for ln in log.provider_lines][:3] == [0, 0, 2]
+    assert agreed_quote(session) == [175]
+    assert log.talked_over_bytes == 0

@@ -385,3 +385,25 @@ async def test_lines_closer_than_the_vad_silence_are_one_user_turn() -> None:
         assert types(client.seen).count("input_audio_buffer.committed") == 1
         assert standin.sessions[0].sent("conversation.item.input_audio_transcription.completed")[0][
             "transcript"].startswith("You've reached")
+
+
+async def test_a_replayed_menu_is_heard_as_the_menu_and_answered_again() -> None:
+    menu = Persona(business="Ace Drain", phone="+5", ms_per_char=5, turns=(
+        Turn("provider", "For service press 1. For billing press 2.", menu="1", ms=1000),
+        Turn("agent", "", tools=(ToolCall("send_dtmf", {"digits": "1"}),)),
+        Turn("provider", "Service desk, this is Sam. How can I help?", ms=400),
+        Turn("agent", "Hi, is this {business}?"),
+    ))
+    async with RealtimeStandin(PersonaBook([menu]), api_key=KEY) as standin:
+        client = await open_client(standin, instructions="You call Ace Drain.")
+        await client.send({"type": "session.update", "session": {"tools": [DTMF_TOOL]}})
+        await client.until("session.updated")
+        session = standin.sessions[0]
+        for _ in range(2):  # the menu, then the same menu again (the key did not reach it)
+            await client.append(speech_like(1000) + silence(400))
+            events = await client.until("response.done")
+            assert [e["name"] for e in events if e["type"] == "response.function_call_arguments.done"] == ["send_dtmf"]
+        assert session.menu_replays == 1
+        await client.append(speech_like(400) + silence(400))
+        await client.until("response.done")
+        assert session.responses[-1]["text"] == "Hi, is this Ace Drain?"
