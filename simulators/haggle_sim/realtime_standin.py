@@ -37,7 +37,9 @@ Persona scripts drive phone menus, hold, screening and voicemail: an agent turn 
 again. A user turn that holds only music, a beep or silence (provider turns with that `sound`) is transcribed as
 "" and gets no response. Provider lines closer together than the session's VAD silence are one user turn (a
 voicemail greeting and its beep). A scripted `send_dtmf` the session's tools do not offer is said aloud instead
-("I'll press 1."), as a model without the tool does; `undeclared_tools` records it.
+("I'll press 1."), as a model without the tool does; `undeclared_tools` records it. A menu that plays again
+(a user turn as long as the last menu, unlike the next line) is answered again with the menu's turn
+(`menu_replays` counts it), so the two stand-ins stay in step when a key is lost.
 
 Fault knobs: `drop_after_s` (close the socket that long after the handshake) or `drop_after_responses` (close
 it right after the N-th `response.done`), both limited to the first `drop_sessions` sessions when set;
