@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, subjects, text
 from haggle_contracts import events as ev
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -30,7 +30,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,14 @@ async def retry_transient(op: Callable[[], Awaitable[T]], *, deadline_s: float, 
             delay = min(delay * 2, 1.0)
 
 
+class SubjectNotNew(Exception):
+    """A publish that expected its subject to be empty found a message there (e.g. the job id is taken)."""
+
+
+# JetStream's "wrong last sequence" answer to Nats-Expected-Last-Subject-Sequence.
+_WRONG_LAST_SEQUENCE = 10071
+
+
 class Publisher:
     """Publishes events durably. Retries through timeouts and NATS restarts; the msg id makes retries safe."""
 
@@ -167,14 +175,25 @@ class Publisher:
         self.js = js
         self.deadline_s = deadline_s
 
-    async def publish(self, event: ev.Event) -> int:
-        """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated)."""
+    async def publish(self, event: ev.Event, *, first_on_subject: bool = False) -> int:
+        """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated).
+
+        `first_on_subject`: the stream itself refuses the event (SubjectNotNew) when its subject already holds a
+        message, so two publishers racing for one job id cannot both succeed (the log is the truth, not a
+        projection that may lag). A retry of the same event is still deduplicated by its msg id first."""
         subject = subjects.subject_for(event)
         data = codec.encode(event)
         headers = {"Nats-Msg-Id": event.event_id}
+        if first_on_subject:
+            headers["Nats-Expected-Last-Subject-Sequence"] = "0"
 
         async def once() -> int:
-            return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
+            try:
+                return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
+            except APIError as exc:
+                if exc.err_code == _WRONG_LAST_SEQUENCE:
+                    raise SubjectNotNew(f"{subject} already holds a message") from exc
+                raise
 
         what = f"publish of {type(event).__name__} on {subject}"
         return await retry_transient(once, deadline_s=self.deadline_s, what=what)
@@ -231,10 +250,24 @@ async def replay(js: JetStreamContext, subject_filter: str, *, batch: int = 256)
             pass
 
 
+def decode_message(subject: str, data: bytes) -> ev.AnyEvent:
+    """An event as every reader of the log must see it: decodable, within the text rule (`haggle_contracts.text`),
+    and published on the subject its body names. A JobStarted on `haggle.job.A.started` whose body says job B
+    would otherwise start B with no JobStarted in B's history, so it is refused like a malformed body."""
+    event = codec.decode(data)
+    expected = subjects.subject_for(event)
+    if subject != expected:
+        raise codec.EventDecodeError(f"subject {subject} does not match the body, which belongs on {expected}")
+    reason = text.event_problem(event)
+    if reason is not None:
+        raise codec.EventDecodeError(f"invalid {type(event).__name__}: {reason}")
+    return event
+
+
 def _stored(msg: Msg) -> StoredEvent:
     seq = msg.metadata.sequence.stream
     try:
-        return StoredEvent(seq=seq, subject=msg.subject, event=codec.decode(msg.data), raw=msg.data)
+        return StoredEvent(seq=seq, subject=msg.subject, event=decode_message(msg.subject, msg.data), raw=msg.data)
     except codec.EventDecodeError as exc:
         return StoredEvent(seq=seq, subject=msg.subject, event=None, error=str(exc), raw=msg.data)
 

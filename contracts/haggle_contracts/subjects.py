@@ -151,7 +151,8 @@ KV_CALLS = "haggle_calls"  # call context by call id, written by the dispatcher 
 KV_DIALS = "haggle_dials"  # one key per dial attempt: the guard that nobody is dialed twice
 KV_LIMITS = "haggle_limits"  # call slots and pacing shared by dispatcher replicas
 KV_REPORTS = "haggle_reports"  # which job reports the results webhook has received
-KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS)
+KV_IDS = "haggle_ids"  # provider ids taken by a job (key `provider.<id>`, value the job id): created, never overwritten
+KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS)
 
 
 @dataclass(frozen=True)

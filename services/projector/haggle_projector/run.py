@@ -22,10 +22,11 @@ async def start(rt: Runtime, *, consume: bool = True) -> ServiceHandle:
     await store.open()
     handle = ServiceHandle("projector")
     handle.store = store  # type: ignore[attr-defined]
-    if consume:
-        projector = Projector(store)
+    projector = Projector(store) if consume else None
+    if projector is not None:
         handle.consume(rt, "projector", projector.handle, ordered=True)
-    handle.routers.append(build_router(ApiDeps(store=store, publish=rt.publisher.publish, api_key=rt.settings.api_key)))
+    handle.routers.append(build_router(ApiDeps(store=store, publish=rt.publisher.publish, api_key=rt.settings.api_key,
+                                               js=rt.js, projector=projector)))
     dashboard = DashboardDeps(store=store, nc=rt.nc, js=rt.js, api_key=rt.settings.api_key,
                               publish=rt.publisher.publish)
     handle.routers.append(build_dashboard_router(dashboard))

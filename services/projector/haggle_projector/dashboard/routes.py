@@ -32,7 +32,7 @@ from starlette.datastructures import UploadFile
 
 from haggle import bus
 
-from ..api import JOB_ID, ApiDeps, job_doc, job_started_from, provider_doc, require_api_key
+from ..api import JOB_ID, ApiDeps, create_job_on_log, job_doc, job_started_from, provider_doc, require_api_key
 from ..stores import ProviderStore
 from . import templates
 from .feed import FeedHub, JobFold, job_feed, utterance_view
@@ -198,7 +198,11 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
             return _html(templates.new_job_page(values, exc.errors, signed_in=protected), 422)
         except HTTPException as exc:
             return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), 422)
-        await deps.publish(event)
+        try:
+            await create_job_on_log(ApiDeps(store=deps.store, publish=deps.publish, js=deps.js), event,
+                                    explicit_ids=[p.id for p in body.providers if p.id])
+        except HTTPException as exc:
+            return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), exc.status_code)
         log.info("job %s started from the dashboard with %d provider(s)", event.job_id, len(event.providers))
         return RedirectResponse(f"/ui/jobs/{quote(event.job_id)}", status_code=303)
 
