@@ -147,6 +147,12 @@ class EventConsumer:
         except codec.EventDecodeError as exc:
             await self._dead_letter(msg, delivery, str(exc))
             return
+        if 0 < self.spec.max_deliver <= delivery.num_delivered:
+            # The last delivery JetStream will make: end it here, with the reason, rather than let the message
+            # stop silently (the earlier attempts' errors are in the log).
+            await self._dead_letter(msg, delivery, f"not handled after {delivery.num_delivered} deliveries "
+                                                   f"(max_deliver {self.spec.max_deliver})")
+            return
         try:
             result = await (self._call_in_order(event, delivery) if self.ordered else self.handler(event, delivery))
         except Rejected as exc:

@@ -15,10 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from .config import Settings
+from .logs import mask_urls
 from .nats_embedded import EmbeddedNats
 from .runtime import Runtime, ServiceHandle
 
@@ -49,6 +50,14 @@ async def start_service(name: str, rt: Runtime, **options: object) -> ServiceHan
 
 def build_app(handles: Iterable[ServiceHandle], *, title: str = "Haggle") -> FastAPI:
     app = FastAPI(title=title)
+
+    @app.exception_handler(ConnectionError)
+    async def backing_service_down(request: Request, exc: ConnectionError) -> JSONResponse:
+        # A store or log that is down is the server's trouble, not a bug: 503, and the client may retry.
+        log.warning("%s %s: %s", request.method, request.url.path, mask_urls(str(exc)))
+        return JSONResponse({"detail": "a backing service is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
     handles = list(handles)
     for handle in handles:
         for router in handle.routers:
