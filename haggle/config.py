@@ -105,6 +105,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
+    insecure_no_auth: bool = False  # HAGGLE_INSECURE_NO_AUTH=1: serve a non-loopback address without a key
+    max_body_bytes: int = 1_048_576  # MAX_BODY_BYTES: larger HTTP bodies get 413
+    metrics_port: int | None = None  # METRICS_PORT: serve /metrics there (no key) instead of on PORT (key)
     # Twilio
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
@@ -182,6 +185,9 @@ class Settings:
             host=_env("HAGGLE_HOST", env) or "127.0.0.1",
             port=_int("PORT", env, 8000, minimum=0),
             api_key=_env("HAGGLE_API_KEY", env),
+            insecure_no_auth=(_env("HAGGLE_INSECURE_NO_AUTH", env) or "0").lower() in ("1", "true", "yes"),
+            max_body_bytes=_int("MAX_BODY_BYTES", env, 1_048_576, minimum=1024),
+            metrics_port=_int("METRICS_PORT", env, 0, minimum=0) or None,
             twilio_account_sid=sid,
             twilio_auth_token=_env("TWILIO_AUTH_TOKEN", env),
             twilio_phone_number=phone,

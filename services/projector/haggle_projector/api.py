@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -105,15 +107,40 @@ class ApiDeps:
     projection_wait_s: float = 5.0  # how long POST /jobs waits for the projection before answering 202
 
 
+SESSION_COOKIE = "haggle_session"
+SESSION_MAX_AGE_S = 30 * 24 * 3600
+
+
+def session_token(api_key: str, *, now: float | None = None) -> str:
+    """A dashboard session: its expiry, signed with the API key (HMAC-SHA256). The key itself never leaves the
+    server in a cookie, and changing the key ends every session."""
+    expires = int((time.time() if now is None else now) + SESSION_MAX_AGE_S)
+    return f"{expires}.{_sign(api_key, expires)}"
+
+
+def session_valid(api_key: str, token: str) -> bool:
+    expires, _, signature = token.partition(".")
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(signature.encode(), _sign(api_key, int(expires)).encode())
+
+
+def _sign(api_key: str, expires: int) -> str:
+    return hmac.new(api_key.encode(), f"haggle-session:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
 def require_api_key(deps: ApiDeps) -> Callable[[Request], Awaitable[None]]:
     async def check(request: Request) -> None:
         if not deps.api_key:
             return
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        supplied = supplied or request.headers.get("x-api-key", "") or request.cookies.get("haggle_key", "")
-        if not hmac.compare_digest(supplied.encode(), deps.api_key.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong API key",
-                                headers={"WWW-Authenticate": "Bearer"})
+        supplied = supplied or request.headers.get("x-api-key", "")
+        if supplied and hmac.compare_digest(supplied.encode(), deps.api_key.encode()):
+            return
+        if session_valid(deps.api_key, request.cookies.get(SESSION_COOKIE, "")):
+            return
+        raise HTTPException(status_code=401, detail="missing or wrong API key",
+                            headers={"WWW-Authenticate": "Bearer"})
 
     return check
 
