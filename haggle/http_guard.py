@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 ASGIApp = Any
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DRAIN_FACTOR = 16
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class _TooLarge(Exception):
@@ -103,3 +104,48 @@ async def _answer(send: Any, status: int, detail: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+class AllowedMethods:
+    """`OPTIONS` answers 204 with the path's methods, and a 405 lists all of them in `Allow`.
+
+    Starlette routes each method of a path separately (GET /jobs and POST /jobs are two routes), so its own
+    405 lists only the methods of the first route that matched the path, and OPTIONS gets 405. RFC 9110 and the
+    OpenAPI document both mean every method the resource supports."""
+
+    def __init__(self, app: ASGIApp, *, routes: Any) -> None:
+        self.app = app
+        self.routes = routes  # the app's route list (read at request time: routers may be added later)
+
+    def _methods(self, scope: dict[str, Any]) -> set[str]:
+        # Ask the routes themselves, method by method: included routers nest theirs, and `matches` sees through.
+        from starlette.routing import Match
+
+        methods: set[str] = set()
+        for method in METHODS:
+            probe = {**scope, "method": method}
+            if any(route.matches(probe)[0] == Match.FULL for route in self.routes):
+                methods.add(method)
+        return methods
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        methods = self._methods(scope)
+        if not methods:
+            await self.app(scope, receive, send)
+            return
+        allow = ", ".join(sorted(methods | {"OPTIONS"})).encode()
+        if scope["method"] == "OPTIONS" and "OPTIONS" not in methods:
+            await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow)]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_allow(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                message = {**message, "headers": [*headers, (b"allow", allow)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_allow)

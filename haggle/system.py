@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from .config import ConfigError, Settings
-from .http_guard import HttpGuard
+from .http_guard import AllowedMethods, HttpGuard
 from .logs import mask_urls
 from .nats_embedded import EmbeddedNats
 from .runtime import Runtime, ServiceHandle
@@ -88,7 +88,8 @@ def build_app(
 ) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title=title)
-    app.add_middleware(HttpGuard, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(AllowedMethods, routes=app.router.routes)  # type: ignore[arg-type]
+    app.add_middleware(HttpGuard, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]  # outermost
 
     @app.exception_handler(ConnectionError)
     async def backing_service_down(request: Request, exc: ConnectionError) -> JSONResponse:

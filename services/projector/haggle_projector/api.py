@@ -26,7 +26,16 @@ from haggle_contracts import state as st
 from haggle_contracts import subjects, text
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from haggle import bus
 
@@ -38,21 +47,38 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 JOB_ID = re.compile(ev.ID_PATTERN)
 
 
+# The text rule as JSON Schema patterns, so the document says what the validators do (a client generator or
+# schemathesis can tell valid from invalid). The validators stay the rule's own code, for its clear messages.
+_ALLOWED = "[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]"
+_VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f]"
+TEXT_PATTERN = f"^{_ALLOWED}*$"
+REQUIRED_TEXT_PATTERN = f"^{_ALLOWED}*{_VISIBLE}{_ALLOWED}*$"  # something besides whitespace
+PHONE_SEPARATORS = "[ ().-]"
+PHONE_PATTERN = (f"^{PHONE_SEPARATORS}*\\+{PHONE_SEPARATORS}*[1-9]"
+                 f"(?:{PHONE_SEPARATORS}*[0-9]){{6,14}}{PHONE_SEPARATORS}*$")
+
+
 def Text(field: str, *, required: bool = False) -> Any:
     """A free-text field under the shared text rule (`haggle_contracts.text`): the same caps the consumers apply."""
     return Annotated[
         str,
         StringConstraints(strip_whitespace=required, min_length=1 if required else 0, max_length=text.cap(field)),
         AfterValidator(lambda v: text.check(v, field)),
+        WithJsonSchema({"type": "string", "minLength": 1 if required else 0, "maxLength": text.cap(field),
+                        "pattern": REQUIRED_TEXT_PATTERN if required else TEXT_PATTERN}),
     ]
+
+
+Id = Annotated[str, WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
 
 
 class ProviderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     service_provider: Text("service_provider", required=True)
-    phone_number: Annotated[str, StringConstraints(max_length=40)]
-    id: str | None = None
+    phone_number: Annotated[str, StringConstraints(max_length=40),
+                            WithJsonSchema({"type": "string", "maxLength": 40, "pattern": PHONE_PATTERN})]
+    id: Id | None = None
     zip_code: Text("zip_code") | None = None
     problem: Text("problem") | None = None
     max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
@@ -62,7 +88,7 @@ class ProviderIn(BaseModel):
     @field_validator("phone_number")
     @classmethod
     def _e164(cls, v: str) -> str:
-        v = re.sub(r"[\s().-]", "", v)
+        v = re.sub(PHONE_SEPARATORS, "", v)
         if not E164.match(v):
             raise ValueError("must be an E.164 phone number such as +14155550123")
         return v
@@ -82,7 +108,7 @@ class JobIn(BaseModel):
     zip_code: Text("zip_code", required=True)
     max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     providers: Annotated[list[ProviderIn], Field(min_length=1, max_length=1000)]
-    job_id: str | None = None
+    job_id: Id | None = None
     context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
 
@@ -159,7 +185,7 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
     for p in body.providers:
         pid = p.id or ev.new_id("p")
         if pid in seen:
-            raise HTTPException(status_code=422, detail=f"provider id {pid!r} appears twice")
+            raise HTTPException(status_code=409, detail=f"provider id {pid!r} appears twice")
         seen.add(pid)
         providers.append(ev.ProviderSpec(
             id=pid, service_provider=p.service_provider, phone_number=p.phone_number,
