@@ -136,3 +136,41 @@ async def test_the_session_cookie_is_a_signed_token_not_the_key(nc, nats_server,
             assert (await http.get("/jobs")).status_code == 200  # the client carries the session cookie
     finally:
         await system.stop(5)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_deploy_nats_nodes_require_a_password() -> None:
+    from haggle.nats_embedded import server_binary
+
+    for conf in sorted((REPO / "deploy/nats").glob("n*.conf")):
+        env = {k: v for k, v in os.environ.items() if k != "NATS_PASSWORD"}
+        without = subprocess.run([server_binary(), "-t", "-c", str(conf)], env=env, capture_output=True, text=True)
+        assert without.returncode != 0 and "NATS_PASSWORD" in without.stderr + without.stdout, conf
+        with_pw = subprocess.run([server_binary(), "-t", "-c", str(conf)], env={**env, "NATS_PASSWORD": "pw"},
+                                 capture_output=True, text=True)
+        assert with_pw.returncode == 0, with_pw.stderr
+    compose = (REPO / "deploy/compose.yaml").read_text()
+    assert "nats://haggle:${NATS_PASSWORD:?" in compose and "HAGGLE_API_KEY: ${HAGGLE_API_KEY:?" in compose
+
+
+async def test_the_deploy_auth_block_refuses_anonymous_clients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authorization block of deploy/nats/n1.conf, verbatim, on a loopback node: password in, anonymous out."""
+    from haggle.nats_embedded import EmbeddedNats
+
+    text = (REPO / "deploy/nats/n1.conf").read_text()
+    block = text[text.index("authorization {"):text.index("}", text.index("authorization {")) + 1]
+    port = free_port()
+    conf = tmp_path / "auth.conf"
+    conf.write_text(f"listen: 127.0.0.1:{port}\n{block}\njetstream {{ store_dir: \"{tmp_path / 'js'}\" }}\n")
+    monkeypatch.setenv("NATS_PASSWORD", "deploy-secret")  # what compose hands the node container
+    node = EmbeddedNats(tmp_path / "node", port=port, config_file=conf).start()
+    try:
+        with pytest.raises(bus.NatsUnreachable) as refused:
+            await bus.connect(f"nats://127.0.0.1:{port}", name="anonymous", deadline_s=3)
+        assert "deploy-secret" not in str(refused.value)
+        nc = await bus.connect(f"nats://haggle:deploy-secret@127.0.0.1:{port}", name="signed-in", deadline_s=10)
+        await nc.close()
+    finally:
+        node.stop()
