@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from .projector import Projector
 from .stores import ProviderStore, open_store
 
 log = logging.getLogger(__name__)
+PROJECTION_WAIT_S = 5.0  # POST /jobs waits this long for the projection to hold the job, then answers 202
 
 
 async def _open_when_reachable(store: ProviderStore, then: Callable[[], None]) -> None:
@@ -57,8 +59,11 @@ async def start(rt: Runtime, *, consume: bool = True) -> ServiceHandle:
         # store's routes, and start projecting once it answers (the consumer's position waits on the stream).
         log.error("projection store unavailable at start (%s); retrying in the background", mask_urls(str(exc)))
         handle.background(_open_when_reachable(store, begin), "open-store")
-    handle.routers.append(build_router(ApiDeps(store=store, publish=rt.publisher.publish, api_key=rt.settings.api_key,
-                                               js=rt.js, projector=projector)))
+    handle.routers.append(build_router(ApiDeps(
+        store=store, publish=rt.publisher.publish, api_key=rt.settings.api_key, js=rt.js, projector=projector,
+        projection_wait_s=PROJECTION_WAIT_S,
+        publish_first=functools.partial(rt.publisher.publish, first_on_subject=True),
+    )))
     dashboard = DashboardDeps(store=store, nc=rt.nc, js=rt.js, api_key=rt.settings.api_key,
                               publish=rt.publisher.publish)
     handle.routers.append(build_dashboard_router(dashboard))

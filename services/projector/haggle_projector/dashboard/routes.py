@@ -14,6 +14,7 @@ refused by `haggle.http_guard` before they reach these routes.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -212,8 +213,9 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         except HTTPException as exc:
             return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), 422)
         try:
-            await create_job_on_log(ApiDeps(store=deps.store, publish=deps.publish, js=deps.js), event,
-                                    explicit_ids=[p.id for p in body.providers if p.id])
+            first = functools.partial(deps.publish, first_on_subject=True) if deps.js is not None else None
+            await create_job_on_log(ApiDeps(store=deps.store, publish=deps.publish, js=deps.js, publish_first=first),
+                                    event, explicit_ids=[p.id for p in body.providers if p.id])
         except HTTPException as exc:
             return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), exc.status_code)
         log.info("job %s started from the dashboard with %d provider(s)", event.job_id, len(event.providers))
