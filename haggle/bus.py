@@ -224,7 +224,16 @@ class Publisher:
 
         `first_on_subject`: the stream itself refuses the event (SubjectNotNew) when its subject already holds a
         message, so two publishers racing for one job id cannot both succeed (the log is the truth, not a
-        projection that may lag). A retry of the same event is still deduplicated by its msg id first."""
+        projection that may lag). A retry of the same event is still deduplicated by its msg id first.
+
+        Text against the rule (`haggle_contracts.text`: a control character in a transcript, an over-long quote)
+        is fitted to it here, with a warning: our own producers never store an event every consumer would
+        dead-letter. The API validates what people send before it gets this far."""
+        reason = text.event_problem(event)
+        if reason is not None:  # every consumer would dead-letter it: store what the text rule allows instead
+            log.warning("%s %s: %s; publishing it with that text fitted to the rule",
+                        type(event).__name__, event.event_id, reason)
+            event = text.fitted_event(event)
         subject = subjects.subject_for(event)
         data = codec.encode(event)
         headers = {"Nats-Msg-Id": event.event_id}

@@ -121,6 +121,7 @@ async def test_a_store_refusal_marks_projection_error_and_the_projection_moves_o
         later = await http.post("/jobs", json=job_body(job_id="later-job"))
         assert later.status_code == 201, later.text
         doc = (await http.get("/jobs/refused-job")).json()
+        assert doc["status"] == "projection_error"
         statuses = [p["call_status"] for p in doc["providers"]]
         assert sorted(statuses) == ["projection_error", "queued", "queued"]
         marked = next(p for p in doc["providers"] if p["call_status"] == "projection_error")
@@ -215,3 +216,15 @@ async def test_a_job_started_on_the_wrong_subject_dials_nobody(nc, nats_server, 
         dialled = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
     assert dialled == [real.phone]
     assert not [e async for e in bus.replay(js, subjects.job_filter("job-b"))]
+
+
+async def test_our_own_producers_store_text_fitted_to_the_rule(nc) -> None:
+    """A transcript line with a form feed (outside text a speech model produced) is stored readable by every
+    consumer instead of being dead-lettered by all of them."""
+    js = nc.jetstream()
+    line = ev.UtteranceTranscribed(event_id="u-ff", job_id="fit", provider_id="fit-p", attempt=1, call_sid="CA1",
+                                   utterance_id="i1", seq=0, role=ev.Role.USER, text="two\x0chundred")
+    await bus.Publisher(js).publish(line)
+    [stored] = [s async for s in bus.replay(js, subjects.job_filter("fit"))]
+    assert stored.error is None and isinstance(stored.event, ev.UtteranceTranscribed)
+    assert stored.event.text == "two\ufffdhundred" and stored.event.event_id == "u-ff"

@@ -14,9 +14,11 @@ event and names the first offending field (the consumers dead-letter with that r
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+
+S = TypeVar("S", bound=msgspec.Struct)
 
 _FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -63,6 +65,27 @@ def check(value: str, field: str) -> str:
 def scrub(value: str) -> str:
     """`value` with forbidden characters replaced by U+FFFD and cut to DEFAULT_CAP: for showing a refused value."""
     return _FORBIDDEN.sub("\ufffd", value)[:DEFAULT_CAP]
+
+
+def fit(value: str, field: str) -> str:
+    """`value` made acceptable as `field`: forbidden characters become U+FFFD, the rest is cut at the cap."""
+    return _FORBIDDEN.sub("\ufffd", value)[: cap(field)]
+
+
+def fitted_event(event: S) -> S:
+    """A copy of `event` with every string made acceptable (`fit`): for text our own producers got from outside
+    (a speech model's transcript, a quote it extracted), which must not make every consumer dead-letter the event."""
+    return msgspec.convert(_fit(msgspec.to_builtins(event), ""), type(event))
+
+
+def _fit(value: Any, field: str) -> Any:
+    if isinstance(value, str):
+        return fit(value, field)
+    if isinstance(value, dict):
+        return {k: _fit(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fit(v, field) for v in value]
+    return value
 
 
 def event_problem(event: msgspec.Struct) -> str | None:

@@ -39,7 +39,7 @@ from pydantic import (
 
 from haggle import bus
 
-from .projector import Projector
+from .projector import PROJECTION_ERROR, Projector
 from .stores import ProviderStore
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,9 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
         "problem": rows[0].problem if rows else None,
         "zip_code": rows[0].zip_code if rows else None,
         "max_price": rows[0].max_price if rows else None,
-        "status": "completed" if rows and all(r.terminal for r in rows) else "running",
+        # A row the store refused no longer follows the log: say so rather than look "running" forever.
+        "status": "projection_error" if any(r.call_status == PROJECTION_ERROR for r in rows)
+        else "completed" if rows and all(r.terminal for r in rows) else "running",
         "providers": [provider_doc(r) for r in rows],
         "offers": [
             {"provider_id": o.provider_id, "service_provider": o.service_provider, "outcome": o.outcome,
