@@ -103,6 +103,40 @@ async def test_projection_store_down_at_start_does_not_stop_the_service(nc, nats
         await system.stop(5)
 
 
+@pytest.mark.postgres
+async def test_a_projection_store_that_comes_up_later_is_projected_into(nc, nats_server, tmp_path: Path,
+                                                                       pg_url: str) -> None:
+    """PostgreSQL unreachable at start (nothing listens on its port yet), then reachable through a TCP relay to the
+    real server: the service was up all along, and once the store answers the projection catches up."""
+    import psycopg
+    from haggle_sim.tcp_balancer import TcpBalancer
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("drop table if exists providers")
+    relay_port = free_port()
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{relay_port}")
+    assert url != pg_url
+    system = await start_system(Settings(data_dir=tmp_path, projection_url=url, port=0), ["projector"],
+                                nats_url=nats_server.url, port=0)
+    try:
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=15, trust_env=False) as http:
+            assert (await http.get("/jobs")).status_code == 503
+            await bus.Publisher(nc.jetstream()).publish(job("before"))  # logged while the store is down
+            async with TcpBalancer([("127.0.0.1", 5432)], port=relay_port):
+
+                async def store_answers() -> None:
+                    while (await http.get("/jobs/before")).status_code != 200:
+                        await asyncio.sleep(0.1)  # the service retries with backoff: nothing to await but its answer
+
+                await asyncio.wait_for(store_answers(), 60)
+                r = await http.post("/jobs", json={"problem": "leak", "zip_code": "94110", "max_price": 100,
+                                                   "providers": [{"service_provider": "P",
+                                                                  "phone_number": "+14155550100"}]})
+                assert r.status_code == 201, r.text
+    finally:
+        await system.stop(5)
+
+
 @pytest.mark.parametrize("value", ["http://u:topsecret@nats-host:4222", "postgresql://u:topsecret@host/db?x"])
 def test_config_errors_mask_passwords_in_urls(value: str) -> None:
     from haggle.config import ConfigError
