@@ -68,15 +68,12 @@ class SimOptions:
     # Fault injection: the media stream's connection dies this long after it opened, while the phone call
     # stays up (until a REST hang-up or the time limit), as when the path between Twilio and the gateway breaks.
     drop_stream_after_s: float | None = None
-<<<<<<< HEAD
     # Status callbacks as a loaded Twilio can deliver them: `ringing` held back until after the next one
     # (after `in-progress`, or after the final status), and the final status sent twice.
     disorder_status_callbacks: bool = False
-=======
     # Twilio streams only to wss://. A plain ws:// url (what an http:// public base url gives) is refused like
     # Twilio does: the call is answered, no stream opens, <Connect> ends. Loopback test setups allow it.
     allow_insecure_streams: bool = False
->>>>>>> standins
 
 
 class CallRun:
@@ -461,22 +458,15 @@ class TwilioStandin:
                  unknown_ring_ms: int = 200, webhook_timeout: float = 10.0, sign_media_stream: bool = True,
                  hangup_wait: float = 10.0, host: str = "127.0.0.1", port: int = 0,
                  startup_timeout: float = 10.0, drop_stream_after_s: float | None = None,
-<<<<<<< HEAD
-                 disorder_status_callbacks: bool = False) -> None:
-        self.options = SimOptions(reply_gap_ms=reply_gap_ms, unknown_ring_ms=unknown_ring_ms,
-                                  webhook_timeout=webhook_timeout, sign_media_stream=sign_media_stream,
-                                  hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s,
-                                  disorder_status_callbacks=disorder_status_callbacks)
-=======
-                 allow_insecure_streams: bool | None = None) -> None:
+                 disorder_status_callbacks: bool = False, allow_insecure_streams: bool | None = None) -> None:
         # Unset: allowed when ALLOW_INSECURE_PUBLIC_URL=1 (the switch that also lets the gateway run on http://).
         if allow_insecure_streams is None:
             allow_insecure_streams = os.environ.get("ALLOW_INSECURE_PUBLIC_URL") == "1"
         self.options = SimOptions(reply_gap_ms=reply_gap_ms, unknown_ring_ms=unknown_ring_ms,
                                   webhook_timeout=webhook_timeout, sign_media_stream=sign_media_stream,
                                   hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s,
+                                  disorder_status_callbacks=disorder_status_callbacks,
                                   allow_insecure_streams=allow_insecure_streams)
->>>>>>> standins
         self.account_sid = account_sid
         self._auth_token = auth_token
         self._host, self._port, self._startup_timeout = host, port, startup_timeout
