@@ -7,7 +7,7 @@ stream starts is remembered for a minute. On shutdown, `drain()` lets live calls
 a deadline, then ends the rest with reason "shutdown".
 
 Prewarms: `/twiml` starts opening the realtime session while the call is being connected, so the greeting
-is not late (landscape.md §6, openclaw#85847). The stream picks it up if it lands on this replica; unused
+is not late (opening a session takes a second or more). The stream picks it up if it lands on this replica; unused
 sessions are closed after `prewarm_ttl_s`.
 """
 

@@ -1,4 +1,5 @@
-"""What the callee actually heard: mark-based playback tracking with generations (twilio.md §2).
+"""What the callee actually heard: mark-based playback tracking with generations
+(docs/twilio-media-streams.md, "Marks").
 
 Twilio echoes a mark once the audio sent before it has played, but `clear` echoes every pending mark at
 once, so an echo alone does not prove playback. Every outbound chunk gets a unique mark `g<gen>-<seq>`
@@ -31,7 +32,7 @@ class Echo:
     item_id: str | None = None
 
 
-# Echoes are values: the common ones are made once (issue 8: one echo per outbound chunk per call).
+# Echoes are values: the common ones are made once (one echo per outbound chunk per call: the hot path).
 _STALE = Echo(EchoKind.STALE)
 _UNKNOWN = Echo(EchoKind.UNKNOWN)
 

@@ -18,8 +18,8 @@ AudioFormat = Literal["pcmu", "pcm24k"]
 Disclosure = Literal["off", "upfront"]
 GreetingMode = Literal["force_message", "response"]
 
-# Pinned rather than `grok-voice-latest`: xai-realtime.md §1 lists grok-voice-think-fast-1.0 as a documented,
-# non-deprecated id, while `-latest` silently moved to a new model on 2026-08-05 (tau2 config); a negotiation
+# Pinned rather than `grok-voice-latest`: xAI's model list has grok-voice-think-fast-1.0 as a documented,
+# non-deprecated id, while `-latest` silently moved to a new model on 2026-08-05; a negotiation
 # agent's behaviour should only change when we change this line.
 DEFAULT_REALTIME_MODEL = "grok-voice-think-fast-1.0"
 
@@ -40,7 +40,7 @@ class GatewaySettings:
     audio_format: AudioFormat = "pcmu"
     ai_disclosure: Disclosure = "off"
     greeting_mode: GreetingMode = "force_message"
-    # Turn detection sent to the model (xAI defaults: 0.85 / 333 / 500 per xai-realtime.md §2).
+    # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
     vad_prefix_padding_ms: int = 333
     vad_silence_ms: int = 500
@@ -65,7 +65,8 @@ class GatewaySettings:
     realtime_reconnect_timeout_s: float = 5.0
     reconnect_buffer_ms: int = 2000
     publish_flush_s: float = 5.0
-    # Coalesce model deltas into Twilio frames of at least one 20 ms frame: tiny deltas stutter (twilio.md §8);
+    # Coalesce model deltas into Twilio frames of at least one 20 ms frame: tiny deltas stutter
+    # (docs/twilio-media-streams.md, "Messages to Twilio");
     # bigger chunks add their length to the playback latency of every other frame (benchmarks/README.md).
     outbound_chunk_ms: int = 20
     truncate_on_barge_in: bool = True

@@ -213,7 +213,7 @@ def clear_message(stream_sid: str) -> str:
 
 
 class FrameGuard:
-    """Per-stream input limits (issue 7): a maximum frame size and a token-bucket message rate.
+    """Per-stream input limits against a hostile or broken peer: a maximum frame size and a token-bucket message rate.
 
     The burst allowance (two seconds' worth) absorbs the flood of mark echoes a `clear` triggers.
     """
