@@ -176,3 +176,75 @@ async def test_lost_realtime_session_is_reopened_with_the_conversation() -> None
         assert replayed == ["Hi, is this Joe's Plumbing?", "Yes it is."]
         assert fresh.of_type("response.create")  # the callee spoke last: our turn
         assert not rig.ended
+
+
+# ------------------------------------------------------------------------------------------------ xAI as it is
+
+
+async def test_audio_faster_than_real_time_is_held_and_released_about_a_second_ahead() -> None:
+    """Ten seconds of speech arriving at once (10x and more): Twilio never has more than ~1 s queued, all of it
+    plays, and a barge-in clears only that second (a small burst of echoes)."""
+    async with BridgeRig(SETTINGS) as rig:
+        await rig.advance(1.6)
+        rig.realtime.response("r1", "a1", "A long explanation.", audio_ms=10_000, done=False)
+        await rig.advance(0.05)
+        assert rig.link.queued_ms <= 1020
+        await rig.advance(4.0)
+        assert 2500 <= rig.link.media_ms <= 5100  # released as it plays, not all at once
+        assert rig.bridge.out.max_queued_ms <= 1020
+        assert rig.link.queued_marks <= 52  # what the clear below returns at once
+        rig.realtime.speech("u2")
+        await rig.advance(0.05)
+        assert len(rig.link.of_kind("clear")) == 1
+        assert rig.link.media_ms < 6000  # the rest was never sent
+        assert not rig.ended
+
+
+async def test_mark_echoes_never_count_against_the_rate_guard() -> None:
+    """A guard of 20 msg/s (burst 40) and a 6 s line at 20 ms chunks: 300 echoes plus a clear's burst pass; the
+    callee's own frames are still limited."""
+    async with BridgeRig(SETTINGS, max_messages_per_s=20) as rig:
+        await rig.advance(1.6)
+        rig.realtime.response("r1", "a1", "A long line.", audio_ms=6000, done=False)
+        await rig.advance(3.0)
+        rig.realtime.speech("u2")  # barge-in: every pending mark comes back at once
+        await rig.advance(0.1)
+        rig.realtime.speech("u2", started=False)
+        rig.realtime.response("r2", "a2", "Sorry, go ahead.", audio_ms=3000)
+        await rig.advance(4.0)
+        assert not rig.ended
+        for _ in range(100):  # invented mark names are the peer's traffic
+            rig.link.inject({"event": "mark", "streamSid": rig.link.stream_sid, "mark": {"name": "g0-99999"}})
+        assert (await rig.ended_with(limit_s=2)).reason == "protocol_error"
+
+
+async def test_revised_input_transcript_replaces_the_line() -> None:
+    async with BridgeRig(SETTINGS) as rig:
+        rig.realtime.speech("u1")
+        rig.realtime.speech("u1", started=False)
+        rig.realtime.user_transcript("u1", "It's two hundred.")
+        await rig.advance(1.5)
+        rig.realtime.user_transcript("u1", "It's two hundred fifty.")  # after `completed`
+        rig.realtime.user_transcript("u1", "It's two hundred fifty.")  # repeated: no new revision
+        await rig.advance(0.5)
+        lines = rig.publisher.of_type(ev.UtteranceTranscribed)
+        assert [(u.utterance_id, u.seq, u.text, u.revision) for u in lines] == [
+            ("u1", 0, "It's two hundred.", 0), ("u1", 0, "It's two hundred fifty.", 1)]
+        assert len({u.event_id for u in lines}) == 2
+
+
+def test_the_fold_keeps_the_last_revision_once() -> None:
+    from datetime import UTC, datetime
+
+    from haggle_contracts import state as st
+
+    job = ev.JobStarted(event_id="j", job_id="job1", problem="leak", zip_code="94110", max_price=180.0,
+                        providers=[ev.ProviderSpec(id="p1", service_provider="Joe", phone_number="+14155550101")])
+    base = dict(job_id="job1", provider_id="p1", attempt=0, call_sid="CA1", utterance_id="u1", seq=0,
+                role=ev.Role.USER, spoken_at=datetime(2026, 1, 1, tzinfo=UTC))
+    first = ev.UtteranceTranscribed(event_id="utt-CA1-u1", text="two hundred", **base)  # type: ignore[arg-type]
+    revised = ev.UtteranceTranscribed(event_id="utt-CA1-u1-r1", text="two fifty", revision=1,
+                                      **base)  # type: ignore[arg-type]
+    for order in ([first, revised], [revised, first]):
+        states = st.fold_job([job, *order])
+        assert [u.text for u in states["p1"].transcript] == ["two fifty"]

@@ -198,6 +198,10 @@ class FakeTwilioLink:
         return sum(len(base64.b64decode(m["media"]["payload"])) / 8 for m in self.of_kind("media"))
 
     @property
+    def queued_marks(self) -> int:
+        return sum(1 for q in self._queue if q.mark is not None)
+
+    @property
     def queued_ms(self) -> float:
         """Audio sent but not yet played (what a `clear` would drop)."""
         return sum(q.ms for q in self._queue)
@@ -346,6 +350,10 @@ class BridgeRig:
             self.bridge.request_end("test_over")
             await self.clock.advance(0.1)
             await asyncio.wait_for(self._task, 5.0)
+
+    @property
+    def twilio_malformed(self) -> int:
+        return self.bridge.twilio_pump.malformed
 
     @property
     def ended(self) -> bool:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from haggle_contracts import events as ev
@@ -44,6 +45,7 @@ from haggle import metrics
 
 from . import twilio_media as tm
 from .audio import Transcoder, transcoder_for
+from .call_flow import CallFlow
 from .links import Clock, Frame, LinkClosed, LoopClock, RealtimeSession, TwilioLink
 from .outbound import AudioOut
 from .outbox import EventOutbox
@@ -99,13 +101,17 @@ class CallBridge:
         self._transcoder: Transcoder = transcoder_for(settings.audio_format)
         self.phases = PhaseState(self.started_at)
         self.turns = ModelTurns(self, settings, self.clock)
-        self.out = AudioOut(link, stream_sid, self._transcoder, settings.outbound_chunk_ms, self.turns.audio_sent)
+        self.flow = CallFlow(self)
+        self.out = AudioOut(link, stream_sid, self._transcoder, settings.outbound_chunk_ms, self.turns.audio_sent,
+                            lead_ms=settings.playback_lead_ms)
         self.keeper = SessionKeeper(realtime, reopen, max_reopens=settings.realtime_reconnects,
                                     timeout_s=settings.realtime_reconnect_timeout_s,
                                     buffer_ms=settings.reconnect_buffer_ms)
         self.twilio_pump = TwilioPump(self, link, guard, self.clock, settings.max_malformed_frames)
         self._end = asyncio.Event()
         self._closed = asyncio.Event()
+        self._heard: deque[FinalUtterance] = deque()  # the callee's finished lines, for the call flow
+        self._verdicts: deque[str] = deque()  # AMD verdicts, for the call flow
 
     # ------------------------------------------------------------------------------------------------ lifecycle
 
@@ -115,6 +121,10 @@ class CallBridge:
             self.end_reason = reason
             log.info("call %s ending: %s", self.call_sid, reason)
         self._end.set()
+
+    def machine_verdict(self, answered_by: str) -> None:
+        """Twilio's AMD verdict for this call (evidence for the call flow, handled on the next tick)."""
+        self._verdicts.append(answered_by)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -167,6 +177,7 @@ class CallBridge:
             event_id=f"end-{self.call_sid}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt, call_sid=self.call_sid, reason=reason,
             duration_s=round(max(0.0, now - self.started_at), 3), utterances=self.transcript.released_count,
+            voicemail_left=self.flow.voicemail_left,
         ))
         await self._outbox.close(self.settings.publish_flush_s)
         code = 1008 if reason == "protocol_error" else 1000
@@ -181,12 +192,15 @@ class CallBridge:
     async def tick(self, now: float) -> bool:
         """The ticker's work; True once the call is ending."""
         self.release_transcript()
+        await self.line_events()
+        await self.flow.tick(now)
         if not self.turns.gate.done and not self.keeper.down:
             await self.turns.greeting_tick(now)
         if now - self.started_at >= self.settings.max_call_s:
             self.request_end("max_duration")
             return True
-        if (self.phases.silence_expired(now, self.settings.silence_timeout_s) and not self.out.tracker.playing
+        await self.out.release()
+        if (self.phases.silence_expired(now, self.settings.silence_timeout_s) and not self.out.busy
                 and not self.keeper.down):
             self.request_end("silence_timeout")
             return True
@@ -199,13 +213,14 @@ class CallBridge:
             self.turns.gate.voice(self.clock.now())  # local energy, so the opening line never starts over a hello
         await self.keeper.audio_in(self._transcoder.to_model(payload))
 
-    def on_mark(self, name: str) -> None:
+    async def on_mark(self, name: str) -> None:
         echo = self.out.tracker.on_echo(name)
         if echo.kind == EchoKind.AUDIO:
             self.phases.activity(self.clock.now())
-        elif echo.kind == EchoKind.MARKER and self.turns.goodbye_played(name):
-            log.info("call %s: goodbye played; hanging up", self.call_sid)
-            self.request_end("end_call")
+            await self.out.release()
+        elif echo.kind == EchoKind.MARKER:
+            await self.out.release()
+            await self.turns.marker_played(echo.label or "")
 
     def on_dtmf(self, digit: str) -> None:
         log.info("call %s: DTMF %r received", self.call_sid, digit[:4])
@@ -251,6 +266,13 @@ class CallBridge:
 
     # ------------------------------------------------------------------------------------------------ transcript
 
+    async def line_events(self) -> None:
+        """Hand what was heard and AMD verdicts to the call flow (they may press keys, hold, or end the call)."""
+        while self._verdicts:
+            await self.flow.machine_verdict(self._verdicts.popleft())
+        while self._heard:
+            await self.flow.heard(self._heard.popleft())
+
     def release_transcript(self) -> None:
         for utterance in self.transcript.release(self.clock.now()):
             self._publish_utterance(utterance)
@@ -264,8 +286,11 @@ class CallBridge:
 
     def _publish_utterance(self, u: FinalUtterance) -> None:
         self.keeper.remember(u)
+        if u.role == ev.Role.USER:
+            self._heard.append(u)
         self._outbox.put(ev.UtteranceTranscribed(
-            event_id=f"utt-{self.call_sid}-{u.item_id}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
+            event_id=f"utt-{self.call_sid}-{u.item_id}" + (f"-r{u.revision}" if u.revision else ""),
+            job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt, call_sid=self.call_sid, utterance_id=u.item_id, seq=u.seq, role=u.role,
-            text=u.text, spoken_at=u.spoken_at, interrupted=u.interrupted,
+            text=u.text, spoken_at=u.spoken_at, interrupted=u.interrupted, revision=u.revision,
         ))

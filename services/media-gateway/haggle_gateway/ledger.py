@@ -24,6 +24,7 @@ class ResponseHandle:
     done: bool = False
     had_audio: bool = False
     end_call: bool = False
+    listen: bool = False  # a tool turn after which the model listens (no response.create)
     tool_calls: int = 0
     items: list[str] = field(default_factory=list)
 
@@ -42,9 +43,9 @@ class ResponseLedger:
         self._responses: dict[str, ResponseHandle] = {}
         self._item_owner: dict[str, str] = {}
         self._active: str | None = None
-        self._pending_forced: bool | None = None  # interruptible flag of a force_message awaiting its response
+        self._pending_forced: tuple[bool, bool] | None = None  # (interruptible, end_call) of a force_message
         self._tool_calls_seen: set[str] = set()
-        self.goodbye_mark: str | None = None
+        self.goodbye_pending = False  # a `bye` marker follows the goodbye's audio; its echo ends the call
 
     # ------------------------------------------------------------------------------------------------ responses
 
@@ -57,15 +58,15 @@ class ResponseLedger:
             state = self._responses[response_id] = ResponseHandle(id=response_id, session=session, created_at=now)
         return state
 
-    def expect_forced(self, interruptible: bool) -> None:
-        """A verbatim line was requested: the next response created is it."""
-        self._pending_forced = interruptible
+    def expect_forced(self, interruptible: bool, *, end_call: bool = False) -> None:
+        """A verbatim line was requested: the next response created is it (`end_call`: hang up after it)."""
+        self._pending_forced = (interruptible, end_call)
 
     def created(self, response_id: str, *, session: int, now: float) -> ResponseHandle:
         state = self.handle(response_id, session=session, now=now)
         if self._pending_forced is not None:
             state.forced = True
-            state.interruptible = self._pending_forced
+            state.interruptible, state.end_call = self._pending_forced
             self._pending_forced = None
         self._active = state.id
         return state
@@ -129,7 +130,7 @@ class ResponseLedger:
             state.dropped = True
 
     def end_call_requested(self) -> bool:
-        return self.goodbye_mark is not None or any(s.end_call for s in self._responses.values())
+        return self.goodbye_pending or any(s.end_call for s in self._responses.values())
 
     def forget_session(self) -> None:
         """The session is gone: its unfinished responses never finish."""
@@ -141,14 +142,8 @@ class ResponseLedger:
 
     # ------------------------------------------------------------------------------------------------ goodbye
 
-    def goodbye_sent(self, mark: str) -> None:
-        self.goodbye_mark = mark
-
-    def is_goodbye(self, mark: str) -> bool:
-        return self.goodbye_mark is not None and mark == self.goodbye_mark
-
     def cancel_goodbye(self) -> bool:
         """The callee spoke over the goodbye: True if one was pending (the hang-up waits for a new one)."""
-        pending = self.goodbye_mark is not None
-        self.goodbye_mark = None
+        pending = self.goodbye_pending
+        self.goodbye_pending = False
         return pending

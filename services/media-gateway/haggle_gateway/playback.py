@@ -68,6 +68,7 @@ class PlaybackTracker:
         self._sent_ms: dict[str, float] = {}
         self._content_index: dict[str, int] = {}
         self._audio_echoes: dict[str, Echo] = {}
+        self._stale_due = 0  # echoes a `clear` will return for marks it dropped
 
     def _name(self, label: str | None = None) -> str:
         self._seq += 1
@@ -128,9 +129,21 @@ class PlaybackTracker:
             )
             for item in items
         ]
+        self._stale_due += len(self._pending)
         self._pending.clear()
         self.generation += 1
         return cuts
+
+    def expected(self, name: str) -> bool:
+        """True if `name` is an echo we are owed: a pending mark, or one of the marks a `clear` dropped (each of
+        those counted once). A peer inventing mark names gets False."""
+        if name in self._pending:
+            return True
+        generation = _generation_of(name)
+        if generation is not None and generation < self.generation and self._stale_due > 0:
+            self._stale_due -= 1
+            return True
+        return False
 
     @property
     def playing(self) -> bool:

@@ -48,7 +48,20 @@ class TwilioPump:
                 log.warning("call %s: Twilio media stream closed without a stop", bridge.call_sid)
                 bridge.request_end("twilio_stream_lost")
                 return
-            violation = self._guard.check(frame.size, self._clock.now())
+            violation = self._guard.check_size(frame.size)
+            if violation is None and frame.text is not None:
+                try:
+                    message: tm.TwilioMessage | None = tm.parse_message(frame.text)
+                except tm.MediaMessageError as exc:
+                    log.warning("call %s: %s", bridge.call_sid, exc)
+                    message = None
+            else:
+                message = None
+            # The echoes of our own marks answer what we sent (all at once after a `clear`): they are not the
+            # peer's traffic and do not count against its rate (docs/twilio-media-streams.md, "Marks").
+            if violation is None and not (isinstance(message, tm.Mark) and bridge.out.tracker.expected(
+                    message.mark.name)):
+                violation = self._guard.check(frame.size, self._clock.now())
             if violation is not None:
                 log.warning("call %s: stream %s; closing", bridge.call_sid, violation)
                 bridge.request_end("protocol_error")
@@ -59,10 +72,7 @@ class TwilioPump:
                     self._binary_warned = True
                 self._malformed()
                 continue
-            try:
-                message = tm.parse_message(frame.text)
-            except tm.MediaMessageError as exc:
-                log.warning("call %s: %s", bridge.call_sid, exc)
+            if message is None:
                 self._malformed()
                 continue
             await self._dispatch(message)
@@ -77,7 +87,7 @@ class TwilioPump:
         if isinstance(message, tm.Media):
             await self._media(message)
         elif isinstance(message, tm.Mark):
-            bridge.on_mark(message.mark.name)
+            await bridge.on_mark(message.mark.name)
         elif isinstance(message, tm.Stop):
             bridge.request_end("provider_hangup")
         elif isinstance(message, tm.Dtmf):
@@ -128,6 +138,7 @@ class RealtimePump:
             except Exception:
                 log.exception("call %s: handling %s failed", bridge.call_sid, event.type)
             bridge.release_transcript()
+            await bridge.line_events()
 
     async def _dispatch(self, event: rt.ServerEvent) -> None:
         bridge, kind = self._bridge, event.type

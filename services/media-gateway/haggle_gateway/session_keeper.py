@@ -77,7 +77,10 @@ class SessionKeeper:
         await self.send(rt.input_audio_append(model_audio))
 
     def remember(self, utterance: FinalUtterance) -> None:
-        self._history.append(utterance)
+        if utterance.revision:
+            self._history = [utterance if u.item_id == utterance.item_id else u for u in self._history]
+        else:
+            self._history.append(utterance)
 
     def drop_backlog(self) -> None:
         self._backlog.clear()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GREETING_RESPONSE_FALLBACK_S = 2.0
+KEYS_PREFIX = "dtmf-"  # item ids of our own key tones (call_flow.py): never truncated or cut by speech
 
 
 def _wall() -> datetime:
@@ -49,6 +50,8 @@ class ModelTurns:
         self.truncates = 0
         self.dropped_deltas = 0
         self.speech_started: list[float] = []
+        self.goodbye_reason = "end_call"  # what the goodbye's echo ends the call with ("voicemail" for a message)
+        self.first_done_at: float | None = None  # our first response (the opening line) finished streaming
         self._bye_timer: Timer | None = None
         self._speech_stopped_at: float | None = None
 
@@ -60,8 +63,33 @@ class ModelTurns:
             log.warning("call %s: no response to the greeting; sending response.create", self._call.call_sid)
             await self._call.keeper.send(rt.response_create())
 
-    def goodbye_played(self, mark: str) -> bool:
-        return self.ledger.is_goodbye(mark)
+    def speech_started_after(self, when: float) -> bool:
+        return bool(self.speech_started) and self.speech_started[-1] >= when
+
+    async def marker_played(self, label: str) -> None:
+        if label != "bye":
+            await self._call.flow.marker_played(label)
+        elif self.ledger.goodbye_pending:
+            log.info("call %s: goodbye played; hanging up", self._call.call_sid)
+            if self.goodbye_reason == "voicemail":
+                self._call.flow.message_played()
+            self._call.request_end(self.goodbye_reason)
+
+    async def silence(self) -> None:
+        """Stop talking now (on hold): drop what is queued and cancel the response being generated."""
+        cut = self.ledger.barge_in(self._call.out.playing_items())
+        if cut is not None:
+            await self._call.out.clear(self._clock.now())
+            self.ledger.drop(cut)
+            if cut.cancel_active:
+                await self._call.keeper.send(rt.response_cancel())
+
+    async def leave_message(self, text: str) -> None:
+        """The voicemail message, verbatim and not interruptible; the call ends once it has played."""
+        await self.silence()
+        self.goodbye_reason = "voicemail"
+        self.ledger.expect_forced(False, end_call=True)
+        await self._call.keeper.send(rt.force_message(text, interruptible=False))
 
     def close(self) -> None:
         if self._bye_timer is not None:
@@ -105,8 +133,8 @@ class ModelTurns:
 
     async def on_audio_delta(self, event: rt.AudioDelta) -> None:
         state = self.ledger.for_audio(event.response_id, event.item_id)
-        if state is not None and state.dropped:
-            self.dropped_deltas += 1
+        if (state is not None and state.dropped) or self._call.phases.silent_agent:
+            self.dropped_deltas += 1  # cut by a barge-in, or on hold: nothing reaches the line
             return
         try:
             audio = base64.b64decode(event.delta)
@@ -142,7 +170,11 @@ class ModelTurns:
         self._speech_stopped_at = None  # their turn is not over yet
         if event.item_id:
             self._call.transcript.open(event.item_id, ev.Role.USER, now, _wall())
-        cut = self.ledger.barge_in(self._call.out.playing_items())
+        items = self._call.out.playing_items()
+        if any(i.startswith(KEYS_PREFIX) for i in items):
+            log.info("call %s: callee spoke while our keys play; they are not cut", self._call.call_sid)
+            return
+        cut = self.ledger.barge_in(items)
         if cut is None:
             return
         if cut.protected:
@@ -182,6 +214,11 @@ class ModelTurns:
         if event.name == "record_quote":
             self._call.publish(quote_event(self._call.ctx, self._call.call_sid, event.call_id, args))
             output = {"ok": True}
+        elif event.name in self._call.flow.TOOLS:
+            result = await self._call.flow.on_tool(event.name, event.call_id, args, state)
+            if result is None:
+                return  # answered later (key presses: once they have played)
+            output = result
         elif event.name == "end_call":
             output = {"ok": True}
             if state is None or state.done:
@@ -200,24 +237,28 @@ class ModelTurns:
         texts = event.transcripts()
         for item_id in state.items:
             self._call.transcript.assistant_done(item_id, texts.get(item_id), now, wall)
+        if self.first_done_at is None and state.had_audio:
+            self.first_done_at = now
         if state.dropped:
             return
         if state.end_call:
             await self.schedule_hangup()
-        elif state.tool_calls and not state.had_audio and event.response.status in (None, "completed"):
+        elif (state.tool_calls and not state.had_audio and not state.listen
+              and event.response.status in (None, "completed")):
             await self._call.keeper.send(rt.response_create())  # a silent tool turn: let the model continue
 
     async def schedule_hangup(self) -> None:
         """After the goodbye's audio is all sent: a marker whose echo means it has played."""
-        if self.ledger.goodbye_mark is not None:
+        if self.ledger.goodbye_pending:
             return
-        self.ledger.goodbye_sent(await self._call.out.marker("bye"))
+        self.ledger.goodbye_pending = True
+        await self._call.out.marker("bye")
         self._bye_timer = self._clock.call_later(self._settings.hangup_fallback_s, self._bye_timeout)
 
     def _bye_timeout(self) -> None:
         log.warning("call %s: goodbye mark not echoed in %.0fs; hanging up anyway", self._call.call_sid,
                     self._settings.hangup_fallback_s)
-        self._call.request_end("end_call")
+        self._call.request_end(self.goodbye_reason)
 
     async def _send_greeting(self, now: float) -> None:
         self.gate.sent(now)

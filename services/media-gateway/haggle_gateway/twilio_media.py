@@ -225,6 +225,10 @@ class FrameGuard:
         self._tokens = self.capacity
         self._last: float | None = None
 
+    def check_size(self, size: int) -> str | None:
+        """For frames that do not count against the rate (the echoes of our own marks)."""
+        return "frame_too_large" if size > self.max_frame_bytes else None
+
     def check(self, size: int, now: float) -> str | None:
         """None if the frame is acceptable, else the violation ("frame_too_large" | "rate_limited")."""
         if size > self.max_frame_bytes:
