@@ -12,6 +12,9 @@ import pytest
 from haggle import bus
 from haggle.nats_embedded import EmbeddedNats
 
+# The stand-ins listen on plain loopback: the tests' setup is local, so ws:// media streams are allowed (issue 13).
+os.environ.setdefault("ALLOW_INSECURE_PUBLIC_URL", "1")
+
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
