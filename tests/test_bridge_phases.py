@@ -227,3 +227,19 @@ async def test_both_handshake_events_mid_stream_are_harmless() -> None:
         await rig.advance(1.6)
         assert len(rig.realtime.of_type("conversation.item.create")) == 1 and not rig.ended
         assert not rig.publisher.of_type(ev.CallEnded)
+
+
+async def test_a_beep_on_the_line_is_a_voicemail_and_the_message_follows_it() -> None:
+    from haggle_sim import audio
+
+    async with BridgeRig(settings(voicemail_action="message")) as rig:
+        rig.bridge.machine_verdict("machine_start")
+        await rig.advance(0.1)
+        beep = audio.beep(500)
+        for start in range(0, len(beep), 160):
+            rig.link.caller_audio(beep[start:start + 160])
+            await rig.advance(0.02)
+        await rig.advance(0.1)
+        forced = [e for e in rig.realtime.of_type("conversation.item.create") if e["item"]["type"] == "force_message"]
+        assert len(forced) == 1 and "AI assistant" in forced[0]["item"]["content"][0]["text"]
+        assert rig.bridge.phases.phase is CallPhase.VOICEMAIL

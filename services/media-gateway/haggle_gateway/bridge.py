@@ -211,6 +211,7 @@ class CallBridge:
     async def on_caller_audio(self, ulaw: bytes, payload: str) -> None:
         if self.turns.gate.waiting and audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) >= self.settings.greeting_voice_rms:
             self.turns.gate.voice(self.clock.now())  # local energy, so the opening line never starts over a hello
+        self.flow.audio(ulaw)
         await self.keeper.audio_in(self._transcoder.to_model(payload))
 
     async def on_mark(self, name: str) -> None:

@@ -12,9 +12,10 @@ message) and moves the call's `PhaseState`:
 - Screening: a screening prompt moves the call to SCREENING; the model answers it with one line (the brief says
   how) and the next person's words move it on.
 - Voicemail: an AMD verdict is evidence, not a decision (docs/twilio-media-streams.md, "Answering machine
-  detection"). `machine_end_beep` or `fax`, the model's `voicemail` tool, or a suspected machine that does not
-  answer our opening line make it a voicemail: with VOICEMAIL_ACTION=message one short message is spoken
-  (not interruptible) and the call hangs up after it has played; otherwise the call hangs up at once.
+  detection"). `machine_end_beep` or `fax`, a beep heard on the line (beep.py), the model's `voicemail` tool, or
+  a suspected machine that does not answer our opening line make it a voicemail: with VOICEMAIL_ACTION=message
+  one short message is spoken (not interruptible) and the call hangs up after it has played; otherwise the call
+  hangs up at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import dtmf
 from . import realtime_events as rt
+from .beep import BeepDetector
 from .ledger import ResponseHandle
 from .menu import LineKind, MenuAction, MenuWatch, classify
 from .phases import CallPhase
@@ -56,6 +58,9 @@ class CallFlow:
         self._pending_keys: dict[str, tuple[str, str]] = {}  # marker label -> (tool call id, digits)
         self._key_seq = 0
         self._opening_heard_at: float | None = None  # our first line has played out on the line
+        self._beep = BeepDetector()
+        self._beep_heard = False
+        self._replied = False  # the callee answered our opening line: a person, not a recording
 
     # ------------------------------------------------------------------------------------------------ tools
 
@@ -72,7 +77,7 @@ class CallFlow:
             return None
         if name == "hold":
             if args.get("state") == "resumed":
-                self.hold_ended("the model says a person is back")
+                await self.hold_ended("the model says a person is back")
             else:
                 await self.hold_started("the model says we are on hold")
             return {"ok": True, "state": self._call.phases.phase.value}
@@ -101,9 +106,19 @@ class CallFlow:
 
     # ------------------------------------------------------------------------------------------------ what we hear
 
+    def audio(self, ulaw: bytes) -> None:
+        """The callee's audio: listened to for a voicemail beep until a person has answered our opening line
+        (or all along once AMD suspects a machine)."""
+        if self.voicemail or (self._replied and not self.machine_suspected):
+            return
+        if self._beep.feed(ulaw):
+            self._beep_heard = True
+
     async def heard(self, utterance: FinalUtterance) -> None:
         """A finished line from the callee."""
         phases, now = self._call.phases, self._call.clock.now()
+        if self._call.turns.first_done_at is not None and utterance.text:
+            self._replied = True
         kind = classify(utterance.text)
         if kind is LineKind.MENU:
             phases.enter(CallPhase.MENU, now)
@@ -122,7 +137,7 @@ class CallFlow:
             phases.enter(CallPhase.SCREENING, now)
         elif phases.phase in (CallPhase.MENU, CallPhase.HOLD, CallPhase.SCREENING):
             if phases.phase is CallPhase.HOLD:
-                self.hold_ended("a person speaks")
+                await self.hold_ended("a person speaks")
             else:
                 phases.enter(CallPhase.CONVERSATION, now)
 
@@ -133,10 +148,11 @@ class CallFlow:
             log.info("call %s: on hold (%s)", self._call.call_sid, why)
             await self._call.turns.silence()
 
-    def hold_ended(self, why: str) -> None:
+    async def hold_ended(self, why: str) -> None:
         if self._call.phases.phase is CallPhase.HOLD:
             log.info("call %s: hold over (%s)", self._call.call_sid, why)
             self._call.phases.enter(CallPhase.CONVERSATION, self._call.clock.now())
+            await self._call.turns.hold_over()
 
     # ------------------------------------------------------------------------------------------------ voicemail
 
@@ -166,7 +182,9 @@ class CallFlow:
         call, settings = self._call, self._call.settings
         if self._opening_heard_at is None and call.turns.first_done_at is not None and not call.out.busy:
             self._opening_heard_at = now
-        if call.phases.hold_expired(now, settings.hold_timeout_s):
+        if self._beep_heard and not self.voicemail:
+            await self.voicemail_detected("a beep on the line")
+        elif call.phases.hold_expired(now, settings.hold_timeout_s):
             log.info("call %s: on hold for %.0fs; giving up", call.call_sid, settings.hold_timeout_s)
             call.request_end("hold_timeout")
         elif (self.machine_suspected and not self.voicemail and self._opening_heard_at is not None

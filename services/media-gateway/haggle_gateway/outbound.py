@@ -74,6 +74,12 @@ class AudioOut:
         """Audio is queued at Twilio or held here."""
         return self.tracker.playing or any(h.item_id is not None for h in self._held)
 
+    @property
+    def pending_ms(self) -> float:
+        """Audio queued at Twilio or held here, in ms: how long until it has all played."""
+        held = sum(len(h.audio) for h in self._held) + len(self._buf)
+        return self.tracker.outstanding_ms + held / TWILIO_BYTES_PER_MS
+
     def playing_items(self) -> list[str]:
         """Items queued at Twilio, held here, or still in our buffer."""
         items = self.tracker.playing_items()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GREETING_RESPONSE_FALLBACK_S = 2.0
+MAX_HELD_BACK = 1500  # audio deltas kept back on hold (tens of seconds at the usual delta sizes)
 KEYS_PREFIX = "dtmf-"  # item ids of our own key tones (call_flow.py): never truncated or cut by speech
 
 
@@ -54,6 +55,9 @@ class ModelTurns:
         self.first_done_at: float | None = None  # our first response (the opening line) finished streaming
         self._bye_timer: Timer | None = None
         self._speech_stopped_at: float | None = None
+        # On hold, the audio of the response to the latest line is kept back: if that line turns out to be a
+        # person taking us off hold, it is the answer and plays; otherwise it is dropped (never reaches the line).
+        self._held_back: list[rt.AudioDelta] = []
 
     async def greeting_tick(self, now: float) -> None:
         action = self.gate.tick(now)
@@ -74,6 +78,16 @@ class ModelTurns:
             if self.goodbye_reason == "voicemail":
                 self._call.flow.message_played()
             self._call.request_end(self.goodbye_reason)
+
+    async def hold_over(self) -> None:
+        """Off hold: the answer to the line that ended it (kept back while still on hold) plays now."""
+        held, self._held_back = self._held_back, []
+        for event in held:
+            await self.on_audio_delta(event)
+        for event in held[-1:]:
+            owner = self.ledger.get(event.response_id)
+            if owner is not None and owner.done:
+                await self._call.out.end_of_item(event.item_id)
 
     async def silence(self) -> None:
         """Stop talking now (on hold): drop what is queued and cancel the response being generated."""
@@ -133,8 +147,14 @@ class ModelTurns:
 
     async def on_audio_delta(self, event: rt.AudioDelta) -> None:
         state = self.ledger.for_audio(event.response_id, event.item_id)
-        if (state is not None and state.dropped) or self._call.phases.silent_agent:
-            self.dropped_deltas += 1  # cut by a barge-in, or on hold: nothing reaches the line
+        after_goodbye = self.ledger.goodbye_pending and (state is None or not state.end_call)
+        if (state is not None and state.dropped) or after_goodbye:
+            self.dropped_deltas += 1  # cut by a barge-in, or said after the goodbye (the call is hanging up)
+            return
+        if self._call.phases.silent_agent:
+            self.dropped_deltas += 1  # on hold: nothing reaches the line (see `hold_over`)
+            if len(self._held_back) < MAX_HELD_BACK:
+                self._held_back.append(event)
             return
         try:
             audio = base64.b64decode(event.delta)
@@ -165,6 +185,7 @@ class ModelTurns:
     async def on_speech_started(self, event: rt.SpeechStarted) -> None:
         now = self._clock.now()
         self.speech_started.append(now)
+        self._held_back.clear()  # a new line: what answered the previous one is stale
         self._call.phases.activity(now)
         self.gate.speech_started(now)
         self._speech_stopped_at = None  # their turn is not over yet
@@ -253,7 +274,9 @@ class ModelTurns:
             return
         self.ledger.goodbye_pending = True
         await self._call.out.marker("bye")
-        self._bye_timer = self._clock.call_later(self._settings.hangup_fallback_s, self._bye_timeout)
+        # The fallback counts from when the goodbye should have played out: audio may still be held here.
+        pending_s = self._call.out.pending_ms / 1000
+        self._bye_timer = self._clock.call_later(self._settings.hangup_fallback_s + pending_s, self._bye_timeout)
 
     def _bye_timeout(self) -> None:
         log.warning("call %s: goodbye mark not echoed in %.0fs; hanging up anyway", self._call.call_sid,
