@@ -172,8 +172,9 @@ tool_calls = hs.builds(
     lambda name, args, call_id: as_wire({"type": "response.function_call_arguments.done", "response_id": "r1",
                                          "item_id": "f9", "call_id": call_id, "name": name,
                                          "arguments": as_wire(args)}),
-    hs.sampled_from(["record_quote", "end_call", "other"]),
-    hs.fixed_dictionaries({}, optional={k: json_values for k in ("price", "price_type", "conditions", "agreed")})
+    hs.sampled_from(["record_quote", "end_call", "send_dtmf", "hold", "voicemail", "other"]),
+    hs.fixed_dictionaries({}, optional={k: json_values for k in ("price", "price_type", "conditions", "agreed",
+                                                                 "digits", "state")})
     | json_values,
     hs.sampled_from(["c1", "c2", "c3"]),
 )
@@ -263,8 +264,11 @@ def test_bridge_handles_any_sequence_of_realtime_events(frames: list[str]) -> No
     published = asyncio.run(_drive_bridge(frames))
     for event in published:
         assert codec.decode(codec.encode(event)) == event
-    seqs = [e.seq for e in published if isinstance(e, ev.UtteranceTranscribed)]
+    lines = [e for e in published if isinstance(e, ev.UtteranceTranscribed)]
+    seqs = [e.seq for e in lines if not e.revision]
     assert seqs == list(range(len(seqs)))
+    first = {e.utterance_id: e.seq for e in lines if not e.revision}
+    assert all(first.get(e.utterance_id) == e.seq for e in lines if e.revision)  # a revision names its line
 
 
 # ------------------------------------------------------------------------------------------------ operator API

@@ -231,7 +231,7 @@ class CallBridge:
     async def resume(self, cause: RealtimeError) -> bool:
         """The realtime session is gone mid-call. True once a new one carries the conversation on; False when the
         call ends without one (it was ending anyway, or reopening is not allowed or failed: "realtime_error")."""
-        self.keeper.down = True
+        self.keeper.lost()
         metrics.REALTIME_ERRORS.labels(kind="session_lost").inc()
         if self._end.is_set():
             return False

@@ -64,6 +64,10 @@ class SessionKeeper:
             self.down = True
             log.info("realtime send failed: %s", exc)
 
+    def lost(self) -> None:
+        """The session is gone (its socket closed); sends are dropped until it is reopened."""
+        self.down = True
+
     async def recv(self) -> rt.ServerEvent:
         return await self.session.recv()
 
