@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
+from haggle_contracts import subjects
 from haggle_projector.dashboard import DashboardDeps, build_dashboard_router
 
 from haggle import bus
@@ -187,7 +188,10 @@ async def test_pages_require_the_key_and_sign_in_sets_a_strict_cookie(dash: Dash
             assert away.headers["location"] == "/", evil
         out = await anon.post("/ui/logout")
         assert out.status_code == 303 and 'haggle_key=""' in out.headers["set-cookie"]
-    # Only the session published nothing from the anonymous form post.
+    # The anonymous form post started no job: the only JobStarted on the whole log is the test's own (a job the
+    # form had started would have a fresh id, so auth1's history alone could not show it).
+    started = [s.event async for s in bus.replay(dash.system.rt.js, subjects.job_event_filter("started"))]
+    assert [(type(e).__name__, e.job_id) for e in started if e is not None] == [("JobStarted", "auth1")]
     assert [type(e).__name__ for e in await bus.job_history(dash.system.rt.js, "auth1")] == ["JobStarted"]
 
 
