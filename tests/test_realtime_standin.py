@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from typing import Any
 
@@ -271,9 +272,11 @@ async def test_audio_five_times_faster_than_real_time() -> None:
         assert len(audio) == 2000 * 8
         session = standin.sessions[0]
         times = session.sent_times("response.output_audio.delta")
-        # Paced at 5x (0.4 s nominal); even a loaded machine delivers 2 s of audio well before 2 s have passed.
-        assert times[-1] - times[0] < 2.0
         assert len(times) == 100
+        # Paced at 5x: 4 ms between 20 ms chunks. The median gap is immune to a few scheduler stalls and stays
+        # under the chunk's own 20 ms (faster than real time) with a five-fold margin.
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
+        assert gaps[len(gaps) // 2] < 0.020
 
 
 async def test_input_transcript_is_revised_for_the_same_item() -> None:
@@ -382,3 +385,25 @@ async def test_lines_closer_than_the_vad_silence_are_one_user_turn() -> None:
         assert types(client.seen).count("input_audio_buffer.committed") == 1
         assert standin.sessions[0].sent("conversation.item.input_audio_transcription.completed")[0][
             "transcript"].startswith("You've reached")
+
+
+async def test_a_replayed_menu_is_heard_as_the_menu_and_answered_again() -> None:
+    menu = Persona(business="Ace Drain", phone="+5", ms_per_char=5, turns=(
+        Turn("provider", "For service press 1. For billing press 2.", menu="1", ms=1000),
+        Turn("agent", "", tools=(ToolCall("send_dtmf", {"digits": "1"}),)),
+        Turn("provider", "Service desk, this is Sam. How can I help?", ms=400),
+        Turn("agent", "Hi, is this {business}?"),
+    ))
+    async with RealtimeStandin(PersonaBook([menu]), api_key=KEY) as standin:
+        client = await open_client(standin, instructions="You call Ace Drain.")
+        await client.send({"type": "session.update", "session": {"tools": [DTMF_TOOL]}})
+        await client.until("session.updated")
+        session = standin.sessions[0]
+        for _ in range(2):  # the menu, then the same menu again (the key did not reach it)
+            await client.append(speech_like(1000) + silence(400))
+            events = await client.until("response.done")
+            assert [e["name"] for e in events if e["type"] == "response.function_call_arguments.done"] == ["send_dtmf"]
+        assert session.menu_replays == 1
+        await client.append(speech_like(400) + silence(400))
+        await client.until("response.done")
+        assert session.responses[-1]["text"] == "Hi, is this Ace Drain?"

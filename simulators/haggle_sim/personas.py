@@ -58,8 +58,8 @@ class Persona:
     `hangup_after_turn`: the provider hangs up right after speaking turn index N (a provider hang-up).
     `pause_ms`: silence between two provider lines that follow each other (no agent line between): longer
     than a server VAD's end-of-speech silence, so each line is its own user turn.
-    `amd_speech_ms`: the opening speech answering-machine detection hears (default: the first provider line);
-    a person with a long greeting is classed as a machine by Twilio, as on a real line.
+    Answering-machine detection hears the first provider line (twilio_standin.amd_verdict): a person with a long
+    greeting is classed as a machine, as on a real line.
     `menu_timeout_ms`, `menu_max_plays`: a phone menu replays after that long without a valid key, and the
     line hangs up after playing it that many times.
     `record_max_ms`: a voicemail stops recording (and hangs up) that long after its beep.
@@ -177,12 +177,15 @@ def receptionist(business: str, phone: str, *, first_quote: int, counter: int, f
 
 
 def phone_menu(business: str, phone: str, *, first_quote: int, counter: int, final: int, key: str = "1",
-               ms_per_char: int = 25, menu_timeout_ms: int = 5000) -> Persona:
-    """A business behind a phone menu: `key` (or 0) reaches a person, anything else replays the menu."""
+               ms_per_char: int = 25, menu_timeout_ms: int = 5000, operator: bool = True) -> Persona:
+    """A business behind a phone menu: `key` (or 0 with `operator`) reaches a person, anything else replays it.
+
+    With `operator=False` and a `key` the agent never presses, the menu only replays and then hangs up: a menu
+    the agent cannot get through."""
     base = negotiation(business, phone, first_quote=first_quote, counter=counter, final=final,
                        ms_per_char=ms_per_char)
     turns = (
-        Turn("provider", MENU_PROMPT.format(business=business), menu=key + "0"),
+        Turn("provider", MENU_PROMPT.format(business=business), menu=key + ("0" if operator else "")),
         Turn("agent", "", tools=(ToolCall("send_dtmf", {"digits": key}),)),
         Turn("provider", "Service desk, this is Sam. Hello?"),
         *base.turns[1:],
@@ -236,8 +239,11 @@ def voicemail(business: str, phone: str, *, greeting_ms: int = 4000, beep_ms: in
     )
 
 
-def demo_personas(ms_per_char: int = 25) -> PersonaBook:
-    """Three providers for `make demo`: two deals at different prices and one that will not go low enough."""
+def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> PersonaBook:
+    """Three providers for `make demo`: two deals at different prices and one that will not go low enough.
+
+    `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
+    answering-machine detection takes for a machine, and a business behind a phone menu."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -255,8 +261,14 @@ def demo_personas(ms_per_char: int = 25) -> PersonaBook:
                  tools=(ToolCall("end_call", {"reason": "no agreement"}),)),
         ),
     )
-    return PersonaBook([
+    book = PersonaBook([
         negotiation("Joe's Plumbing", "+14155550101", first_quote=200, counter=150, final=175, ms_per_char=ms_per_char),
         negotiation("Bay Pipe Pros", "+14155550102", first_quote=250, counter=150, final=180, ms_per_char=ms_per_char),
         refuse,
     ])
+    if real_lines:
+        book.add(receptionist("Summit Plumbing and Drain", "+14155550104", first_quote=225, counter=150, final=180,
+                              ms_per_char=ms_per_char))
+        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150, final=175,
+                            ms_per_char=ms_per_char))
+    return book

@@ -37,7 +37,9 @@ Persona scripts drive phone menus, hold, screening and voicemail: an agent turn 
 again. A user turn that holds only music, a beep or silence (provider turns with that `sound`) is transcribed as
 "" and gets no response. Provider lines closer together than the session's VAD silence are one user turn (a
 voicemail greeting and its beep). A scripted `send_dtmf` the session's tools do not offer is said aloud instead
-("I'll press 1."), as a model without the tool does; `undeclared_tools` records it.
+("I'll press 1."), as a model without the tool does; `undeclared_tools` records it. A menu that plays again
+(a user turn as long as the last menu, unlike the next line) is answered again with the menu's turn
+(`menu_replays` counts it), so the two stand-ins stay in step when a key is lost.
 
 Fault knobs: `drop_after_s` (close the socket that long after the handshake) or `drop_after_responses` (close
 it right after the N-th `response.done`), both limited to the first `drop_sessions` sessions when set;
@@ -73,6 +75,7 @@ from .personas import Persona, PersonaBook, ToolCall, Turn
 log = logging.getLogger(__name__)
 
 VAD_FRAME_MS = 10
+_SAME_LINE_MS = 150  # two user turns this close in length are the same scripted line
 _OPENER = re.compile(r"Hi, is this (.+?)\?")
 
 GENERIC_PERSONA = Persona(
@@ -154,6 +157,9 @@ class StandinSession:
         self._last_item: str | None = None
         self._responses_done = 0
         self._awaiting_input = False  # a silent turn was taken: nothing to say until the line speaks again
+        self._segment_start_ms = 0
+        self._menu_heard: tuple[Turn, int] | None = None  # the last menu heard and the agent turn answering it
+        self.menu_replays = 0
         self.revisions: list[tuple[str, str, str]] = []  # (item_id, first transcript, revised transcript)
         self.undeclared_tools: list[str] = []  # scripted calls of tools the session did not offer
         self.tool_outputs: dict[str, dict[str, Any]] = {}  # call_id -> function_call_output item
@@ -341,8 +347,9 @@ class StandinSession:
                 self._speaking = True
                 self._item_id = self._new_id("item")
                 self.speech_started_at.append(self.loop.time())
+                self._segment_start_ms = max(0, self._audio_ms - self._speech_run)
                 await self.send({"type": "input_audio_buffer.speech_started",
-                                 "audio_start_ms": max(0, self._audio_ms - self._speech_run),
+                                 "audio_start_ms": self._segment_start_ms,
                                  "item_id": self._item_id})
                 run = self._active
                 if run is not None and run.interruptible:
@@ -357,9 +364,10 @@ class StandinSession:
             self.speech_stopped_at.append(self.loop.time())
             await self.send({"type": "input_audio_buffer.speech_stopped",
                              "audio_end_ms": self._audio_ms - self._silence_run, "item_id": self._item_id})
-            await self._commit_user_item(auto_respond=td.get("create_response", True) is not False)
+            await self._commit_user_item(auto_respond=td.get("create_response", True) is not False,
+                                         heard_ms=self._audio_ms - self._silence_run - self._segment_start_ms)
 
-    async def _commit_user_item(self, *, auto_respond: bool) -> None:
+    async def _commit_user_item(self, *, auto_respond: bool, heard_ms: int | None = None) -> None:
         item_id = self._item_id or self._new_id("item")
         self._item_id = None
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id,
@@ -368,7 +376,7 @@ class StandinSession:
         await self.send({"type": "conversation.item.added", "previous_item_id": None,
                          "item": {"id": item_id, "type": "message", "role": "user", "status": "completed",
                                   "content": [{"type": "input_audio", "transcript": None}]}})
-        text, heard_as, speech = self._hear_next()
+        text, heard_as, speech = self._hear_next(heard_ms)
         self._spawn(self._transcribe(item_id, text, heard_as))
         if speech:
             self._awaiting_input = False
@@ -376,13 +384,23 @@ class StandinSession:
         if auto_respond and self._active is None and speech:
             self._start_turn()
 
-    def _hear_next(self) -> tuple[str, str | None, bool]:
+    def _hear_next(self, heard_ms: int | None = None) -> tuple[str, str | None, bool]:
         """The provider line(s) this user turn holds: (transcript, first misheard transcript, any speech).
 
         Provider lines closer together than the session's end-of-speech silence are one user turn, as for a
-        real server VAD (a voicemail greeting and its beep)."""
+        real server VAD (a voicemail greeting and its beep). A phone menu may play again (no key, a wrong key):
+        a turn as long as the last menu, and unlike the next line, is that menu again, and the model answers it
+        again with the same scripted turn."""
         turns = self.persona.turns
         provider = [i for i, t in enumerate(turns) if t.speaker == "provider"]
+        if heard_ms is not None and self._menu_heard is not None:
+            menu, answer_turn = self._menu_heard
+            upcoming = turns[provider[self._provider_turn]] if self._provider_turn < len(provider) else None
+            if (abs(heard_ms - self.persona.turn_ms(menu)) <= _SAME_LINE_MS
+                    and (upcoming is None or abs(heard_ms - self.persona.turn_ms(upcoming)) > _SAME_LINE_MS)):
+                self._agent_turn = answer_turn
+                self.menu_replays += 1
+                return menu.text, None, True
         if self._provider_turn >= len(provider):
             return FALLBACK_PROVIDER_LINE, None, True
         td = self._turn_detection() or {}
@@ -401,6 +419,9 @@ class StandinSession:
             if self.persona.pause_before(turns[following]) >= silence_ms:
                 break
         spoken = [t for t in heard if t.sound == "speech"]
+        if spoken:
+            last = spoken[-1]
+            self._menu_heard = (last, self._agent_turn) if last.menu else None
         text = " ".join(t.text for t in spoken)
         misheard = [t.heard_as for t in spoken if t.heard_as]
         return text, (" ".join(misheard) if misheard else None), bool(spoken)

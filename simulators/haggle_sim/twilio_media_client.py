@@ -253,7 +253,8 @@ class MediaStreamClient:
         self._agent_audio_started_at: float | None = None
         self._last_line_end: float | None = None
         # Phone menu, hold and voicemail state.
-        self._decoder = dtmf.DtmfDecoder()
+        # Decoding costs a Goertzel bank per 25 ms of agent audio: only lines with a phone menu listen for keys.
+        self._decoder = dtmf.DtmfDecoder() if any(t.menu for t in persona.turns) else None
         self._menu: tuple[int, str] | None = None  # (turn index, keys that lead on) of the menu being answered
         self._menu_digit: str | None = None  # the first key pressed since the menu started
         self._menu_deadline: float | None = None  # replay the menu if no key by then
@@ -519,7 +520,7 @@ class MediaStreamClient:
 
     def _hear_agent(self, data: bytes, now: float) -> None:
         """What the line does with the agent's audio: decode keys, notice talking over a menu or hold, record."""
-        for digit in self._decoder.feed(data):
+        for digit in self._decoder.feed(data) if self._decoder is not None else "":
             self.log.digits_received.append((now, digit))
             if self._menu is not None and self._menu_digit is None:
                 self._menu_digit = digit
