@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+from typing import Any
 
 from haggle_contracts import events as ev
 from haggle_gateway import dtmf
@@ -21,8 +22,8 @@ SETTINGS = GatewaySettings(public_base_url="http://127.0.0.1:9", twilio_account_
 MENU = "Thanks for calling Summit Plumbing. For service, press 1. For billing, press 2."
 
 
-def settings(**changes: object) -> GatewaySettings:
-    return dataclasses.replace(SETTINGS, **changes)  # type: ignore[arg-type]
+def settings(**changes: Any) -> GatewaySettings:
+    return dataclasses.replace(SETTINGS, **changes)
 
 
 def line_audio(rig: BridgeRig) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import audioop
 import dataclasses
 import math
+from typing import Any
 
 from haggle_contracts import events as ev
 from haggle_gateway.phases import CallPhase
@@ -27,8 +28,8 @@ def tone(ms: int, amplitude: int = 8000) -> bytes:
     return audioop.lin2ulaw(samples, 2)
 
 
-def settings(**changes: object) -> GatewaySettings:
-    return dataclasses.replace(SETTINGS, **changes)  # type: ignore[arg-type]
+def settings(**changes: Any) -> GatewaySettings:
+    return dataclasses.replace(SETTINGS, **changes)
 
 
 async def test_silent_callee_gets_the_greeting_after_the_wait() -> None:
@@ -240,11 +241,10 @@ def test_the_fold_keeps_the_last_revision_once() -> None:
 
     job = ev.JobStarted(event_id="j", job_id="job1", problem="leak", zip_code="94110", max_price=180.0,
                         providers=[ev.ProviderSpec(id="p1", service_provider="Joe", phone_number="+14155550101")])
-    base = dict(job_id="job1", provider_id="p1", attempt=0, call_sid="CA1", utterance_id="u1", seq=0,
-                role=ev.Role.USER, spoken_at=datetime(2026, 1, 1, tzinfo=UTC))
-    first = ev.UtteranceTranscribed(event_id="utt-CA1-u1", text="two hundred", **base)  # type: ignore[arg-type]
-    revised = ev.UtteranceTranscribed(event_id="utt-CA1-u1-r1", text="two fifty", revision=1,
-                                      **base)  # type: ignore[arg-type]
+    base: dict[str, Any] = dict(job_id="job1", provider_id="p1", attempt=0, call_sid="CA1", utterance_id="u1",
+                                seq=0, role=ev.Role.USER, spoken_at=datetime(2026, 1, 1, tzinfo=UTC))
+    first = ev.UtteranceTranscribed(event_id="utt-CA1-u1", text="two hundred", **base)
+    revised = ev.UtteranceTranscribed(event_id="utt-CA1-u1-r1", text="two fifty", revision=1, **base)
     for order in ([first, revised], [revised, first]):
         states = st.fold_job([job, *order])
         assert [u.text for u in states["p1"].transcript] == ["two fifty"]
