@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import pytest
 from haggle_contracts import events as ev
 from haggle_gateway import dtmf
 from haggle_gateway.phases import CallPhase
@@ -93,7 +94,7 @@ async def test_a_menu_that_moves_on_is_progress() -> None:
         assert rig.link.media_ms == 0 and not rig.ended
 
 
-async def test_inbound_dtmf_is_parsed_and_logged(caplog) -> None:  # type: ignore[no-untyped-def]
+async def test_inbound_dtmf_is_parsed_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="haggle_gateway")
     async with BridgeRig(SETTINGS) as rig:
         rig.link.dtmf("5")
