@@ -99,7 +99,7 @@ class CallBridge:
         self._hangup = hangup
         self._on_end = on_end
         self._transcoder: Transcoder = transcoder_for(settings.audio_format)
-        self.phases = PhaseState(self.started_at)
+        self.phases = PhaseState(self.started_at, call_sid)
         self.turns = ModelTurns(self, settings, self.clock)
         self.flow = CallFlow(self)
         self.out = AudioOut(link, stream_sid, self._transcoder, settings.outbound_chunk_ms, self.turns.audio_sent,

@@ -32,7 +32,8 @@ class CallPhase(enum.Enum):
 class PhaseState:
     """The call's phase and the time of the last sign of life on the line (either direction)."""
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, label: str = "") -> None:
+        self.label = label  # the call, for logs
         self.phase = CallPhase.GREETING
         self.entered_at = now
         self.last_activity = now
@@ -42,7 +43,7 @@ class PhaseState:
         """Move to `phase`; False if already there."""
         if phase is self.phase:
             return False
-        log.info("call phase %s -> %s", self.phase.value, phase.value)
+        log.info("call %s: phase %s -> %s", self.label, self.phase.value, phase.value)
         self.phase = phase
         self.entered_at = now
         self.last_activity = now
