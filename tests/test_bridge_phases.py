@@ -245,3 +245,34 @@ async def test_a_beep_on_the_line_is_a_voicemail_and_the_message_follows_it() ->
         forced = [e for e in rig.realtime.of_type("conversation.item.create") if e["item"]["type"] == "force_message"]
         assert len(forced) == 1 and "AI assistant" in forced[0]["item"]["content"][0]["text"]
         assert rig.bridge.phases.phase is CallPhase.VOICEMAIL
+
+
+async def test_no_opening_line_is_sent_to_a_menu() -> None:
+    async with BridgeRig(SETTINGS) as rig:
+        heard(rig, "u1", MENU)
+        await rig.advance(5.0)  # silence after the menu: no "Hi, is this ...?" to a machine
+        assert not rig.realtime.of_type("conversation.item.create")
+        heard(rig, "u2", "Service desk, this is Sam. Hello?")
+        await rig.advance(2.5)
+        assert len(rig.realtime.of_type("conversation.item.create")) == 1  # now the person gets it
+
+
+async def test_off_hold_the_model_is_asked_to_go_on() -> None:
+    async with BridgeRig(SETTINGS) as rig:
+        rig.realtime.emit({"type": "response.created", "response": {"id": "r1"}})
+        rig.realtime.tool_call("hold", {"state": "on_hold"}, call_id="h1", response_id="r1")
+        rig.realtime.emit({"type": "response.done", "response": {"id": "r1", "status": "completed", "output": []}})
+        await rig.advance(1.0)
+        assert not rig.realtime.of_type("response.create")
+        rig.realtime.emit({"type": "response.created", "response": {"id": "r2"}})
+        rig.realtime.tool_call("hold", {"state": "resumed"}, call_id="h2", response_id="r2")
+        rig.realtime.emit({"type": "response.done", "response": {"id": "r2", "status": "completed", "output": []}})
+        await rig.advance(0.1)
+        assert len(rig.realtime.of_type("response.create")) == 1
+
+
+async def test_a_voicemail_message_that_never_comes_still_ends_the_call() -> None:
+    async with BridgeRig(settings(voicemail_action="message", hangup_fallback_s=5.0)) as rig:
+        rig.bridge.machine_verdict("machine_end_beep")
+        ended = await rig.ended_with(limit_s=40)
+        assert (ended.reason, ended.voicemail_left) == ("voicemail", False)

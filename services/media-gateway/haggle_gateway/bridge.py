@@ -194,7 +194,7 @@ class CallBridge:
         self.release_transcript()
         await self.line_events()
         await self.flow.tick(now)
-        if not self.turns.gate.done and not self.keeper.down:
+        if not self.turns.gate.done and not self.keeper.down and not self.phases.automated:
             await self.turns.greeting_tick(now)
         if now - self.started_at >= self.settings.max_call_s:
             self.request_end("max_duration")

@@ -68,7 +68,8 @@ class CallFlow:
             dict[str, Any] | None:
         """The tool's output, or None when it comes later (key presses answer once played)."""
         if state is not None:
-            state.listen = True  # none of these tools asks the model to speak next
+            # After keys, "on hold" or a voicemail the model listens; off hold it answers the person.
+            state.listen = not (name == "hold" and args.get("state") == "resumed")
         if name == "send_dtmf":
             digits = args.get("digits")
             if not isinstance(digits, str) or not _DIGITS.match(digits):

@@ -58,9 +58,14 @@ class PhaseState:
         """In these phases no model audio may reach the line."""
         return self.phase is CallPhase.HOLD
 
+    @property
+    def automated(self) -> bool:
+        """A menu, hold or voicemail answers: no opening line for a person yet."""
+        return self.phase in (CallPhase.MENU, CallPhase.HOLD, CallPhase.VOICEMAIL)
+
     def silence_expired(self, now: float, timeout_s: float) -> bool:
-        if self.phase is CallPhase.HOLD:
-            return False
+        if self.phase in (CallPhase.HOLD, CallPhase.VOICEMAIL):
+            return False  # a hold has its own timeout; a voicemail message its own bounded wait
         return now - self.last_activity >= timeout_s
 
     def hold_expired(self, now: float, timeout_s: float) -> bool:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GREETING_RESPONSE_FALLBACK_S = 2.0
+MESSAGE_WAIT_S = 30.0  # a voicemail message is spoken and played within this (they are about 10 s)
 MAX_HELD_BACK = 1500  # audio deltas kept back on hold (tens of seconds at the usual delta sizes)
 KEYS_PREFIX = "dtmf-"  # item ids of our own key tones (call_flow.py): never truncated or cut by speech
 
@@ -104,6 +105,9 @@ class ModelTurns:
         self.goodbye_reason = "voicemail"
         self.ledger.expect_forced(False, end_call=True)
         await self._call.keeper.send(rt.force_message(text, interruptible=False))
+        # If the message never comes back as a response, the call still ends (as a voicemail, none left).
+        self._bye_timer = self._clock.call_later(MESSAGE_WAIT_S + self._settings.hangup_fallback_s,
+                                                 self._bye_timeout)
 
     def close(self) -> None:
         if self._bye_timer is not None:
@@ -276,6 +280,8 @@ class ModelTurns:
         await self._call.out.marker("bye")
         # The fallback counts from when the goodbye should have played out: audio may still be held here.
         pending_s = self._call.out.pending_ms / 1000
+        if self._bye_timer is not None:
+            self._bye_timer.cancel()
         self._bye_timer = self._clock.call_later(self._settings.hangup_fallback_s + pending_s, self._bye_timeout)
 
     def _bye_timeout(self) -> None:
