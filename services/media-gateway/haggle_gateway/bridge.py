@@ -2,9 +2,11 @@
 
 The bridge wires small parts together and holds the handlers; each part owns its own state:
 - `pumps`: the Twilio pump, the realtime pump and the ticker (the three tasks of a call);
-- `GreetingGate` (greeting.py): when to open, never over the callee's "Hello?";
-- `ResponseLedger` (ledger.py): one handle per model response; what a barge-in cuts; the goodbye mark;
-- `AudioOut` (outbound.py): agent audio to Twilio, marks, `clear`;
+- `ModelTurns` (turns.py): the model's side: responses, barge-in, tools, greeting and goodbye, with
+  - `GreetingGate` (greeting.py): when to open, never over the callee's "Hello?";
+  - `ResponseLedger` (ledger.py): one handle per model response; what a barge-in cuts; whether a goodbye is due;
+- `CallFlow` (call_flow.py): the line around the conversation: menus and key presses, hold, screening, voicemail;
+- `AudioOut` (outbound.py): agent audio to Twilio, paced about a second ahead of playback, marks, `clear`;
 - `PhaseState` (phases.py): greeting, conversation, menu, hold, screening, voicemail, and line silence;
 - `SessionKeeper` (session_keeper.py): the realtime session and its one reopening.
 It depends on protocols (links.py: `TwilioLink`, `RealtimeSession`, `Clock`), so scenarios run against the
@@ -18,8 +20,8 @@ Behaviour that matters on a real phone line:
 - Barge-in: on `speech_started` while our audio is queued at Twilio, `clear` goes out first, then the rest of that
   response is dropped, and the assistant item is truncated at what the mark echoes say was played
   (docs/twilio-media-streams.md, "Marks" and "Clear").
-- Ending: `end_call` -> once the response's audio is all sent, a `bye` mark; when it comes back in the current
-  generation the goodbye has played, and only then the REST hang-up. A fallback timer covers a lost echo.
+- Ending: `end_call` -> once the response's audio is all queued, a `bye` mark after it; when it comes back in the
+  current generation the goodbye has played, and only then the REST hang-up. A fallback timer covers a lost echo.
 - Realtime session lost mid-call: reopened once with the conversation so far, while the Twilio side keeps going.
   If that fails too, the call is hung up and ends with reason "realtime_error".
 - Twilio's WebSocket gone without a `stop`: the call may still be up, so it is hung up through REST and ends with

@@ -1,8 +1,9 @@
-"""One record per model response, and the goodbye mark.
+"""One record per model response, and whether a goodbye is due.
 
 Each `ResponseHandle` (in the spirit of livekit agents' SpeechHandle) knows its items, whether it may be
 interrupted, whether it was cut, whether it carries `end_call`, and which realtime session produced it. The
-ledger answers the two questions the bridge asks most: what does a barge-in cut, and has the goodbye played.
+ledger answers the two questions the bridge asks most: what does a barge-in cut, and is a goodbye due (its `bye`
+marker's echo, outbound.py, then means it has played).
 
 Tool-call events may come without `response_id` (docs/xai-realtime.md, "Tool calls"); such a call belongs to
 the response that is streaming at that moment, so `end_call` still waits for that response's goodbye.
