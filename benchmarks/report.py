@@ -11,6 +11,10 @@ from typing import Any
 BUDGET_MS = 20.0
 START_MARK = "<!-- bench:results:start -->"
 END_MARK = "<!-- bench:results:end -->"
+SYSTEM_MARKS = ("<!-- bench:system:start -->", "<!-- bench:system:end -->")
+# Issue 18's bar for the whole system against the relay at 100 calls.
+SYSTEM_CPU_RATIO = 1.25
+SYSTEM_P99_RATIO = 1.5
 
 
 def _f(v: float | None, digits: int = 1) -> str:
@@ -170,16 +174,78 @@ def done_when(results: dict[str, Any], n: int = 100) -> list[str]:
     return lines
 
 
-def update_readme(path: Path, table: str) -> bool:
+def system_markdown(results: dict[str, Any]) -> str:
+    """The whole-system step: `haggle up` (its process and its nats-server) against a relay measured right after
+    it, each N a pair; empty if the run had no system step."""
+    pairs = results.get("system") or []
+    if not pairs:
+        return ""
+    cfg = results["config"]
+    first = pairs[0]["system"]
+    lines = [
+        f"Whole system vs. a bare relay: `haggle up` (gateway, projector on SQLite, dispatcher and extractor in "
+        f"one process, plus the nats-server it starts; CPU and memory are the sum over that process tree) takes N "
+        f"calls streaming 20 ms mu-law frames both ways; the relay takes the same load right after it. "
+        f"{cfg['duration']:g} s measured per step, `{first['loop']}` event loop for both, "
+        f"{results['machine']['cpus']} CPUs"
+        + (": the process tree under test pinned to one, the load generator on the other"
+           if cfg.get("pin") else "")
+        + f" (run {results['started_at']}). The machine was shared with other work: compare the ratios, which are "
+        "taken within one pair; \"other processes\" is what the rest of the machine used meanwhile.",
+        "",
+        "| calls | process | in p50 / p99 ms | out p50 / p99 ms | lost in / out | CPU s per call-min | "
+        "RSS per call KiB | CPU (of one core) | of which nats-server | other processes | holds |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for pair in pairs:
+        for name, s in (("haggle up", pair["system"]), ("relay", pair["relay"])):
+            kids = f"{s.get('children_cpu_share', 0):.0%}" if name == "haggle up" else "-"
+            lines.append(
+                f"| {s['calls']} | {name} | {_f(s['in_p50_ms'])} / {_f(s['in_p99_ms'])} | "
+                f"{_f(s['out_p50_ms'])} / {_f(s['out_p99_ms'])} | {s['in_lost']} / {s['out_lost']} | "
+                f"{s['cpu_s_per_call_min']:.3f} | {_f(s['rss_per_call_kb'], 0)} | {s['cpu_share']:.0%} | {kids} | "
+                f"{s.get('foreign_cpu_share', 0):.0%} | {'yes' if s['ok'] else '**no**'}{_retried(s)} |")
+    lines += ["", "Ratios haggle up / relay (each pair measured back to back):", "",
+              "| calls | p50 in | p99 in | p50 out | p99 out | CPU per call-min | RSS per call |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for pair in pairs:
+        g, r = pair["system"], pair["relay"]
+        cells = [_x(_ratio(g[k], r[k])) for k in ("in_p50_ms", "in_p99_ms", "out_p50_ms", "out_p99_ms",
+                                                   "cpu_s_per_call_min", "rss_per_call_kb")]
+        lines.append(f"| {g['calls']} | " + " | ".join(cells) + " |")
+    lines += system_done_when(pairs)
+    return "\n".join(lines) + "\n"
+
+
+def system_done_when(pairs: list[dict[str, Any]], n: int = 100) -> list[str]:
+    pair = next((p for p in pairs if p["system"]["calls"] == n), None)
+    if pair is None:
+        return []
+    g, r = pair["system"], pair["relay"]
+    cpu = _ratio(g["cpu_s_per_call_min"], r["cpu_s_per_call_min"])
+    checks = [(f"CPU per call-minute at most {SYSTEM_CPU_RATIO:g}x the relay's",
+               cpu is not None and cpu <= SYSTEM_CPU_RATIO, f"{_f(cpu, 2)}x")]
+    for way in ("in", "out"):
+        ratio = _ratio(g[f"{way}_p99_ms"], r[f"{way}_p99_ms"])
+        checks.append((f"p99 {way} at most {SYSTEM_P99_RATIO:g}x the relay's",
+                       ratio is not None and ratio <= SYSTEM_P99_RATIO, f"{_f(ratio, 2)}x"))
+    checks.append(("0 frames lost", g["in_lost"] == 0 and g["out_lost"] == 0, f"{g['in_lost']} / {g['out_lost']}"))
+    lines = ["", f"Done-when (issue 18) at {n} calls:", ""]
+    lines += [f"- [{'x' if ok else ' '}] {name}: {value}" for name, ok, value in checks]
+    return lines
+
+
+def update_readme(path: Path, table: str, markers: tuple[str, str] = (START_MARK, END_MARK)) -> bool:
     """Replace what sits between the bench markers in a README with `table`; False if it has no markers."""
+    start_mark, end_mark = markers
     try:
         text = path.read_text()
     except FileNotFoundError:
         return False
-    start, end = text.find(START_MARK), text.find(END_MARK)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
         return False
-    path.write_text(text[: start + len(START_MARK)] + "\n" + table.rstrip() + "\n" + text[end:])
+    path.write_text(text[: start + len(start_mark)] + "\n" + table.rstrip() + "\n" + text[end:])
     return True
 
 
