@@ -254,7 +254,8 @@ class Bench:
             (c0, k0), s0, n0, st0, t0 = (subject.cpu_seconds(), procstat.self_cpu_seconds(),
                                          procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
             if self.profile is not None and self.py_spy is not None:
-                out = self.profile / f"{step.target}-{step.calls}-{step.audio_format}.txt"
+                name = f"{step.target}-{step.calls}-{step.audio_format}-{step.loop}-{int(time.time())}"
+                out = self.profile / f"{name}.txt"
                 profiler = await asyncio.create_subprocess_exec(
                     self.py_spy, "record", "--pid", str(pid), "--duration", str(int(step.duration_s)),
                     "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out),
@@ -267,7 +268,8 @@ class Bench:
             (c1, k1), s1, n1, st1, t1 = (subject.cpu_seconds(), procstat.self_cpu_seconds(),
                                          procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
             everyone1 = await asyncio.to_thread(procstat.all_cpu_seconds)
-            ours = {*subject.pids(), os.getpid(), nats_pid}
+            measured = subject.pids()
+            ours = {*measured, os.getpid(), nats_pid}
             if profiler is not None:
                 ours.add(profiler.pid)
             in1, out1, lag1 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
@@ -310,6 +312,7 @@ class Bench:
             "cpu_s": round(cpu, 3),
             "cpu_share": round(cpu / window, 3),  # of one core (the whole tree for `system`)
             "children_cpu_share": round(kids / window, 3),
+            "processes": len(measured),  # 2 for `system`: haggle up and its nats-server
             "cpu_s_per_call_min": round(cpu / (step.calls * window / 60.0), 4),
             "rss_idle_mb": round(rss_idle / 2**20, 1),
             "rss_mb": round(rss_peak / 2**20, 1),
@@ -370,7 +373,7 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.time()
     base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup,
             "experiments": tuple(args.experiment)}
-    async with Bench(work, profile=args.profile, pin=args.pin) as bench:
+    async with Bench(work, profile=args.profile, pin=args.pin, quiet_wait_s=args.quiet_wait) as bench:
 
         async def run(step: Step) -> dict[str, Any]:
             tries: list[dict[str, Any]] = []
@@ -393,13 +396,16 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         system = []
         if "system" in args.targets:
             for n in args.system_calls:
-                # The relay right after the system, on the loop haggle up ran on: the ratio compares the two
-                # under the same machine load, minutes apart at most.
-                pair = {"system": await run(Step(target="system", calls=n, **{**base, "loop": args.system_loop})),
-                        "relay": await run(Step(target="relay", calls=n, **{**base, "loop": args.system_loop}))}
-                for s in pair.values():
-                    steps.remove(s)
-                system.append(pair)
+                # The relay right after the system, on the loop haggle up ran on: each pair compares the two
+                # under the same machine load, a minute apart. On a shared machine one pair can still land on
+                # a burst of someone else's work, so the pair is repeated and the report takes medians.
+                for round_ in range(args.system_repeat):
+                    pair = {"round": round_,
+                            "system": await run(Step(target="system", calls=n, **{**base, "loop": args.system_loop})),
+                            "relay": await run(Step(target="relay", calls=n, **{**base, "loop": args.system_loop}))}
+                    steps.remove(pair["system"])
+                    steps.remove(pair["relay"])
+                    system.append(pair)
         saturation = await refine(run, steps, args, base)
         pcm24k: dict[str, Any] | None = None
         if args.pcm24k_calls:
@@ -476,6 +482,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="any of gateway, relay, system (`haggle up` whole; always with a relay right after it)")
     p.add_argument("--system-calls", default=None,
                    help="N for the system step (default: 100 when the gateway sweep runs too, else --calls)")
+    p.add_argument("--system-repeat", type=int, default=3,
+                   help="system/relay pairs per N, run alternately (the report takes the median of each ratio)")
+    p.add_argument("--quiet-wait", type=float, default=15.0,
+                   help="seconds to wait, before each step, for other processes to use under 10%% of the machine")
     p.add_argument("--system-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                    help="HAGGLE_EVENT_LOOP for haggle up, and the relay measured beside it (auto: haggle's default)")
     p.add_argument("--chunk-ms", type=int, default=20,
@@ -502,6 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.calls, args.duration, args.warmup = "10,25", 4.0, 1.0
         args.pcm24k_calls, args.event_calls, args.refine, args.variants, args.retries = 10, 20, 0, False, 0
+        args.system_repeat = 1
     try:
         args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
     except ValueError:
@@ -529,6 +540,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.system_loop = choose({ENV: args.system_loop})
     if args.duration <= 0:
         p.error("--duration must be > 0")
+    if args.system_repeat < 1:
+        p.error("--system-repeat must be >= 1")
     return args
 
 

@@ -30,10 +30,10 @@ async def test_system_step_streams_both_ways_and_reports(tmp_path: Path) -> None
         assert step["in_frames"] - step["in_lost"] > 0 and step["out_frames"] - step["out_lost"] > 0
         assert step["in_p99_ms"] is not None and step["out_p99_ms"] is not None
         assert step["cpu_s_per_call_min"] > 0 and step["rss_mb"] > 0
-    assert system["children_cpu_share"] >= 0  # the tree's nats-server was found and measured
+    assert system["processes"] == 2 and relay["processes"] == 1  # haggle up and its nats-server, measured as one
     assert system["child"].get("exit") == 0, system.get("log_tail")  # haggle up stopped cleanly on SIGTERM
     results = {"config": {"duration": 1.5, "pin": False}, "machine": {"cpus": 2}, "started_at": "now",
-               "system": [{"system": system, "relay": relay}]}
+               "system": [{"round": 0, "system": system, "relay": relay}]}
     table = report.system_markdown(results)
-    assert "| 2 | haggle up |" in table and "| 2 | relay |" in table
-    assert "Ratios haggle up / relay" in table
+    assert "| 2 | 1 | haggle up |" in table and "| 2 | 1 | relay |" in table
+    assert "Ratios haggle up / relay" in table and "| 2 | 1 | " in table.split("Ratios")[1]
