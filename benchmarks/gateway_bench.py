@@ -176,7 +176,8 @@ class Bench:
             with contextlib.suppress(Exception):
                 await subject.nc.close()
         if subject.tree:
-            return await system_proc.stop(subject.proc)
+            stats = await system_proc.stop(subject.proc)
+            return {**stats, "gc": system_proc.gc_pauses(subject.log_path.with_suffix(""))}
         return await self._stop(subject.proc)
 
     @staticmethod
@@ -249,6 +250,8 @@ class Bench:
             nats_pid = self.nats.proc.pid
             if proc.stdin is not None:
                 proc.stdin.write(b"window\n")
+            elif subject.tree:
+                system_proc.window_opens(proc)
             self.pauses.reset()
             everyone0 = await asyncio.to_thread(procstat.all_cpu_seconds)
             (c0, k0), s0, n0, st0, t0 = (subject.cpu_seconds(), procstat.self_cpu_seconds(),

@@ -1,6 +1,7 @@
 """The whole system under test: `haggle up` exactly as a user starts it, in a child process of its own.
 
-One process runs the gateway, the projector (SQLite), the dispatcher and the extractor on one Runtime, and
+It runs as `python -m benchmarks.system_entry`: `haggle.cli.main(["up"])` plus GC pause counters. One
+process runs the gateway, the projector (SQLite), the dispatcher and the extractor on one Runtime, and
 starts its embedded nats-server as its own child; the benchmark measures that process tree. Only the
 settings differ from a user's: they point Twilio's REST API and xAI's chat API at closed loopback ports (no
 dialling or extraction runs inside a measured window) and the realtime URL at the load generator.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +30,13 @@ from . import procstat
 ACCOUNT_SID = "AC" + "0" * 32
 READY_PREFIX = "haggle up on http://"
 LOOP_ENV = "HAGGLE_EVENT_LOOP"  # haggle.loop reads it; unset: haggle's own default
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gc_file(data_dir: Path) -> Path:
+    return data_dir / "gc-pauses.json"
 
 
 def environment(data_dir: Path, realtime_url: str, loop: str | None) -> dict[str, str]:
@@ -47,6 +56,8 @@ def environment(data_dir: Path, realtime_url: str, loop: str | None) -> dict[str
         "XAI_API_BASE_URL": f"http://127.0.0.1:{dead}/v1",
         "CALLING_HOURS": "any",
         "GATEWAY_DRAIN_SECONDS": "3",
+        "HAGGLE_BENCH_GC_FILE": str(gc_file(data_dir)),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     })
     if loop is not None:
         env[LOOP_ENV] = loop
@@ -61,7 +72,7 @@ async def spawn(data_dir: Path, realtime_url: str, loop: str | None, log_path: P
     try:
         # cwd: the data folder, so a developer's .env in the repo does not leak into the measured settings.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "haggle.cli", "up", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            sys.executable, "-m", "benchmarks.system_entry", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=errf, cwd=data_dir, env=environment(data_dir, realtime_url, loop))
     finally:
         errf.close()
@@ -88,6 +99,19 @@ def nats_url(pid: int) -> str:
         if args and Path(args[0]).name == "nats-server" and "-p" in args:
             return f"nats://127.0.0.1:{args[args.index('-p') + 1]}"
     raise RuntimeError(f"haggle up (pid {pid}) has no nats-server child")
+
+
+def window_opens(proc: asyncio.subprocess.Process) -> None:
+    """Restart haggle up's GC pause counters (benchmarks.system_entry)."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGUSR1)
+
+
+def gc_pauses(data_dir: Path) -> dict[str, object]:
+    try:
+        return json.loads(gc_file(data_dir).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return {}
 
 
 async def stop(proc: asyncio.subprocess.Process, timeout_s: float = 20.0) -> dict[str, object]:

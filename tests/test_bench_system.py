@@ -32,6 +32,7 @@ async def test_system_step_streams_both_ways_and_reports(tmp_path: Path) -> None
         assert step["cpu_s_per_call_min"] > 0 and step["rss_mb"] > 0
     assert system["processes"] == 2 and relay["processes"] == 1  # haggle up and its nats-server, measured as one
     assert system["child"].get("exit") == 0, system.get("log_tail")  # haggle up stopped cleanly on SIGTERM
+    assert len(system["child"]["gc"]["count"]) == 3  # its GC pause counters came back
     results = {"config": {"duration": 1.5, "pin": False}, "machine": {"cpus": 2}, "started_at": "now",
                "system": [{"round": 0, "system": system, "relay": relay}]}
     table = report.system_markdown(results)
