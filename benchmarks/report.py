@@ -230,17 +230,21 @@ def system_markdown(results: dict[str, Any]) -> str:
         "it used meanwhile): absolute figures swing with it, so the comparison is the median of the pairs' ratios.",
         "",
         "| calls | pair | process | in p50 / p99 ms | out p50 / p99 ms | lost in / out | CPU s per call-min | "
-        "RSS per call KiB | CPU (of one core) | of which nats-server | other processes | holds |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+        "RSS per call KiB | CPU (of one core) | of which nats-server | gen-2 GCs, max ms | other processes | "
+        "load generator lag p99 ms | holds |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for pair in pairs:
         for name, s in (("haggle up", pair["system"]), ("relay", pair["relay"])):
             kids = f"{s.get('children_cpu_share', 0):.0%}" if name == "haggle up" else "-"
+            gc = s.get("child", {}).get("gc") or {}
+            full = f"{gc['count'][2]}, {gc['max_ms'][2]:.0f}" if gc.get("count") else "-"
             lines.append(
                 f"| {s['calls']} | {pair.get('round', 0) + 1} | {name} | {_f(s['in_p50_ms'])} / {_f(s['in_p99_ms'])} | "
                 f"{_f(s['out_p50_ms'])} / {_f(s['out_p99_ms'])} | {s['in_lost']} / {s['out_lost']} | "
                 f"{s['cpu_s_per_call_min']:.3f} | {_f(s['rss_per_call_kb'], 0)} | {s['cpu_share']:.0%} | {kids} | "
-                f"{s.get('foreign_cpu_share', 0):.0%} | {'yes' if s['ok'] else '**no**'}{_retried(s)} |")
+                f"{full} | {s.get('foreign_cpu_share', 0):.0%} | {_f(s.get('tick_lag_p99_ms'))} | "
+                f"{'yes' if s['ok'] else '**no**'}{_retried(s)} |")
     ratios = system_ratios(pairs)
     lines += ["", "Ratios haggle up / relay: median over the pairs (range):", "",
               "| calls | pairs | " + " | ".join(name for name, _ in _RATIOS) + " |",
