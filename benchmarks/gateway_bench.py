@@ -525,8 +525,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
     if not set(args.targets) <= {"gateway", "relay", "system"} or not args.targets:
         p.error("--targets must be one or more of gateway, relay, system")
-    args.system_only = "gateway" not in args.targets
-    if args.system_only and "system" in args.targets:
+    args.system_only = "system" in args.targets and "gateway" not in args.targets
+    if args.system_only:
         # The whole system alone (with its relay): none of the gateway-only steps.
         args.targets = ["system"]
         args.pcm24k_calls, args.event_calls, args.refine, args.variants = 0, 0, 0, False
