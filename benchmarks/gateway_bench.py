@@ -494,7 +494,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-ms", type=int, default=20,
                    help="the gateway's outbound_chunk_ms (production default 20: one Twilio frame)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="event loop of both processes under test (haggle run uses asyncio)")
+                   help="event loop of the gateway and relay steps (haggle up itself: --system-loop)")
     p.add_argument("--experiment", action="append", default=[],
                    help="patch the gateway with a what-if from benchmarks.experiments (repeatable)")
     p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
