@@ -227,7 +227,7 @@ async def test_read_call_from_typed_events_and_one_constructor() -> None:
     x = await read_call(mine, "end_call", api_key=None)
     assert (x.outcome, x.price, x.initial_quote, x.price_type, x.conditions) == (
         ev.Outcome.AGREED, 100, 120, ev.PriceType.VISIT_FEE, "waived if booked")
-    ids = {"event_id": "e", "job_id": "j", "provider_id": "p", "attempt": 1, "call_sid": "CA1"}
+    ids = {"job_id": "j", "provider_id": "p", "attempt": 1, "call_sid": "CA1"}
     assert price_extracted(x, **ids).agreed is True
     # AGREED without a price is not a deal, and a price without a deal is not kept.
     no_price = msgspec.structs.replace(x, price=None)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 
 from haggle_extractor.offline import Extraction, Transcript, TranscriptError, extract_offline
 from haggle_extractor.xai_chat import DEFAULT_BASE_URL, DEFAULT_MODEL, ExtractionError, extract_with_xai
@@ -95,9 +96,7 @@ async def read_call(
     )
 
 
-def price_extracted(
-    x: Extraction, *, event_id: str, job_id: str, provider_id: str, attempt: int, call_sid: str
-) -> ev.PriceExtracted:
+def price_extracted(x: Extraction, *, job_id: str, provider_id: str, attempt: int, call_sid: str) -> ev.PriceExtracted:
     """The one way a call's result becomes its PriceExtracted: a price only with a deal, AGREED only with a price."""
     outcome = x.outcome
     if x.agreed and x.price is not None:
@@ -106,10 +105,10 @@ def price_extracted(
         outcome = ev.Outcome.NO_AGREEMENT
     agreed = outcome is ev.Outcome.AGREED
     return ev.PriceExtracted(
-        event_id=event_id, job_id=job_id, provider_id=provider_id, attempt=attempt, call_sid=call_sid,
-        outcome=outcome, agreed=agreed, price=x.price if agreed else None, initial_quote=x.initial_quote,
-        price_type=x.price_type, conditions=x.conditions, evidence=list(x.evidence), method=x.method,
-        disagreement=x.disagreement,
+        event_id=ids.price_event_id(call_sid), job_id=job_id, provider_id=provider_id, attempt=attempt,
+        call_sid=call_sid, outcome=outcome, agreed=agreed, price=x.price if agreed else None,
+        initial_quote=x.initial_quote, price_type=x.price_type, conditions=x.conditions, evidence=list(x.evidence),
+        method=x.method, disagreement=x.disagreement,
     )
 
 

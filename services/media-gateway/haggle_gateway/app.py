@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from haggle_contracts import events as ev
-from haggle_contracts import subjects
+from haggle_contracts import ids, subjects
 from haggle_contracts.calls import CallContext
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -253,7 +253,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         if status in ev.TERMINAL_TWILIO_STATUSES and call_sid in registry.calls:
             registry.calls[call_sid].request_end("provider_hangup")
         return await publish(ev.CallStatusChanged(
-            event_id=f"status-{call_sid}-{status}",
+            event_id=ids.call_status_event_id(call_sid, status),
             job_id=ctx.job_id,
             provider_id=ctx.provider_id,
             attempt=ctx.attempt,
@@ -270,7 +270,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return found
         ctx, _, call_sid, answered_by = found
         event = ev.MachineDetected(
-            event_id=f"amd-{call_sid}",
+            event_id=ids.machine_detected_event_id(call_sid),
             job_id=ctx.job_id,
             provider_id=ctx.provider_id,
             attempt=ctx.attempt,
@@ -336,7 +336,7 @@ async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: S
                       extra={"call_sid": start.call_sid, "job_id": ctx.job_id, "provider_id": ctx.provider_id})
             metrics.REALTIME_ERRORS.labels(kind="connect_failed").inc()
             registry.count("ended:realtime_error")
-            outbox.put(ev.CallEnded(event_id=f"end-{start.call_sid}", job_id=ctx.job_id,
+            outbox.put(ev.CallEnded(event_id=ids.call_ended_event_id(start.call_sid), job_id=ctx.job_id,
                                     provider_id=ctx.provider_id, attempt=ctx.attempt, call_sid=start.call_sid,
                                     reason="realtime_error"))
             try:

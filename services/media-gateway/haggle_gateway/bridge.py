@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
 
 from haggle import metrics
@@ -176,7 +177,7 @@ class CallBridge:
         self.flush_transcript()
         await self._outbox.flush(self.settings.publish_flush_s)
         self._outbox.put(ev.CallEnded(
-            event_id=f"end-{self.call_sid}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
+            event_id=ids.call_ended_event_id(self.call_sid), job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt, call_sid=self.call_sid, reason=reason,
             duration_s=round(max(0.0, now - self.started_at), 3), utterances=self.transcript.released_count,
             voicemail_left=self.flow.voicemail_left,
@@ -292,7 +293,7 @@ class CallBridge:
         if u.role == ev.Role.USER:
             self._heard.append(u)
         self._outbox.put(ev.UtteranceTranscribed(
-            event_id=f"utt-{self.call_sid}-{u.item_id}" + (f"-r{u.revision}" if u.revision else ""),
+            event_id=ids.utterance_event_id(self.call_sid, u.item_id, u.revision),
             job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt, call_sid=self.call_sid, utterance_id=u.item_id, seq=u.seq, role=u.role,
             text=u.text, spoken_at=u.spoken_at, interrupted=u.interrupted, revision=u.revision,

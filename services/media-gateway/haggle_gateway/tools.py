@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
 
 _PRICE_TYPES = frozenset(ev.PriceType)
@@ -20,7 +21,7 @@ def quote_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[s
     conditions = args.get("conditions")
     agreed = args.get("agreed")
     return ev.QuoteRecorded(
-        event_id=f"quote-{call_sid}-{tool_call_id}",
+        event_id=ids.quote_event_id(call_sid, tool_call_id),
         job_id=ctx.job_id,
         provider_id=ctx.provider_id,
         attempt=ctx.attempt,
