@@ -18,14 +18,15 @@ import httpx
 import msgspec
 from haggle_contracts import events as ev
 
+from haggle.settings_table import DEFAULTS
 from haggle_extractor.offline import Extraction, Transcript, normalise_transcript
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESPONSE_SCHEMA", "SYSTEM_PROMPT", "ExtractionError", "build_request", "extract_with_xai"]
 
-DEFAULT_BASE_URL = "https://api.x.ai/v1"
-DEFAULT_MODEL = "grok-4.3"
+DEFAULT_BASE_URL: str = DEFAULTS["xai_api_base_url"]
+DEFAULT_MODEL: str = DEFAULTS["xai_model"]
 _MAX_RETRY_AFTER_S = 5.0
 # What a transcript can show; no_answer, busy, voicemail and the rest are known before anyone reads one.
 READ_OUTCOMES = (ev.Outcome.AGREED, ev.Outcome.NO_AGREEMENT, ev.Outcome.DECLINED)
