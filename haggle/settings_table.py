@@ -53,30 +53,25 @@ def path(name: str, raw: str) -> Path:
     return Path(raw)
 
 
-def whole(minimum: int = 0) -> Parser:
-    def parse(name: str, raw: str) -> int:
+def _at_least(convert: Callable[[str], T], what: str, minimum: T) -> Parser:
+    def parse(name: str, raw: str) -> T:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a whole number (got {raw!r})") from None
-        if value < minimum:
+            raise ConfigError(f"{name} must be {what} (got {raw!r})") from None
+        if value < minimum:  # type: ignore[operator]
             raise ConfigError(f"{name} must be at least {minimum} (got {value})")
         return value
 
     return parse
+
+
+def whole(minimum: int = 0) -> Parser:
+    return _at_least(int, "a whole number", minimum)
 
 
 def number(minimum: float = 0.0) -> Parser:
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number (got {raw!r})") from None
-        if value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum} (got {value})")
-        return value
-
-    return parse
+    return _at_least(float, "a number", minimum)
 
 
 def choice(*choices: str) -> Parser:

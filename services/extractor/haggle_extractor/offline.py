@@ -24,23 +24,28 @@ from haggle_extractor.spoken_numbers import Mention, MentionKind, find_mentions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Extraction", "Line", "Transcript", "TranscriptError", "extract_offline", "normalise_transcript"]
+__all__ = ["Extraction", "Line", "Reading", "Transcript", "TranscriptError", "extract_offline", "normalise_transcript"]
 
 Role = Literal["buyer", "seller"]
 _ROLE_OF = {"assistant": "buyer", "user": "seller", "buyer": "buyer", "seller": "seller", "agent": "buyer",
             "provider": "seller"}  # fmt: skip
 
 
-class Extraction(msgspec.Struct, kw_only=True):
-    """What one call came to. `price` is the agreed price (None without a deal)."""
+class Reading(msgspec.Struct, kw_only=True):
+    """What a reader (this module, or the xAI model's JSON reply) says one call came to."""
 
     agreed: bool
-    price: float | None
+    price: float | None  # the agreed price; None without a deal
     initial_quote: float | None
     price_type: ev.PriceType
     conditions: str
     evidence: list[str]
     outcome: ev.Outcome  # a transcript reading gives AGREED, NO_AGREEMENT or DECLINED
+
+
+class Extraction(Reading, kw_only=True):
+    """A reading with how it was made and, when two readers differ, how."""
+
     method: str = "offline"
     disagreement: str | None = None
 

@@ -19,7 +19,7 @@ import msgspec
 from haggle_contracts import events as ev
 
 from haggle.settings_table import DEFAULTS
-from haggle_extractor.offline import Extraction, Transcript, normalise_transcript
+from haggle_extractor.offline import Extraction, Reading, Transcript, normalise_transcript
 
 logger = logging.getLogger(__name__)
 
@@ -83,16 +83,8 @@ class ExtractionError(Exception):
         self.reason = reason
 
 
-class _Reply(msgspec.Struct, forbid_unknown_fields=True):
+class _Reply(Reading, forbid_unknown_fields=True):
     """The model's JSON, checked field by field (the schema, in msgspec's terms)."""
-
-    agreed: bool
-    price: float | None
-    initial_quote: float | None
-    price_type: ev.PriceType
-    conditions: str
-    evidence: list[str]
-    outcome: ev.Outcome
 
 
 def build_request(transcript: Transcript, *, model: str = DEFAULT_MODEL) -> dict[str, Any]:
@@ -142,16 +134,9 @@ def parse_reply(body: Any) -> Extraction:
         raise ExtractionError(f"reply is inconsistent: agreed={reply.agreed} but outcome={reply.outcome.value}")
     if reply.agreed and reply.price is None:
         raise ExtractionError("reply says agreed but gives no price")
-    return Extraction(
-        agreed=reply.agreed,
-        price=reply.price if reply.agreed else None,
-        initial_quote=reply.initial_quote,
-        price_type=reply.price_type,
-        conditions=reply.conditions,
-        evidence=reply.evidence,
-        outcome=reply.outcome,
-        method="xai",
-    )
+    fields = msgspec.structs.asdict(reply)
+    fields["price"] = reply.price if reply.agreed else None  # a price without a deal is not one
+    return Extraction(**fields, method="xai")
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -69,7 +69,13 @@ def Text(field: str, *, required: bool = False) -> Any:
     ]
 
 
-Id = Annotated[str, WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
+def _valid_id(v: str) -> str:
+    if not JOB_ID.match(v):
+        raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+    return v
+
+
+Id = Annotated[str, AfterValidator(_valid_id), WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
 
 
 class ProviderIn(BaseModel):
@@ -93,13 +99,6 @@ class ProviderIn(BaseModel):
             raise ValueError("must be an E.164 phone number such as +14155550123")
         return v
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
-        return v
-
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -111,13 +110,6 @@ class JobIn(BaseModel):
     job_id: Id | None = None
     context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
-        return v
 
 
 Publish = Callable[..., Awaitable[int]]
