@@ -10,6 +10,10 @@ A parser gets the variable's name and its stripped, non-empty text and returns t
 `ConfigError` naming the variable; an unset or blank variable gives the row's default, which is not parsed.
 Rules that tie settings together (DOMAIN as a fallback for PUBLIC_BASE_URL, SUPABASE_URL and SUPABASE_KEY set
 together, CALLBACK_NUMBER falling back to TWILIO_PHONE_NUMBER) live in `haggle.config.Settings.from_env`.
+
+A new setting is one row in `SETTINGS` (a parser from this module, or a function of the same shape) and one row
+in the README's configuration table; `Settings.<field>` then exists with the row's default. A service whose own
+settings class has a field of the same name gets it through `pick`; the class's default is `DEFAULTS["<field>"]`.
 """
 
 from __future__ import annotations
