@@ -13,7 +13,7 @@ from dataclasses import field, fields, make_dataclass, replace
 from datetime import time
 from typing import Any
 
-from .settings_table import SETTINGS, ConfigError, calling_hours
+from .settings_table import BY_FIELD, SETTINGS, ConfigError, calling_hours
 
 __all__ = ["ConfigError", "Settings", "parse_calling_hours"]
 
@@ -62,33 +62,27 @@ class _SettingsRules:
         return replace(self, **changes)  # type: ignore[type-var]
 
     # Each service checks what it needs, so a missing key fails at start with its name.
+    def _require(self, why: str, *names: str) -> None:
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(f"{BY_FIELD[name].env} is not set ({why})")
+
     def require_twilio(self) -> None:
-        for name, value in (
-            ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),  # type: ignore[attr-defined]
-            ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),  # type: ignore[attr-defined]
-            ("TWILIO_PHONE_NUMBER", self.twilio_phone_number),  # type: ignore[attr-defined]
-        ):
-            if not value:
-                raise ConfigError(f"{name} is not set (needed to place and verify calls)")
+        """What placing calls needs (the dispatcher)."""
+        self._require("needed to place and verify calls", "twilio_account_sid", "twilio_auth_token",
+                      "twilio_phone_number")
         self.require_public_url()
 
     def require_twilio_webhooks(self) -> None:
-        """What verifying Twilio's webhook signatures needs (the gateway): the account, its token, the URL."""
-        self.require_public_url()
-        for name, value in (
-            ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),  # type: ignore[attr-defined]
-            ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),  # type: ignore[attr-defined]
-        ):
-            if not value:
-                raise ConfigError(f"{name} is not set (needed to verify Twilio's webhook signatures)")
+        """What verifying Twilio's webhook signatures needs (the gateway)."""
+        self._require("needed to verify Twilio's webhook signatures", "twilio_account_sid", "twilio_auth_token")
 
     def require_public_url(self) -> None:
         if not self.public_base_url:  # type: ignore[attr-defined]
             raise ConfigError("PUBLIC_BASE_URL (or DOMAIN) is not set: Twilio needs a public URL for webhooks")
 
     def require_realtime(self) -> None:
-        if not self.xai_api_key:  # type: ignore[attr-defined]
-            raise ConfigError("XAI_API_KEY is not set (needed for the realtime voice session)")
+        self._require("needed for the realtime voice session", "xai_api_key")
 
     def describe(self) -> dict[str, object]:
         """Settings safe to print: secrets show only whether they are set."""

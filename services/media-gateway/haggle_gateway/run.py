@@ -16,8 +16,9 @@ from .settings import GatewaySettings
 
 def gateway_settings(s: Settings) -> GatewaySettings:
     """The gateway's settings: the shared ones it names (two under other names), plus its own derived ones."""
-    s.require_twilio_webhooks()
+    s.require_public_url()
     s.require_realtime()
+    s.require_twilio_webhooks()
     return pick(
         s, GatewaySettings, {"voice": "realtime_voice", "audio_format": "realtime_audio_format"},
         callback_number=s.callback_number or "",
