@@ -53,6 +53,16 @@ def flag(name: str, raw: str) -> bool:
     return raw.lower() in ("1", "true", "yes")
 
 
+def on_off(name: str, raw: str) -> bool:
+    """A switch that says which way it was meant: anything but on/off (1/0, true/false, yes/no) is an error."""
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false, yes/no; got {raw!r})")
+
+
 def path(name: str, raw: str) -> Path:
     return Path(raw)
 
@@ -108,6 +118,9 @@ def matching(pattern: str, expected: str, *, show: bool = True) -> Parser:
         return raw
 
     return parse
+
+
+e164 = matching(r"\+[1-9]\d{6,14}", "an E.164 number like +14155550100")
 
 
 def nats_urls(name: str, raw: str) -> str:
@@ -190,8 +203,7 @@ SETTINGS: tuple[Var, ...] = (
     Var("twilio_account_sid", "TWILIO_ACCOUNT_SID",
         matching(r"AC[0-9a-fA-F]{32}", "'AC' followed by 32 hex characters", show=False)),
     Var("twilio_auth_token", "TWILIO_AUTH_TOKEN", text, secret=True),
-    Var("twilio_phone_number", "TWILIO_PHONE_NUMBER",
-        matching(r"\+[1-9]\d{6,14}", "an E.164 number like +14155550100")),
+    Var("twilio_phone_number", "TWILIO_PHONE_NUMBER", e164),
     Var("twilio_api_base_url", "TWILIO_API_BASE_URL", url("http", "https"), "https://api.twilio.com"),
     Var("ring_timeout_s", "RING_TIMEOUT_SECONDS", whole(5), 25),
     Var("call_time_limit_s", "CALL_TIME_LIMIT_SECONDS", whole(30), 900),

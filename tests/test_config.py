@@ -102,3 +102,10 @@ def test_service_settings_take_the_shared_defaults() -> None:
                          ("audio_format", "realtime_audio_format"), ("hold_timeout_s", "hold_timeout_s")):
         assert getattr(gateway, name) == getattr(fresh, name) == getattr(shared, source), name
     assert DEFAULT_BASE_URL == shared.xai_api_base_url and DEFAULT_MODEL == shared.xai_model
+
+
+def test_switches_say_which_way_they_were_meant() -> None:
+    assert [settings_table.on_off("X", v) for v in ("on", "1", "Yes", "off", "0", "false")] == [
+        True, True, True, False, False, False]
+    with pytest.raises(ConfigError, match="X must be on or off"):
+        settings_table.on_off("X", "maybe")
