@@ -10,35 +10,35 @@ from haggle_contracts import events as ev
 from .bus import StoredEvent
 
 
+def _join(*parts: str | None) -> str:
+    """The parts that are there, in order: an event's optional facts are left out rather than shown empty."""
+    return " ".join(p for p in parts if p)
+
+
 def detail(e: ev.Event) -> str:
     """What happened, without the when/what/who columns (the dashboard lays those out itself)."""
     match e:
         case ev.JobStarted():
             return f"{len(e.providers)} provider(s), max ${e.max_price:g}: {e.problem[:60]}"
         case ev.DialScheduled():
-            text = f"attempt {e.attempt} ({e.reason})"
-            if e.not_before:
-                text += f" not before {e.not_before:%H:%M:%S}"
-            return text
+            return _join(f"attempt {e.attempt} ({e.reason})", e.not_before and f"not before {e.not_before:%H:%M:%S}")
         case ev.CallDialed():
             return f"attempt {e.attempt} sid {e.call_sid}"
         case ev.DialFailed():
             return f"attempt {e.attempt}: {e.reason} (code {e.code})"
         case ev.CallStatusChanged():
-            return f"{e.status}" + (f" {e.duration_s:g}s" if e.duration_s else "") + f" [{e.source}]"
+            return _join(e.status, e.duration_s and f"{e.duration_s:g}s", f"[{e.source}]")
         case ev.MachineDetected():
             return e.answered_by
         case ev.UtteranceTranscribed():
             return f"#{e.seq} {e.role.value}: {e.text}"
         case ev.QuoteRecorded():
-            return f"${e.price} {e.price_type.value} {e.conditions}".rstrip()
+            return _join(f"${e.price}", e.price_type.value, e.conditions)
         case ev.CallEnded():
             return f"{e.reason} after {e.duration_s:.1f}s"
         case ev.PriceExtracted():
-            text = f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}"
-            if e.disagreement:
-                text += f" (disagreement: {e.disagreement})"
-            return text
+            return _join(f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}",
+                         e.disagreement and f"(disagreement: {e.disagreement})")
         case ev.JobCompleted():
             return f"best {e.best_provider_id} at {e.best_price}"
         case ev.JobCancelled():

@@ -18,12 +18,12 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from . import settings_table
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
-ENV = "HAGGLE_EVENT_LOOP"
-CHOICES = ("auto", "uvloop", "asyncio")
+ENV = "HAGGLE_EVENT_LOOP"  # read here, before any Settings exist; its row in haggle/settings_table.py
 T = TypeVar("T")
 
 
@@ -33,9 +33,7 @@ def uvloop_available() -> bool:
 
 def choose(env: dict[str, str] | None = None) -> str:
     """`uvloop` or `asyncio`, from HAGGLE_EVENT_LOOP and what is installed."""
-    raw = ((os.environ if env is None else env).get(ENV) or "auto").strip().lower()
-    if raw not in CHOICES:
-        raise ConfigError(f"{ENV} must be one of {', '.join(CHOICES)} (got {raw!r})")
+    raw = settings_table.read(ENV, os.environ if env is None else env)
     if raw == "asyncio":
         return "asyncio"
     if uvloop_available():

@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
 
 from haggle import metrics
@@ -48,6 +49,7 @@ from haggle import metrics
 from . import twilio_media as tm
 from .audio import Transcoder, transcoder_for
 from .call_flow import CallFlow
+from .contexts import about_call
 from .links import Clock, Frame, LinkClosed, LoopClock, RealtimeSession, TwilioLink
 from .outbound import AudioOut
 from .outbox import EventOutbox
@@ -176,8 +178,7 @@ class CallBridge:
         self.flush_transcript()
         await self._outbox.flush(self.settings.publish_flush_s)
         self._outbox.put(ev.CallEnded(
-            event_id=f"end-{self.call_sid}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
-            attempt=self.ctx.attempt, call_sid=self.call_sid, reason=reason,
+            **about_call(self.ctx, self.call_sid), event_id=ids.call_ended_event_id(self.call_sid), reason=reason,
             duration_s=round(max(0.0, now - self.started_at), 3), utterances=self.transcript.released_count,
             voicemail_left=self.flow.voicemail_left,
         ))
@@ -292,8 +293,8 @@ class CallBridge:
         if u.role == ev.Role.USER:
             self._heard.append(u)
         self._outbox.put(ev.UtteranceTranscribed(
-            event_id=f"utt-{self.call_sid}-{u.item_id}" + (f"-r{u.revision}" if u.revision else ""),
-            job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
-            attempt=self.ctx.attempt, call_sid=self.call_sid, utterance_id=u.item_id, seq=u.seq, role=u.role,
+            **about_call(self.ctx, self.call_sid),
+            event_id=ids.utterance_event_id(self.call_sid, u.item_id, u.revision),
+            utterance_id=u.item_id, seq=u.seq, role=u.role,
             text=u.text, spoken_at=u.spoken_at, interrupted=u.interrupted, revision=u.revision,
         ))

@@ -6,7 +6,10 @@ import math
 from typing import Any
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
+
+from .contexts import about_call
 
 _PRICE_TYPES = frozenset(ev.PriceType)
 
@@ -20,11 +23,8 @@ def quote_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[s
     conditions = args.get("conditions")
     agreed = args.get("agreed")
     return ev.QuoteRecorded(
-        event_id=f"quote-{call_sid}-{tool_call_id}",
-        job_id=ctx.job_id,
-        provider_id=ctx.provider_id,
-        attempt=ctx.attempt,
-        call_sid=call_sid,
+        **about_call(ctx, call_sid),
+        event_id=ids.quote_event_id(call_sid, tool_call_id),
         price=price(args.get("price")),
         price_type=price_type,
         conditions=conditions[:500] if isinstance(conditions, str) else "",

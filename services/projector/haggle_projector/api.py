@@ -22,8 +22,8 @@ import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from haggle_contracts import events as ev
+from haggle_contracts import ids, subjects, text
 from haggle_contracts import state as st
-from haggle_contracts import subjects, text
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import (
@@ -69,7 +69,13 @@ def Text(field: str, *, required: bool = False) -> Any:
     ]
 
 
-Id = Annotated[str, WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
+def _valid_id(v: str) -> str:
+    if not JOB_ID.match(v):
+        raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+    return v
+
+
+Id = Annotated[str, AfterValidator(_valid_id), WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
 
 
 class ProviderIn(BaseModel):
@@ -93,13 +99,6 @@ class ProviderIn(BaseModel):
             raise ValueError("must be an E.164 phone number such as +14155550123")
         return v
 
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
-        return v
-
 
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -111,13 +110,6 @@ class JobIn(BaseModel):
     job_id: Id | None = None
     context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
-        return v
 
 
 Publish = Callable[..., Awaitable[int]]
@@ -196,7 +188,7 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
             context_answers=p.context_answers, timezone=p.timezone,
         ))
     return ev.JobStarted(
-        event_id=ev.new_id("evt"),
+        event_id=ids.fresh_event_id(),
         job_id=job_id,
         problem=body.problem,
         zip_code=body.zip_code,
@@ -212,7 +204,7 @@ def job_started_from_rows(job_id: str, rows: list[st.ProviderState]) -> ev.JobSt
     """Seed compatibility: a job whose provider rows were written straight into the table."""
     first = rows[0]
     return ev.JobStarted(
-        event_id=ev.new_id("evt"),
+        event_id=ids.fresh_event_id(),
         job_id=job_id,
         problem=first.problem,
         zip_code=first.zip_code,
@@ -416,7 +408,7 @@ def restart_event(job_id: str, rows: list[st.ProviderState], history: list[ev.Ev
             specs[spec.id] = spec
     last = starts[-1]
     max_attempts = next((s.max_attempts for s in reversed(starts) if s.max_attempts), None)
-    return msgspec.structs.replace(last, event_id=ev.new_id("evt"), occurred_at=ev.utcnow(),
+    return msgspec.structs.replace(last, event_id=ids.fresh_event_id(), occurred_at=ev.utcnow(),
                                    providers=list(specs.values()), max_attempts=max_attempts, source="start-job")
 
 
@@ -465,7 +457,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
-        await deps.publish(ev.JobCancelled(event_id=f"cancel-{job_id}", job_id=job_id))
+        await deps.publish(ev.JobCancelled(event_id=ids.job_cancelled_event_id(job_id), job_id=job_id))
         return {"status": "cancelling", "job_id": job_id}
 
     @router.get("/jobs/{job_id}", dependencies=[auth], responses=_responses(401, 404))
