@@ -13,6 +13,8 @@ from datetime import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from haggle_contracts.market import MarketPolicy
+
 
 class ConfigError(ValueError):
     """A missing or malformed setting; the message names it."""
@@ -64,6 +66,17 @@ def _url(name: str, env: dict[str, str], default: str | None, schemes: tuple[str
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.scheme == "sqlite"):
         raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL (got {raw!r})")
     return raw.rstrip("/")
+
+
+def _flag(name: str, env: dict[str, str], default: bool) -> bool:
+    raw = _env(name, env)
+    if raw is None:
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false, yes/no; got {raw!r})")
 
 
 def parse_calling_hours(raw: str) -> tuple[time, time] | None:
@@ -125,6 +138,10 @@ class Settings:
     retry_delay_s: float = 600.0
     reconcile_s: float = 30.0  # how often live calls are checked against Twilio for a lost status callback
     calling_hours: tuple[time, time] | None = (time(8, 0), time(21, 0))
+    # Negotiation (docs/negotiation.md)
+    negotiation_strategy: str = "market"  # market | independent
+    negotiation_rounds: int = 2
+    use_competing_quotes: bool = True
     # Results
     results_webhook_url: str | None = None
     results_webhook_secret: str | None = field(default=None, repr=False)
@@ -210,7 +227,16 @@ class Settings:
             calling_hours=parse_calling_hours(_env("CALLING_HOURS", env) or "08:00-21:00"),
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),
+            negotiation_strategy=_choice("NEGOTIATION_STRATEGY", env, "market", ("market", "independent")),
+            negotiation_rounds=_int("NEGOTIATION_ROUNDS", env, 2, minimum=1),
+            use_competing_quotes=_flag("USE_COMPETING_QUOTES", env, True),
         )
+
+    def market_policy(self) -> MarketPolicy:
+        """The job-level negotiation settings, as the market decisions take them."""
+        return MarketPolicy(strategy=self.negotiation_strategy, rounds=self.negotiation_rounds,  # type: ignore[arg-type]
+                            max_concurrent_calls=self.max_concurrent_calls,
+                            use_competing_quotes=self.use_competing_quotes)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -90,6 +90,7 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         duration_s=171.25,
         updated_at=T0 + timedelta(minutes=3, microseconds=999999),
         last_seq=4242,
+        round=2,
     )
 
 

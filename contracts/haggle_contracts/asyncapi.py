@@ -26,7 +26,9 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.QuoteRecorded: "media-gateway (record_quote tool)",
     ev.CallEnded: "media-gateway",
     ev.PriceExtracted: "extractor",
-    ev.JobCompleted: "extractor",
+    ev.JobCompleted: "job completion (extractor service)",
+    ev.CallPlanned: "dispatcher (market strategy)",
+    ev.OfferDecided: "media-gateway (record_quote tool, offer policy)",
 }
 
 

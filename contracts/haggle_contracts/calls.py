@@ -12,6 +12,7 @@ from datetime import datetime
 import msgspec
 
 from .events import utcnow
+from .scope import Quote
 
 
 class CallContext(msgspec.Struct, kw_only=True):
@@ -29,6 +30,15 @@ class CallContext(msgspec.Struct, kw_only=True):
     call_sid: str | None = None  # set once Twilio accepted the dial
     token_used: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
+    # The negotiation this call continues (market strategy; see docs/negotiation.md): its round (2+: a callback),
+    # the real competing quote it carries, what this provider stated and what we offered it in earlier calls, and
+    # the competing all-in prices it has already been told. Together with the call's own record_quote calls,
+    # these are the gateway's `OfferFacts`.
+    round: int = 1
+    competitor: Quote | None = None
+    their_prices: list[float] = msgspec.field(default_factory=list)
+    our_offers: list[float] = msgspec.field(default_factory=list)
+    cited: list[float] = msgspec.field(default_factory=list)
 
 
 def ctx_key(call_id: str) -> str:

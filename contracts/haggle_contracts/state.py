@@ -80,6 +80,9 @@ class ProviderState(msgspec.Struct, kw_only=True):
     duration_s: float | None = None
     updated_at: datetime | None = None
     last_seq: int = 0  # stream sequence of the last event applied (idempotency under redelivery)
+    # The negotiation round of the provider's latest call (2+: a market callback). Attempts are numbered across
+    # rounds; `max_attempts` is the last attempt number the current round may use.
+    round: int = 1
 
     @property
     def terminal(self) -> bool:
@@ -101,14 +104,23 @@ def render_transcript(utterances: list[Utterance]) -> str:
 
 
 def _settle(state: ProviderState, outcome: ev.Outcome, *, retryable: bool) -> None:
-    """Record an attempt's outcome; the provider stays queued while a retry is still allowed."""
+    """Record an attempt's outcome; the provider stays queued while a retry is still allowed.
+
+    A callback round that ends without a new agreement leaves the price agreed in an earlier round standing:
+    the provider did not beat the competing quote, but its earlier word still holds.
+    """
     state.outcome = outcome.value
     if retryable and should_retry(state, outcome):
         state.call_status = QUEUED
-    elif outcome == ev.Outcome.AGREED:
+    elif outcome == ev.Outcome.AGREED or _keeps_earlier_agreement(state):
+        state.outcome = ev.Outcome.AGREED.value
         state.call_status = COMPLETED
     else:
         state.call_status = FAILED
+
+
+def _keeps_earlier_agreement(state: ProviderState) -> bool:
+    return state.round > 1 and state.negotiated_price is not None
 
 
 def should_retry(state: ProviderState, outcome: ev.Outcome | str | None) -> bool:
@@ -160,9 +172,12 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
     if isinstance(event, ev.JobCancelled):
         state.cancelled = True
         if state.call_status == QUEUED:
-            state.call_status = FAILED
-            state.outcome = state.outcome or ev.Outcome.CANCELLED.value
             state.retry_at = None
+            if _keeps_earlier_agreement(state):
+                state.call_status, state.outcome = COMPLETED, ev.Outcome.AGREED.value
+            else:
+                state.call_status = FAILED
+                state.outcome = state.outcome or ev.Outcome.CANCELLED.value
         return state
 
     attempt = getattr(event, "attempt", state.attempts)
@@ -171,8 +186,13 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
 
     match event:
         case ev.DialScheduled():
-            if state.terminal and state.outcome not in ev.RETRYABLE_OUTCOMES:
+            new_round = event.round > state.round
+            if state.terminal and state.outcome not in ev.RETRYABLE_OUTCOMES and not new_round:
                 return state
+            if new_round:  # a callback: the provider ended its last round and is called again
+                state.round = event.round
+                state.end_reason = None
+                state.failure_reason = None
             state.call_status = QUEUED
             state.retry_at = event.not_before
             if event.max_attempts:
@@ -255,8 +275,10 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         case ev.PriceExtracted():
             if event.attempt != state.attempts:
                 return state
-            state.negotiated_price = event.price if event.agreed else None
-            state.initial_quote = event.initial_quote if event.initial_quote is not None else state.initial_quote
+            if event.agreed or not _keeps_earlier_agreement(state):
+                state.negotiated_price = event.price if event.agreed else None
+            if event.initial_quote is not None and (state.round == 1 or state.initial_quote is None):
+                state.initial_quote = event.initial_quote  # a callback's first price is not the first quote
             state.price_type = event.price_type.value
             state.conditions = event.conditions
             state.evidence = list(event.evidence)

@@ -9,6 +9,7 @@ stand-ins talking to each other: they only meet through the real system under te
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,8 @@ class Persona:
 
     `ms_per_char` sets how long speech lasts (tests use small values to stay fast).
     `hangup_after_turn`: the provider hangs up right after speaking turn index N (a provider hang-up).
+    `callbacks`: the scripts of later calls to this number (the 2nd call plays `callbacks[0]`, ...), so a
+    market callback can go differently from the first call; without one, every call plays `turns`.
     """
 
     business: str
@@ -53,6 +56,13 @@ class Persona:
     ms_per_char: int = 25
     hangup_after_turn: int | None = None
     ring_ms: int = 200
+    callbacks: tuple[tuple[Turn, ...], ...] = ()
+
+    def for_call(self, number: int) -> Persona:
+        """This persona as it plays its `number`-th call (1-based)."""
+        if number < 2 or number - 2 >= len(self.callbacks):
+            return self
+        return dataclasses.replace(self, turns=self.callbacks[number - 2], callbacks=())
 
     def provider_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.speaker == "provider"]
@@ -69,6 +79,7 @@ class PersonaBook:
 
     def __init__(self, personas: list[Persona] | None = None) -> None:
         self._by_phone: dict[str, Persona] = {}
+        self._calls: dict[str, int] = {}  # calls placed to each number so far
         for p in personas or []:
             self.add(p)
 
@@ -78,10 +89,23 @@ class PersonaBook:
     def by_phone(self, phone: str) -> Persona | None:
         return self._by_phone.get(phone)
 
+    def dialed(self, phone: str) -> Persona | None:
+        """A call is placed to `phone` (the Twilio side): the persona as it plays this call."""
+        persona = self._by_phone.get(phone)
+        if persona is None:
+            return None
+        self._calls[phone] = self._calls.get(phone, 0) + 1
+        return persona.for_call(self._calls[phone])
+
     def by_instructions(self, instructions: str) -> Persona | None:
-        """The persona whose business name the session instructions mention (longest name wins)."""
+        """The persona whose business name the session instructions mention (longest name wins), as it plays
+        its latest call: the realtime session of a call opens after the call was placed, and one provider's calls
+        never overlap."""
         hits = [p for p in self._by_phone.values() if p.business.lower() in instructions.lower()]
-        return max(hits, key=lambda p: len(p.business)) if hits else None
+        if not hits:
+            return None
+        persona = max(hits, key=lambda p: len(p.business))
+        return persona.for_call(self._calls.get(persona.phone, 1))
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_phone.values())

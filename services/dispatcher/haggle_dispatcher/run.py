@@ -28,6 +28,7 @@ def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
         ring_timeout_s=s.ring_timeout_s,
         call_time_limit_s=s.call_time_limit_s,
         dial_retry_window_s=s.dial_retry_window_s,
+        market=s.market_policy(),
     )
 
 

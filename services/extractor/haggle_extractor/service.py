@@ -1,4 +1,4 @@
-"""The extractor's event handlers: every ended call gets a PriceExtracted, every settled job a JobCompleted.
+"""The extractor's event handler: every ended call gets a PriceExtracted (job completion is `completion.py`).
 
 The transcript is rebuilt from the call's UtteranceTranscribed events on the log, not taken from
 CallEnded, so a call whose gateway died still gets its result: the Twilio status callback
@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 from haggle_contracts import events as ev
-from haggle_contracts import state as st
 from haggle_contracts import subjects
 from nats.js import JetStreamContext
 
@@ -119,23 +118,3 @@ class Extractor:
         log.info("call %s of provider %s: %s %s (%s)", call_sid, provider_id, result.outcome.value,
                  result.price, result.method)
         return result
-
-    async def on_job_progress(self, event: ev.Event, delivery: Delivery) -> None:
-        """After any event that can settle a provider, publish JobCompleted once the whole job is settled."""
-        if isinstance(event, ev.CallStatusChanged) and event.status not in ev.TERMINAL_TWILIO_STATUSES:
-            return
-        history = await bus.job_history(self.js, event.job_id)
-        if any(isinstance(e, ev.JobCompleted) for e in history):
-            return
-        states = st.fold_job(history)
-        if not st.job_settled(states):
-            return
-        offers = st.rank_offers(list(states.values()))
-        best = next((o for o in offers if o.outcome == ev.Outcome.AGREED and o.price is not None), None)
-        await self.publisher.publish(ev.JobCompleted(
-            event_id=f"completed-{event.job_id}",
-            job_id=event.job_id,
-            offers=offers,
-            best_provider_id=best.provider_id if best else None,
-            best_price=best.price if best else None,
-        ))

@@ -163,6 +163,7 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "disagreement": s.disagreement,
         "attempts": s.attempts,
         "max_attempts": s.max_attempts,
+        "round": s.round,
         "answered_by": s.answered_by,
         "end_reason": s.end_reason,
         "failure_reason": s.failure_reason,

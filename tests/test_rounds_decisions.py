@@ -1,0 +1,121 @@
+"""Decisions beside the fold: the round-aware provider fold, retries (`next_dial`), the market's planned calls
+and job completion, all as pure functions of a job's events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from haggle_contracts import decisions
+from haggle_contracts import events as ev
+from haggle_contracts import state as st
+from haggle_contracts.market import MarketPolicy
+
+NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+MARKET = MarketPolicy(strategy="market", rounds=2, max_concurrent_calls=10)
+
+
+def started(*pids: str) -> ev.JobStarted:
+    return ev.JobStarted(event_id="s", job_id="j", problem="leak", zip_code="1", max_price=200, max_attempts=2,
+                         providers=[ev.ProviderSpec(id=p, service_provider=p.upper(), phone_number="+14155550101")
+                                    for p in pids])
+
+
+def call(pid: str, attempt: int, *, prices: list[float], agreed: float | None, round_: int = 1) -> list[ev.Event]:
+    """One answered call of `pid`: the prices it stated (record_quote) and the extracted result."""
+    sid = f"CA{pid}{attempt}"
+    out: list[ev.Event] = [
+        ev.DialScheduled(event_id=f"d{pid}{attempt}", job_id="j", provider_id=pid, attempt=attempt,
+                         max_attempts=attempt + 1, round=round_),
+        ev.CallDialed(event_id=f"c{pid}{attempt}", job_id="j", provider_id=pid, attempt=attempt, call_sid=sid,
+                      to="+1", round=round_),
+        ev.CallStatusChanged(event_id=f"ip{pid}{attempt}", job_id="j", provider_id=pid, attempt=attempt,
+                             call_sid=sid, status="in-progress"),
+    ]
+    for i, price in enumerate(prices):
+        out.append(ev.QuoteRecorded(event_id=f"q{pid}{attempt}{i}", job_id="j", provider_id=pid, attempt=attempt,
+                                    call_sid=sid, price=price, price_type=ev.PriceType.FLAT,
+                                    agreed=agreed == price or None))
+    out.append(ev.PriceExtracted(
+        event_id=f"p{pid}{attempt}", job_id="j", provider_id=pid, attempt=attempt, call_sid=sid,
+        outcome=ev.Outcome.AGREED if agreed is not None else ev.Outcome.NO_AGREEMENT, agreed=agreed is not None,
+        price=agreed, price_type=ev.PriceType.FLAT))
+    return out
+
+
+def place(history: list[ev.Event]) -> list[decisions.PlannedDial]:
+    plans = decisions.plan_calls(history, MARKET, attempts_per_round=2)
+    for p in plans:
+        history += [p.planned, p.dial]
+    return plans
+
+
+def test_a_callback_round_reopens_a_settled_provider_and_keeps_its_earlier_agreement() -> None:
+    log: list[ev.Event] = [started("a"), *call("a", 1, prices=[200, 180], agreed=180)]
+    assert st.fold_job(log)["a"].call_status == st.COMPLETED
+    # Round 2: the dial of a settled provider is not ignored; the provider is queued again.
+    log.append(ev.DialScheduled(event_id="d2", job_id="j", provider_id="a", attempt=2, max_attempts=3, round=2))
+    state = st.fold_job(log)["a"]
+    assert (state.round, state.call_status, state.negotiated_price) == (2, st.QUEUED, 180)
+    # The callback fails to beat the best: the agreement of round 1 stands.
+    refused = call("a", 2, prices=[180], agreed=None, round_=2)[1:]
+    state = st.fold_job([*log, *refused])["a"]
+    assert (state.call_status, state.outcome, state.negotiated_price, state.attempts) == ("completed", "agreed",
+                                                                                         180, 2)
+    # It beats it: the new price replaces the old one.
+    state = st.fold_job([*log, *call("a", 2, prices=[170], agreed=170, round_=2)[1:]])["a"]
+    assert (state.outcome, state.negotiated_price, state.initial_quote) == ("agreed", 170, 200)
+
+
+def test_next_dial_is_the_retry_the_fold_left_queued() -> None:
+    log: list[ev.Event] = [started("a"), *call("a", 1, prices=[], agreed=None)[:2],
+                           ev.CallStatusChanged(event_id="b", job_id="j", provider_id="a", attempt=1,
+                                                call_sid="CAa1", status="busy")]
+    dial = decisions.next_dial(st.fold_job(log)["a"], retry_delay_s=60, now=NOW)
+    assert dial is not None and (dial.attempt, dial.reason, dial.not_before) == (2, "busy", NOW + timedelta(seconds=60))
+    log += [dial, ev.CallDialed(event_id="c2", job_id="j", provider_id="a", attempt=2, call_sid="CA2", to="+1"),
+            ev.CallStatusChanged(event_id="b2", job_id="j", provider_id="a", attempt=2, call_sid="CA2", status="busy")]
+    assert decisions.next_dial(st.fold_job(log)["a"], retry_delay_s=60, now=NOW) is None  # max_attempts used
+    cancelled = [*log[:4], ev.JobCancelled(event_id="x", job_id="j")]
+    assert decisions.next_dial(st.fold_job(cancelled)["a"], retry_delay_s=60, now=NOW) is None
+
+
+def test_market_staggers_then_informs_then_calls_back_above_the_best_and_completes() -> None:
+    log: list[ev.Event] = [started("a", "b", "c")]
+    opening = place(log)
+    assert [(p.planned.provider_id, p.planned.reason, p.dial.attempt) for p in opening] == [("a", "opening", 1)]
+    assert place(log) == []  # one call while no price is known
+    assert decisions.completion(log, MARKET) is None
+    log += call("a", 1, prices=[200, 190], agreed=190)[1:]
+    informed = place(log)
+    assert [(p.planned.provider_id, p.planned.reason, p.planned.shown) for p in informed] == [
+        ("b", "informed", 190), ("c", "informed", 190)]
+    assert informed[0].planned.competitor is not None and informed[0].planned.competitor.provider_id == "a"
+    log += call("b", 1, prices=[210, 175], agreed=175)[1:]
+    assert decisions.completion(log, MARKET) is None  # c is still being called
+    log += call("c", 1, prices=[220, 185], agreed=185)[1:]
+    assert decisions.completion(log, MARKET) is None  # a callback can still beat 175
+    callbacks = place(log)
+    assert [(p.planned.provider_id, p.planned.round, p.planned.reason, p.planned.shown, p.dial.attempt,
+             p.dial.max_attempts) for p in callbacks] == [("a", 2, "callback", 175, 2, 3),
+                                                          ("c", 2, "callback", 175, 2, 3)]
+    log += call("a", 2, prices=[190], agreed=None, round_=2)[1:]
+    log += call("c", 2, prices=[170], agreed=170, round_=2)[1:]
+    # b heard 190, and 170 is now the best: it is called back too; a and c have used their rounds.
+    assert decisions.completion(log, MARKET) is None
+    assert [(p.planned.provider_id, p.planned.shown) for p in place(log)] == [("b", 170)]
+    log += call("b", 2, prices=[175], agreed=None, round_=2)[1:]
+    done = decisions.completion(log, MARKET)
+    assert done is not None and (done.best_provider_id, done.best_price) == ("c", 170)
+    assert [(o.provider_id, o.price) for o in done.offers] == [("c", 170), ("b", 175), ("a", 190)]
+    assert place(log) == []
+
+
+def test_independent_completion_needs_only_settled_providers() -> None:
+    log: list[ev.Event] = [started("a", "b"), *call("a", 1, prices=[200], agreed=200),
+                           *call("b", 1, prices=[150], agreed=150)]
+    independent = MarketPolicy(strategy="independent")
+    done = decisions.completion(log, independent)
+    assert done is not None and done.best_price == 150
+    # The market would call a back (150 is below its 200), so the job is not complete under it.
+    assert decisions.completion(log, MARKET) is None
+    assert decisions.completion([*log, done], independent) is None  # published once

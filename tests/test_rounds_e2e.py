@@ -1,0 +1,144 @@
+"""The market strategy end to end through the real services (dispatcher, gateway, extractor, completion,
+projector) and the Twilio and realtime stand-ins: a three-provider job staggers its first round, later calls
+carry a real earlier quote, and a second round calls back the providers above the best with the best real
+offer and improves a price. Each step shows in the job document and in `haggle events replay --job`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from haggle_contracts import events as ev
+from haggle_contracts import subjects
+from haggle_contracts.calls import decode_context
+from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn
+from waits import settled, wait_job_completed
+
+from haggle import bus
+from haggle.config import Settings
+from haggle.simulate import simulated_world
+from haggle.system import start_system
+
+HAGGLE = str(Path(sys.executable).parent / "haggle")
+WORDS = {150: "one fifty", 175: "one seventy five", 180: "one eighty", 200: "two hundred",
+         225: "two twenty five", 250: "two fifty"}
+
+
+def quote(price: int, **extra: object) -> ToolCall:
+    return ToolCall("record_quote", {"price": price, "price_type": "flat", "conditions": "", **extra})
+
+
+def first_call(first: int, final: int) -> tuple[Turn, ...]:
+    return (
+        Turn("provider", "Hello?"),
+        Turn("agent", "Hi, is this {business}?"),
+        Turn("provider", "Yes, how can I help you?"),
+        Turn("agent", "I have a leaking kitchen faucet and I'm looking for an estimate to fix it."),
+        Turn("provider", f"For a faucet repair we usually charge {WORDS[first]}."),
+        Turn("agent", "Could you do it for less?", tools=(quote(first),)),
+        Turn("provider", f"I could do it for {WORDS[final]}, that's my best price."),
+        Turn("agent", f"Great, ${final} works for us. Thank you, goodbye!",
+             tools=(quote(final, agreed=True), ToolCall("end_call", {"reason": "agreed"}))),
+    )
+
+
+def callback(best: int, answer: int | None, standing: int) -> tuple[Turn, ...]:
+    """A round-2 call: the agent puts the best real quote to them; they beat it (`answer`) or keep their price."""
+    opener = ("Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier. Another "
+              f"licensed plumber quoted ${best} for the same job. Can you beat it?")
+    if answer is None:
+        return (
+            Turn("provider", "Hello?"),
+            Turn("agent", opener),
+            Turn("provider", f"Sorry, {WORDS[standing]} is really the lowest I can go."),
+            Turn("agent", f"I understand, we'll keep your ${standing} then. Thank you, goodbye!",
+                 tools=(quote(standing, final=True), ToolCall("end_call", {"reason": "kept earlier price"}))),
+        )
+    return (
+        Turn("provider", "Hello?"),
+        Turn("agent", opener),
+        Turn("provider", f"Alright, I can do it for {WORDS[answer]}."),
+        Turn("agent", f"Great, ${answer} works for us. Thank you, goodbye!",
+             tools=(quote(answer, agreed=True), ToolCall("end_call", {"reason": "agreed"}))),
+    )
+
+
+def personas() -> list[Persona]:
+    # Joe's opens alone (no price known yet) and agrees 180. Bay and Drip are then called together, both carrying
+    # Joe's 180: Bay agrees 175, Drip 200. Round 2 calls back Joe's and Drip with Bay's 175: Joe's keeps 180,
+    # Drip beats it with 150. Bay (175, shown 180) is then called back with Drip's 150 and keeps its 175.
+    return [
+        Persona(business="Joe's Plumbing", phone="+14155550201", ms_per_char=8, turns=first_call(200, 180),
+                callbacks=(callback(175, None, 180),)),
+        Persona(business="Bay Pipe Pros", phone="+14155550202", ms_per_char=8, turns=first_call(225, 175),
+                callbacks=(callback(150, None, 175),)),
+        Persona(business="Drip Masters", phone="+14155550203", ms_per_char=8, turns=first_call(250, 200),
+                callbacks=(callback(175, 150, 200),)),
+    ]
+
+
+async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None:
+    cast = personas()
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'm.db'}", calling_hours=None,
+                        port=0, negotiation_strategy="market", negotiation_rounds=2)
+    async with simulated_world(settings, personas=PersonaBook(cast)) as world:
+        system = await start_system(world.settings, nats_url=nats_server.url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
+        try:
+            body = {"job_id": "mkt", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 250,
+                    "providers": [{"id": f"p{i}", "service_provider": p.business, "phone_number": p.phone}
+                                  for i, p in enumerate(cast)]}
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                assert (await http.post("/jobs", json=body)).status_code == 201
+            await wait_job_completed(nc, "mkt", timeout=120)
+            doc = await settled(system.base_url, "mkt", timeout_s=20)
+            js = nc.jetstream()
+            calls_kv = await js.key_value(subjects.KV_CALLS)
+            contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+        finally:
+            await system.stop(5)
+        dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
+
+    history = await bus.job_history(nc.jetstream(), "mkt")
+    kinds = [(type(e).__name__, getattr(e, "provider_id", None)) for e in history]
+    plans = [e for e in history if isinstance(e, ev.CallPlanned)]
+    assert [(p.provider_id, p.round, p.reason) for p in plans] == [
+        ("p0", 1, "opening"), ("p1", 1, "informed"), ("p2", 1, "informed"),
+        ("p0", 2, "callback"), ("p2", 2, "callback"), ("p1", 2, "callback")]
+    # Staggered: the others are planned only after the opening call produced a real price.
+    assert kinds.index(("PriceExtracted", "p0")) < kinds.index(("CallPlanned", "p1"))
+    # Later calls carry a real earlier quote: what Joe's really agreed, in the event and in the call context.
+    for plan in plans[1:3]:
+        assert plan.competitor is not None and (plan.competitor.provider_id, plan.competitor.price,
+                                                plan.competitor.agreed) == ("p0", 180, True)
+    by_call = {(c.provider_id, c.round): c for c in contexts}
+    assert by_call[("p1", 1)].competitor is not None and by_call[("p1", 1)].competitor.price == 180
+    assert by_call[("p0", 1)].competitor is None
+    # Round 2 carries the round's best real offer (Bay's 175) to everyone above it, with what they said before.
+    drip = by_call[("p2", 2)]
+    assert drip.competitor is not None and (drip.competitor.provider_id, drip.competitor.price) == ("p1", 175)
+    assert drip.their_prices == [250, 200]
+    assert plans[5].competitor is not None and plans[5].competitor.price == 150  # then Drip's 150 to Bay
+    assert sorted(dialed) == sorted([p.phone for p in cast] * 2)
+    assert all(isinstance(e, ev.DialScheduled) and e.round == 2 for e in history
+               if isinstance(e, ev.DialScheduled) and e.attempt == 2)
+
+    rows = {p["id"]: p for p in doc["providers"]}
+    assert (rows["p2"]["negotiated_price"], rows["p2"]["round"], rows["p2"]["initial_quote"]) == (150, 2, 250)
+    assert (rows["p0"]["outcome"], rows["p0"]["negotiated_price"], rows["p0"]["round"]) == ("agreed", 180, 2)
+    assert (rows["p1"]["outcome"], rows["p1"]["negotiated_price"]) == ("agreed", 175)
+    assert doc["best_offer"]["provider_id"] == "p2" and doc["best_offer"]["price"] == 150
+    completed = next(e for e in history if isinstance(e, ev.JobCompleted))
+    assert (completed.best_provider_id, completed.best_price) == ("p2", 150)
+    assert history.index(completed) > max(i for i, e in enumerate(history) if isinstance(e, ev.PriceExtracted))
+
+    # The replay explains every planned call.
+    env = {**os.environ, "NATS_URL": nats_server.url}
+    out = subprocess.run([HAGGLE, "events", "replay", "--job", "mkt"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert "round 1 (opening)" in out
+    assert "round 1 (informed) carrying p0's agreed $180 (all-in $180)" in out
+    assert "round 2 (callback) carrying p1's agreed $175 (all-in $175)" in out
