@@ -504,8 +504,6 @@ class Dispatcher:
 
     async def maybe_retry(self, job_id: str, provider_id: str, attempt: int) -> bool:
         """Schedule the retry the folded state says is due after `attempt` (`decisions.next_dial`), once."""
-        if await self.job(job_id) is None or await self.cancelled(job_id):
-            return False
         state = st.fold_job(await bus.job_history(self.js, job_id)).get(provider_id)
         if state is None:
             return False
