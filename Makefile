@@ -1,19 +1,35 @@
 # Haggle: one command to install, one to run the demo, one to test.
 SHELL := /bin/bash
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly what uv.lock says. It comes from PyPI at a pinned version, in a venv of its own.
+UV_VERSION := 0.13.9
+UV := .tools/uv-$(UV_VERSION)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --extra test
 
-.PHONY: install demo up test test-cluster test-fast lint fmt asyncapi eval bench clean browsers
+.PHONY: install lock freeze demo up test test-cluster test-fast lint fmt asyncapi eval bench clean browsers
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(UV):
+	$(PY) -m venv .tools/uv-$(UV_VERSION)
+	.tools/uv-$(UV_VERSION)/bin/pip install -q uv==$(UV_VERSION)
+
+# The venv gets the project (editable) and exactly the locked versions; --locked fails (rather than re-resolve) when pyproject.toml changed without `make lock`.
+$(STAMP): pyproject.toml uv.lock | $(UV)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(SYNC)
 	touch $(STAMP)
+
+lock: $(UV) ## re-resolve uv.lock on purpose (newest versions within pyproject's ranges, for 3.11 and 3.13 alike)
+	$(UV) lock --upgrade
+	rm -f $(STAMP)
+
+freeze: install ## the venv's packages, without the project's own editable line (it names this clone's path)
+	$(BIN)/python -m pip freeze --exclude-editable
 
 demo: install ## a job for three simulated providers through the real services, ending in a table
 	$(BIN)/haggle demo
@@ -52,8 +68,8 @@ eval-negotiation: install ## the offer policy and market rounds against seeded s
 	$(BIN)/python scripts/eval_negotiation.py
 
 bench: install ## gateway vs. a bare relay at 25-200 calls (~10 min): benchmarks/results/, docs/bench.png
-	$(BIN)/python -c "import matplotlib" 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
+	$(SYNC) --extra bench
 	$(BIN)/python -m benchmarks.gateway_bench
 
 clean:
-	rm -rf $(VENV) .haggle .pytest_cache
+	rm -rf $(VENV) .tools .haggle .pytest_cache

@@ -8,13 +8,14 @@ when the replay began, which is what an audit wants.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import nats
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, subjects, text
 from haggle_contracts import events as ev
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -30,14 +31,27 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
+
+from .config import ConfigError
+from .logs import mask_urls
 
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, *, name: str = "haggle") -> NatsClient:
-    """A connection that keeps reconnecting for as long as the process lives (services outlive NATS restarts)."""
+class NatsUnreachable(ConfigError):
+    """NATS did not answer at start within the deadline (a ConfigError: the CLI prints it as one line)."""
+
+
+async def connect(
+    url: str, *, name: str = "haggle", deadline_s: float = 30.0, creds: str | None = None
+) -> NatsClient:
+    """A connection that keeps reconnecting for as long as the process lives (services outlive NATS restarts).
+
+    The first connection is bounded by `deadline_s`: a service whose NATS is not there at start fails with
+    one clear line (the URL's password masked) instead of hanging with no port and no health endpoint.
+    `creds` is a NATS credentials file (NATS_CREDS); user and password can also ride in the URL."""
     nc = NatsClient()
 
     async def on_error(exc: Exception) -> None:
@@ -50,17 +64,26 @@ async def connect(url: str, *, name: str = "haggle") -> NatsClient:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    await nc.connect(
+    connecting = nc.connect(
         [u.strip() for u in url.split(",") if u.strip()],  # a cluster: several seed URLs
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.25,
-        connect_timeout=5,
+        connect_timeout=min(5.0, deadline_s),
         allow_reconnect=True,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        user_credentials=creds,
     )
+    try:
+        await asyncio.wait_for(connecting, deadline_s)
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        why = "no answer" if isinstance(exc, TimeoutError) else mask_urls(str(exc) or type(exc).__name__)
+        raise NatsUnreachable(f"NATS unreachable at {mask_urls(url)} after {deadline_s:.0f}s ({why}); "
+                              "check NATS_URL (and NATS_CREDS)") from None
     return nc
 
 
@@ -68,6 +91,16 @@ async def connect(url: str, *, name: str = "haggle") -> NatsClient:
 class TopologyOptions:
     max_age_s: float = subjects.StreamSpec.max_age_s
     replicas: int = 1
+    calls_ttl_s: float | None = None  # call contexts' lifetime; None: the stream's max age
+
+
+def kv_ttls(opts: TopologyOptions) -> dict[str, float]:
+    """How long each bucket keeps an entry after its last write: nothing outlives the log it describes (the
+    stream's max age), and call contexts (tokens, numbers, problems) live only as long as a call can."""
+    ttls = dict.fromkeys(subjects.KV_BUCKETS, opts.max_age_s)
+    if opts.calls_ttl_s is not None:
+        ttls[subjects.KV_CALLS] = min(opts.calls_ttl_s, opts.max_age_s)
+    return ttls
 
 
 async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = None) -> None:
@@ -89,16 +122,27 @@ async def ensure_topology(js: JetStreamContext, opts: TopologyOptions | None = N
         await js.update_stream(config)
     for consumer in subjects.CONSUMERS.values():
         await ensure_consumer(js, consumer, replicas=opts.replicas)
-    for bucket in subjects.KV_BUCKETS:
+    for bucket, ttl in kv_ttls(opts).items():
+        await _ensure_bucket(js, bucket, ttl, opts.replicas)
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: str, ttl: float, replicas: int) -> None:
+    try:
+        await js.key_value(bucket)
+    except NotFoundError:
         try:
-            await js.key_value(bucket)
-        except NotFoundError:
-            try:
-                await js.create_key_value(
-                    KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=opts.replicas)
-                )
-            except BadRequestError:
-                await js.key_value(bucket)  # another service created it a moment ago
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl)
+            )
+            return
+        except BadRequestError:
+            await js.key_value(bucket)  # another service created it a moment ago
+    # A bucket made by an older build (no TTL) or under another STREAM_MAX_AGE_SECONDS: its stream's max age is the TTL.
+    info = await js.stream_info(f"KV_{bucket}")
+    if abs((info.config.max_age or 0) - ttl) > 1:
+        info.config.max_age = ttl
+        info.config.duplicate_window = min(info.config.duplicate_window or ttl, ttl)  # the server requires it
+        await js.update_stream(info.config)
 
 
 async def kv_read(kv: KeyValue, key: str) -> tuple[bytes | None, int | None]:
@@ -160,6 +204,14 @@ async def retry_transient(op: Callable[[], Awaitable[T]], *, deadline_s: float, 
             delay = min(delay * 2, 1.0)
 
 
+class SubjectNotNew(Exception):
+    """A publish that expected its subject to be empty found a message there (e.g. the job id is taken)."""
+
+
+# JetStream's "wrong last sequence" answer to Nats-Expected-Last-Subject-Sequence.
+_WRONG_LAST_SEQUENCE = 10071
+
+
 class Publisher:
     """Publishes events durably. Retries through timeouts and NATS restarts; the msg id makes retries safe."""
 
@@ -167,14 +219,34 @@ class Publisher:
         self.js = js
         self.deadline_s = deadline_s
 
-    async def publish(self, event: ev.Event) -> int:
-        """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated)."""
+    async def publish(self, event: ev.Event, *, first_on_subject: bool = False) -> int:
+        """Store the event on the stream; returns its stream sequence (of the first copy when deduplicated).
+
+        `first_on_subject`: the stream itself refuses the event (SubjectNotNew) when its subject already holds a
+        message, so two publishers racing for one job id cannot both succeed (the log is the truth, not a
+        projection that may lag). A retry of the same event is still deduplicated by its msg id first.
+
+        Text against the rule (`haggle_contracts.text`: a control character in a transcript, an over-long quote)
+        is fitted to it here, with a warning: our own producers never store an event every consumer would
+        dead-letter. The API validates what people send before it gets this far."""
+        reason = text.event_problem(event)
+        if reason is not None:  # every consumer would dead-letter it: store what the text rule allows instead
+            log.warning("%s %s: %s; publishing it with that text fitted to the rule",
+                        type(event).__name__, event.event_id, reason)
+            event = text.fitted_event(event)
         subject = subjects.subject_for(event)
         data = codec.encode(event)
         headers = {"Nats-Msg-Id": event.event_id}
+        if first_on_subject:
+            headers["Nats-Expected-Last-Subject-Sequence"] = "0"
 
         async def once() -> int:
-            return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
+            try:
+                return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
+            except APIError as exc:
+                if exc.err_code == _WRONG_LAST_SEQUENCE:
+                    raise SubjectNotNew(f"{subject} already holds a message") from exc
+                raise
 
         what = f"publish of {type(event).__name__} on {subject}"
         return await retry_transient(once, deadline_s=self.deadline_s, what=what)
@@ -231,10 +303,24 @@ async def replay(js: JetStreamContext, subject_filter: str, *, batch: int = 256)
             pass
 
 
+def decode_message(subject: str, data: bytes) -> ev.AnyEvent:
+    """An event as every reader of the log must see it: decodable, within the text rule (`haggle_contracts.text`),
+    and published on the subject its body names. A JobStarted on `haggle.job.A.started` whose body says job B
+    would otherwise start B with no JobStarted in B's history, so it is refused like a malformed body."""
+    event = codec.decode(data)
+    expected = subjects.subject_for(event)
+    if subject != expected:
+        raise codec.EventDecodeError(f"subject {subject} does not match the body, which belongs on {expected}")
+    reason = text.event_problem(event)
+    if reason is not None:
+        raise codec.EventDecodeError(f"invalid {type(event).__name__}: {reason}")
+    return event
+
+
 def _stored(msg: Msg) -> StoredEvent:
     seq = msg.metadata.sequence.stream
     try:
-        return StoredEvent(seq=seq, subject=msg.subject, event=codec.decode(msg.data), raw=msg.data)
+        return StoredEvent(seq=seq, subject=msg.subject, event=decode_message(msg.subject, msg.data), raw=msg.data)
     except codec.EventDecodeError as exc:
         return StoredEvent(seq=seq, subject=msg.subject, event=None, error=str(exc), raw=msg.data)
 

@@ -25,6 +25,12 @@ def _env(name: str, env: dict[str, str]) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
+def _masked(value: str) -> str:
+    from .logs import mask_urls  # secrets inside URLs never reach an error message
+
+    return mask_urls(value)
+
+
 def _int(name: str, env: dict[str, str], default: int, *, minimum: int = 0) -> int:
     raw = _env(name, env)
     if raw is None:
@@ -64,7 +70,7 @@ def _url(name: str, env: dict[str, str], default: str | None, schemes: tuple[str
         return None
     parsed = urlparse(raw)
     if parsed.scheme not in schemes or not (parsed.netloc or parsed.scheme == "sqlite"):
-        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL (got {raw!r})")
+        raise ConfigError(f"{name} must be a {'/'.join(schemes)} URL (got {_masked(raw)!r})")
     return raw.rstrip("/")
 
 
@@ -98,11 +104,13 @@ def parse_calling_hours(raw: str) -> tuple[time, time] | None:
 @dataclass(frozen=True)
 class Settings:
     # Bus and storage
-    nats_url: str | None = None
+    nats_url: str | None = field(default=None, repr=False)  # may carry a password
+    nats_creds: str | None = None  # NATS_CREDS: a credentials file (nkey + JWT) for NATS auth
+    nats_connect_timeout_s: float = 30.0  # NATS_CONNECT_TIMEOUT_SECONDS: the first connection's deadline
     data_dir: Path = Path(".haggle")
     stream_max_age_s: float = 365 * 24 * 3600.0
     stream_replicas: int = 1
-    projection_url: str | None = None
+    projection_url: str | None = field(default=None, repr=False)  # may carry a password
     supabase_url: str | None = None
     supabase_key: str | None = None
     # HTTP
@@ -111,6 +119,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = field(default=None, repr=False)
+    insecure_no_auth: bool = False  # HAGGLE_INSECURE_NO_AUTH=1: serve a non-loopback address without a key
+    max_body_bytes: int = 1_048_576  # MAX_BODY_BYTES: larger HTTP bodies get 413
+    metrics_port: int | None = None  # METRICS_PORT: serve /metrics there (no key) instead of on PORT (key)
     # Twilio
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
@@ -175,7 +186,8 @@ class Settings:
             raise ConfigError("TWILIO_ACCOUNT_SID must be 'AC' followed by 32 hex characters")
         projection = _env("PROJECTION_URL", env)
         if projection and not projection.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ConfigError(f"PROJECTION_URL must start with sqlite:/// or postgresql:// (got {projection[:20]!r})")
+            raise ConfigError(
+                f"PROJECTION_URL must start with sqlite:/// or postgresql:// (got {_masked(projection)[:40]!r})")
         supabase_url = _url("SUPABASE_URL", env, None, ("http", "https"))
         supabase_key = _env("SUPABASE_KEY", env)
         if bool(supabase_url) != bool(supabase_key):
@@ -187,6 +199,8 @@ class Settings:
                 _url("NATS_URL", {"NATS_URL": part.strip()}, None, ("nats", "tls", "ws", "wss"))
         return cls(
             nats_url=nats_url,
+            nats_creds=_env("NATS_CREDS", env),
+            nats_connect_timeout_s=_float("NATS_CONNECT_TIMEOUT_SECONDS", env, 30.0, minimum=0.1),
             data_dir=Path(_env("HAGGLE_DATA_DIR", env) or ".haggle"),
             stream_max_age_s=_float("STREAM_MAX_AGE_SECONDS", env, 365 * 24 * 3600.0, minimum=60),
             stream_replicas=_int("STREAM_REPLICAS", env, 1, minimum=1),
@@ -198,6 +212,9 @@ class Settings:
             host=_env("HAGGLE_HOST", env) or "127.0.0.1",
             port=_int("PORT", env, 8000, minimum=0),
             api_key=_env("HAGGLE_API_KEY", env),
+            insecure_no_auth=(_env("HAGGLE_INSECURE_NO_AUTH", env) or "0").lower() in ("1", "true", "yes"),
+            max_body_bytes=_int("MAX_BODY_BYTES", env, 1_048_576, minimum=1024),
+            metrics_port=_int("METRICS_PORT", env, 0, minimum=0) or None,
             twilio_account_sid=sid,
             twilio_auth_token=_env("TWILIO_AUTH_TOKEN", env),
             twilio_phone_number=phone,
@@ -266,5 +283,5 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = ("set" if value else "unset") if f.name in secret else str(value)
+            out[f.name] = ("set" if value else "unset") if f.name in secret else _masked(str(value))
         return out

@@ -9,8 +9,9 @@ Handler contract: return None to ack; return `Later(seconds)` to be redelivered 
 raise to be redelivered with backoff (the error is logged with the event). An `ordered` consumer (the
 projector) instead retries the same message in place until it succeeds, because letting a later event
 overtake a failed one would apply the log out of order. Malformed or unknown-version
-events are published on `haggle.deadletter.<consumer>` with the reason and acked, so they never stop
-the consumer.
+events, events against the text rule (`haggle_contracts.text`), events whose subject does not match their body
+(see `bus.decode_message`) and events a handler refuses by raising `Rejected` are published on
+`haggle.deadletter.<consumer>` with the reason and acked, so they never stop the consumer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from . import bus
 from .metrics import CONSUMER_LAG, EVENTS_HANDLED
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,11 @@ class Delivery:
     subject: str
     num_delivered: int
     msg: Msg
+
+
+class Rejected(Exception):
+    """Raised by a handler that refuses an event for good (retrying cannot help): the consumer dead-letters the
+    event with this reason, acks it and moves on, so one bad event never stalls the ones behind it."""
 
 
 Handler = Callable[[ev.Event, Delivery], Awaitable[Later | None]]
@@ -136,12 +143,21 @@ class EventConsumer:
             seq=meta.sequence.stream, subject=msg.subject, num_delivered=meta.num_delivered, msg=msg
         )
         try:
-            event = codec.decode(msg.data)
+            event = bus.decode_message(msg.subject, msg.data)
         except codec.EventDecodeError as exc:
             await self._dead_letter(msg, delivery, str(exc))
             return
+        if 0 < self.spec.max_deliver <= delivery.num_delivered:
+            # The last delivery JetStream will make: end it here, with the reason, rather than let the message
+            # stop silently (the earlier attempts' errors are in the log).
+            await self._dead_letter(msg, delivery, f"not handled after {delivery.num_delivered} deliveries "
+                                                   f"(max_deliver {self.spec.max_deliver})")
+            return
         try:
             result = await (self._call_in_order(event, delivery) if self.ordered else self.handler(event, delivery))
+        except Rejected as exc:
+            await self._dead_letter(msg, delivery, str(exc))
+            return
         except Exception:
             delay = backoff(delivery.num_delivered)
             log.exception(
@@ -166,6 +182,8 @@ class EventConsumer:
         while True:
             try:
                 return await self.handler(event, delivery)
+            except Rejected:
+                raise
             except Exception:
                 if self._stopping.is_set():
                     raise

@@ -9,6 +9,7 @@ import time
 import httpx
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
+from haggle_sim.personas import demo_personas
 
 from .config import Settings
 from .simulate import simulated_world
@@ -61,7 +62,8 @@ def print_table(doc: dict) -> None:  # type: ignore[type-arg]
 
 
 async def run_demo(settings: Settings, *, timeout_s: float = 120.0) -> int:
-    async with simulated_world(settings) as world:
+    # The demo's world includes the harder lines (a long-greeting receptionist, a phone menu): issue 13.
+    async with simulated_world(settings, personas=demo_personas(real_lines=True)) as world:
         system = await start_system(world.settings, service_options={"extractor": {"gateway_grace_s": 2.0}})
         try:
             job_id = f"demo_{secrets.token_hex(4)}"

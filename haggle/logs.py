@@ -15,9 +15,22 @@ from datetime import UTC, datetime
 _PHONE = re.compile(r"\+\d{7,15}")
 _SECRET = re.compile(r"(?i)(token|secret|api[_-]?key|authorization|password)([\"']?\s*[:=]\s*[\"']?)([^\s\"',&]+)")
 _BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+# The userinfo of a URL (`nats://user:password@host`, `postgresql://user:password@host`, `nats://token@host`).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s'\"]+)@")
+
+
+def mask_urls(text: str) -> str:
+    """`text` with the password (or the token) inside every URL replaced by ****; the user name stays."""
+
+    def mask(m: re.Match[str]) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:****@" if sep else f"{m.group(1)}****@"
+
+    return _URL_USERINFO.sub(mask, text)
 
 
 def redact(text: str) -> str:
+    text = mask_urls(text)
     text = _PHONE.sub(lambda m: m.group(0)[:-4] + "****", text)
     text = _BEARER.sub("Bearer ****", text)
     return _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}****", text)

@@ -7,6 +7,7 @@ already own 4222) and keeps its data in a local folder, so events survive a rest
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +124,37 @@ class NatsCluster:
     shipped for containers in deploy/nats/.
     """
 
-    def __init__(self, root: str | Path, size: int = 3, name: str = "haggle") -> None:
+    def __init__(
+        self, root: str | Path, size: int = 3, name: str = "haggle", *, auth: tuple[str, str] | None = None
+    ) -> None:
         self.root = Path(root)
         self.size = size
         self.name = name
+        self.auth = auth  # (user, password) clients must present, as deploy/nats/ requires
         self.client_ports = [free_port() for _ in range(size)]
         self.route_ports = [free_port() for _ in range(size)]
         self.nodes: list[EmbeddedNats] = []
 
     @property
     def url(self) -> str:
+        """Every node's client URL (with the credentials when auth is on): what NATS_URL is set to."""
+        userinfo = f"{quote(self.auth[0], safe='')}:{quote(self.auth[1], safe='')}@" if self.auth else ""
+        return ",".join(f"nats://{userinfo}127.0.0.1:{p}" for p in self.client_ports)
+
+    @property
+    def anonymous_url(self) -> str:
         return ",".join(f"nats://127.0.0.1:{p}" for p in self.client_ports)
 
     def config(self, i: int) -> str:
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
         store = self.root / f"n{i + 1}"
+        auth = ""
+        if self.auth:
+            auth = f"authorization {{\n  user: {json.dumps(self.auth[0])}\n  password: {json.dumps(self.auth[1])}\n}}\n"
         return (
             f'server_name: "n{i + 1}"\n'
             f"listen: 127.0.0.1:{self.client_ports[i]}\n"
+            f"{auth}"
             f'jetstream {{ store_dir: "{store}" }}\n'
             f'cluster {{\n  name: "{self.name}"\n  listen: 127.0.0.1:{self.route_ports[i]}\n'
             f"  routes: [{routes}]\n}}\n"

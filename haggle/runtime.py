@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from . import bus
 from .config import Settings
 from .consumer import EventConsumer, Handler
+from .logs import mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,15 @@ class Runtime:
 
     @classmethod
     async def connect(cls, settings: Settings, nats_url: str, *, name: str = "haggle") -> Runtime:
-        nc = await bus.connect(nats_url, name=name)
+        nc = await bus.connect(nats_url, name=name, deadline_s=settings.nats_connect_timeout_s,
+                               creds=settings.nats_creds)
         js = nc.jetstream()
-        options = bus.TopologyOptions(max_age_s=settings.stream_max_age_s, replicas=settings.stream_replicas)
+        options = bus.TopologyOptions(
+            max_age_s=settings.stream_max_age_s,
+            replicas=settings.stream_replicas,
+            # a call context is needed from the dial to the call's end: ringing, the call's limit, and margin
+            calls_ttl_s=float(settings.ring_timeout_s + settings.call_time_limit_s + 3600),
+        )
         deadline = asyncio.get_running_loop().time() + 60
         while True:  # a cluster that is still electing its JetStream leader answers errors for a moment
             try:
@@ -44,7 +51,7 @@ class Runtime:
             except Exception as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     await nc.close()
-                    raise RuntimeError(f"JetStream is not ready at {nats_url}: {exc}") from exc
+                    raise RuntimeError(f"JetStream is not ready at {mask_urls(nats_url)}: {exc}") from exc
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(0.5)
         return cls(settings=settings, nc=nc, js=js, publisher=bus.Publisher(js))

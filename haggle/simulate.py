@@ -42,7 +42,9 @@ async def simulated_world(settings: Settings, personas: PersonaBook | None = Non
     port = settings.port or free_port()
     async with contextlib.AsyncExitStack() as stack:
         twilio = await stack.enter_async_context(
-            TwilioStandin(personas=personas, account_sid=SIM_ACCOUNT_SID, auth_token=SIM_AUTH_TOKEN)
+            # The gateway listens on plain loopback here, so the stand-in is told ws:// streams are fine.
+            TwilioStandin(personas=personas, account_sid=SIM_ACCOUNT_SID, auth_token=SIM_AUTH_TOKEN,
+                          allow_insecure_streams=True)
         )
         realtime = await stack.enter_async_context(RealtimeStandin(personas=personas, api_key=SIM_XAI_KEY))
         chat = await stack.enter_async_context(XaiChatStandin(mode="ok", api_key=SIM_XAI_KEY))

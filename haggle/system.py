@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
+import ipaddress
 import logging
 import signal
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from .config import Settings
+from .config import ConfigError, Settings
+from .http_guard import AllowedMethods, HttpGuard
+from .logs import mask_urls
 from .nats_embedded import EmbeddedNats
 from .runtime import Runtime, ServiceHandle
 
@@ -47,8 +51,53 @@ async def start_service(name: str, rt: Runtime, **options: object) -> ServiceHan
     raise ValueError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
 
 
-def build_app(handles: Iterable[ServiceHandle], *, title: str = "Haggle") -> FastAPI:
+def refuse_open_bind(settings: Settings) -> None:
+    """A non-loopback address without HAGGLE_API_KEY would let anyone who can reach it start calls: refuse."""
+    if settings.api_key or settings.insecure_no_auth or _loopback(settings.host):
+        return
+    raise ConfigError(f"HAGGLE_HOST={settings.host} is not a loopback address and HAGGLE_API_KEY is not set: "
+                      "refusing to serve an open API (set HAGGLE_API_KEY, or HAGGLE_INSECURE_NO_AUTH=1)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name that may resolve anywhere
+
+
+def metrics_guard(api_key: str | None) -> Callable[[Request], Awaitable[None]]:
+    """/metrics on the main port needs the API key when one is set (METRICS_PORT serves it without)."""
+
+    async def check(request: Request) -> None:
+        if not api_key:
+            return
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        supplied = supplied or request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(supplied.encode(), api_key.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong API key",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def build_app(
+    handles: Iterable[ServiceHandle], *, title: str = "Haggle", settings: Settings | None = None
+) -> FastAPI:
+    settings = settings or Settings()
     app = FastAPI(title=title)
+    app.add_middleware(AllowedMethods, routes=app.router.routes)  # type: ignore[arg-type]
+    app.add_middleware(HttpGuard, max_body_bytes=settings.max_body_bytes)  # type: ignore[arg-type]  # outermost
+
+    @app.exception_handler(ConnectionError)
+    async def backing_service_down(request: Request, exc: ConnectionError) -> JSONResponse:
+        # A store or log that is down is the server's trouble, not a bug: 503, and the client may retry.
+        log.warning("%s %s: %s", request.method, request.url.path, mask_urls(str(exc)))
+        return JSONResponse({"detail": "a backing service is unavailable; retry shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})
+
     handles = list(handles)
     for handle in handles:
         for router in handle.routers:
@@ -62,6 +111,15 @@ def build_app(handles: Iterable[ServiceHandle], *, title: str = "Haggle") -> Fas
 
     from .metrics import metrics_router
 
+    if settings.metrics_port is None:
+        app.include_router(metrics_router(), dependencies=[Depends(metrics_guard(settings.api_key))])
+    return app
+
+
+def metrics_app() -> FastAPI:
+    from .metrics import metrics_router
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.include_router(metrics_router())
     return app
 
@@ -77,7 +135,9 @@ class System:
     port: int
     nats: EmbeddedNats | None = None
     extra_stops: list[object] = field(default_factory=list)
+    metrics_server: uvicorn.Server | None = None
     _serve_task: asyncio.Task[None] | None = None
+    _metrics_task: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -91,9 +151,12 @@ class System:
         for handle in reversed(self.handles):
             await handle.stop(deadline_s)
         self.server.should_exit = True
-        if self._serve_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serve_task, deadline_s)
+        if self.metrics_server is not None:
+            self.metrics_server.should_exit = True
+        for task in (self._serve_task, self._metrics_task):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, deadline_s)
         await self.rt.close()
         if self.nats is not None:
             self.nats.stop()
@@ -108,6 +171,7 @@ async def start_system(
     service_options: dict[str, dict[str, object]] | None = None,
 ) -> System:
     """Start NATS (embedded unless a URL is configured), the services and the HTTP server."""
+    refuse_open_bind(settings)
     embedded = None
     url = nats_url or settings.nats_url
     if url is None:
@@ -118,7 +182,7 @@ async def start_system(
     try:
         for name in services:
             handles.append(await start_service(name, rt, **(service_options or {}).get(name, {})))
-        app = build_app(handles)
+        app = build_app(handles, settings=settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
                                 log_level="warning", lifespan="off", ws_max_size=65536)
         server = uvicorn.Server(config)
@@ -130,6 +194,10 @@ async def start_system(
                 raise RuntimeError("HTTP server exited at start")
             await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
         system.port = server.servers[0].sockets[0].getsockname()[1]
+        if settings.metrics_port is not None:
+            system.metrics_server = uvicorn.Server(uvicorn.Config(
+                metrics_app(), host=settings.host, port=settings.metrics_port, log_level="warning", lifespan="off"))
+            system._metrics_task = asyncio.create_task(system.metrics_server.serve())
         # Everything built so far lives as long as the process: keep it out of every later GC pass (a full
         # collection of a started gateway scanned ~75k objects, a 15-35 ms pause in the audio path).
         gc.freeze()

@@ -12,8 +12,8 @@ import pytest
 from haggle import bus
 from haggle.nats_embedded import EmbeddedNats
 
-# Every test's stand-ins listen on plain loopback, so the public URL services are started with is http://
-# (refused otherwise, see haggle/config.py); subprocesses inherit this.
+# Every test's stand-ins listen on plain loopback, so the public URL services start with is http:// (refused
+# otherwise, see haggle/config.py) and the Twilio stand-in must accept ws:// media streams; subprocesses inherit this.
 os.environ.setdefault("ALLOW_INSECURE_PUBLIC_URL", "1")
 
 

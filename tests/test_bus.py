@@ -101,10 +101,7 @@ async def test_transient_errors_are_retried_until_the_deadline() -> None:
     async def wrong() -> str:
         raise ValueError("not transient")
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with pytest.raises(ServiceUnavailableError):  # an outage that outlasts the deadline is reported
-        await bus.retry_transient(down, deadline_s=0.3, what="test op")
-    assert loop.time() - started < 2.0
+    with pytest.raises(ServiceUnavailableError):  # an outage that outlasts the deadline is reported, not waited out
+        await asyncio.wait_for(bus.retry_transient(down, deadline_s=0.3, what="test op"), 10)  # generous: load
     with pytest.raises(ValueError):  # other errors are not retried
         await bus.retry_transient(wrong, deadline_s=5.0, what="test op")

@@ -34,12 +34,15 @@ N = 30
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
 async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Path) -> None:
-    cluster = NatsCluster(tmp_path / "nats", size=3).start()
+    # Auth on, as in deploy/nats/: the services carry the user and password in NATS_URL.
+    cluster = NatsCluster(tmp_path / "nats", size=3, auth=("haggle", "cluster-secret")).start()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     personas = [negotiation(f"Cluster Plumber {i}", f"+1415558{i:04d}", first_quote=200, counter=150, final=175,
                             ms_per_char=8) for i in range(N)]
     book = PersonaBook(personas)
     try:
+        with pytest.raises(bus.NatsUnreachable):  # no credentials, no connection
+            await bus.connect(cluster.anonymous_url, name="anonymous", deadline_s=3)
         nc = await bus.connect(cluster.url, name="test")
         js = nc.jetstream()
         gw_ports = [free_port(), free_port()]

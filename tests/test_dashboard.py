@@ -20,6 +20,8 @@ import uvicorn
 from fastapi import FastAPI
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
+from haggle_contracts import subjects
+from haggle_projector.api import session_token
 from haggle_projector.dashboard import DashboardDeps, build_dashboard_router
 
 from haggle import bus
@@ -75,7 +77,7 @@ async def dash(nc, nats_server, tmp_path: Path) -> AsyncIterator[Dash]:
 
 
 def client(d: Dash, *, signed_in: bool = True) -> httpx.AsyncClient:
-    cookies = {"haggle_key": KEY} if signed_in else None
+    cookies = {"haggle_session": session_token(KEY)} if signed_in else None
     return httpx.AsyncClient(base_url=d.base_url, timeout=10, cookies=cookies)
 
 
@@ -176,7 +178,8 @@ async def test_pages_require_the_key_and_sign_in_sets_a_strict_cookie(dash: Dash
         ok = await anon.post("/ui/login", data={"key": KEY, "next": "/ui/jobs/auth1"})
         assert ok.status_code == 303 and ok.headers["location"] == "/ui/jobs/auth1"
         cookie = ok.headers["set-cookie"].lower()
-        assert "haggle_key=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert "haggle_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert KEY.lower() not in cookie  # a signed session token, never the key itself
         page = await anon.get("/ui/jobs/auth1")  # the client kept the cookie
         assert page.status_code == 200 and "Kitchen faucet leaks" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -186,8 +189,11 @@ async def test_pages_require_the_key_and_sign_in_sets_a_strict_cookie(dash: Dash
             away = await anon.post("/ui/login", data={"key": KEY, "next": evil})
             assert away.headers["location"] == "/", evil
         out = await anon.post("/ui/logout")
-        assert out.status_code == 303 and 'haggle_key=""' in out.headers["set-cookie"]
-    # Only the session published nothing from the anonymous form post.
+        assert out.status_code == 303 and 'haggle_session=""' in out.headers["set-cookie"]
+    # The anonymous form post started no job: the only JobStarted on the whole log is the test's own (a job the
+    # form had started would have a fresh id, so auth1's history alone could not show it).
+    started = [s.event async for s in bus.replay(dash.system.rt.js, subjects.job_event_filter("started"))]
+    assert [(type(e).__name__, e.job_id) for e in started if e is not None] == [("JobStarted", "auth1")]
     assert [type(e).__name__ for e in await bus.job_history(dash.system.rt.js, "auth1")] == ["JobStarted"]
 
 

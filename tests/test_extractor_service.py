@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import msgspec
 import pytest
 from fastapi import FastAPI, Request, Response
 from haggle_contracts import events as ev
@@ -24,7 +25,7 @@ from haggle_sim.http_server import serve_app
 from haggle_sim.xai_chat_standin import XaiChatStandin
 
 from haggle import bus
-from haggle.consumer import EventConsumer
+from haggle.consumer import Delivery, EventConsumer, Later
 
 DEAL = [("user", "Hello?"), ("assistant", "Hi, is this Ace Plumbing?"), ("user", "Yes, what's up?"),
         ("assistant", "My faucet leaks. What would you charge?"), ("user", "Two hundred for that."),
@@ -96,9 +97,10 @@ async def test_every_ended_call_gets_a_result_whatever_the_api_does(nc, mode: st
         async with running(js, "extractor", extractor.on_call_event, concurrency=2), \
                 running(js, "job-completion", JobCompletion(js, pub, MarketPolicy()).on_job_progress):
             history = await wait_for(nc, job, lambda h: any(isinstance(e, ev.JobCompleted) for e in h), 60)
-    prices = {e.provider_id: e for e in history if isinstance(e, ev.PriceExtracted)}
-    assert len(prices) == 2  # exactly one per call, although CallEnded and "completed" both trigger extraction
-    a, b = prices[f"{job}a"], prices[f"{job}b"]
+    extracted = [e for e in history if isinstance(e, ev.PriceExtracted)]
+    # Exactly one per call, although CallEnded and "completed" both trigger extraction (a list, so a duplicate shows).
+    assert sorted(e.provider_id for e in extracted) == [f"{job}a", f"{job}b"], extracted
+    a, b = sorted(extracted, key=lambda e: e.provider_id)
     assert (a.outcome, a.price, a.initial_quote) == (ev.Outcome.AGREED, 175, 200)
     assert (b.outcome, b.price) == (ev.Outcome.NO_AGREEMENT, None)
     if mode == "ok":
@@ -145,28 +147,38 @@ async def test_results_webhook_gets_the_report_once_across_a_restart(nc) -> None
     await pub.publish(started("hook", ["hook1"]))
     for e in call_events("hook", "hook1", DEAL):
         await pub.publish(e)
+    # What the reporter's handler returned for each JobCompleted it got (a Later is a retry, None is done).
+    outcomes: list[tuple[str, Later | None]] = []
+    changed = asyncio.Condition()
+
+    def recording(sender: ReportSender):  # type: ignore[no-untyped-def]
+        async def handle(event: ev.Event, delivery: Delivery) -> Later | None:
+            result = await sender.on_completed(event, delivery)
+            if isinstance(event, ev.JobCompleted):
+                async with changed:
+                    outcomes.append((event.event_id, result))
+                    changed.notify_all()
+            return result
+
+        return handle
+
+    async def done_with(event_id: str) -> None:
+        async with changed:
+            await asyncio.wait_for(changed.wait_for(lambda: (event_id, None) in outcomes), 30)
+
     async with webhook_receiver(fail_first=1) as (url, received):
         extractor = Extractor(js, pub, ExtractorSettings(gateway_grace_s=0.2))
         async with running(js, "extractor", extractor.on_call_event), \
                 running(js, "job-completion", JobCompletion(js, pub, MarketPolicy()).on_job_progress):
             await wait_for(nc, "hook", lambda h: any(isinstance(e, ev.JobCompleted) for e in h))
-        async with running(js, "reporter", ReportSender(js, url, "shh").on_completed) as first:
-            async def delivered() -> None:
-                while first.handled < 1:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(delivered(), 20)
+        async with running(js, "reporter", recording(ReportSender(js, url, "shh"))):
+            await done_with("completed-hook")  # delivered (after the 503 and its retry), not merely handled once
+        assert [result is None for _, result in outcomes] == [False, True]
         # A restarted extractor (new consumer loop) and a re-published JobCompleted send nothing more.
         [completed] = [e for e in await bus.job_history(js, "hook") if isinstance(e, ev.JobCompleted)]
-        import msgspec
-
         await pub.publish(msgspec.structs.replace(completed, event_id="completed-again"))
-        async with running(js, "reporter", ReportSender(js, url, "shh").on_completed) as second:
-            async def handled() -> None:
-                while second.handled < 1:
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(handled(), 20)
+        async with running(js, "reporter", recording(ReportSender(js, url, "shh"))):
+            await done_with("completed-again")  # the re-published one was handled (and found already sent)
     assert len(received) == 2  # one 503 (retried with backoff), then the one delivery
     headers, body = received[-1]
     expected = "sha256=" + hmac.new(b"shh", body, hashlib.sha256).hexdigest()

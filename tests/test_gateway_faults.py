@@ -411,7 +411,9 @@ async def test_sigterm_drains_live_calls_then_ends_the_rest(nc, nats_server, tmp
     assert twiml_status == 503 and close_code == 1013
     assert isinstance(quick_end, ev.CallEnded) and quick_end.reason == "end_call"  # finished on its own
     assert isinstance(slow_end, ev.CallEnded)
-    assert 0.7 * drain_s <= slow_end_at - sigterm_at <= drain_s + 2  # ended at the deadline, not before
+    # Ended by the deadline ("shutdown"), not before it; how long after it depends on the load (the wait above
+    # bounds it).
+    assert slow_end.reason == "shutdown" and slow_end_at - sigterm_at >= 0.7 * drain_s
     assert exit_code == 0
     by_call = assert_log_consistent(history, doc)
     rows = {r["service_provider"]: r for r in doc["providers"]}

@@ -507,3 +507,52 @@ def test_only_a_fee_quoted() -> None:
         "A: Okay, thanks, I'll let the homeowner know.",
     ))
     check(r, outcome="no_agreement", price=None, initial=89, price_type="visit_fee")
+
+
+# --- phone menus: their numbers are keys, never prices (issue 13) ---------------------------------------------
+
+@pytest.mark.parametrize("menu", [
+    "Thanks for calling Ace Drain. For service or estimates, press 1. For billing, press 2.",
+    "For billing press 3. To speak to a technician, press 2.",
+    "Please press 2 for service.",
+    "For service say or press option 4. Or dial extension 205 for Bob.",
+    "To repeat these options, press 9. For sales, press 1 or 2.",
+    "Press two for billing, press five for our hours.",
+    "If you know your party's extension, dial it now. Otherwise, 0 for the operator.",
+])
+def test_menu_keys_are_not_prices(menu: str) -> None:
+    r = extract_offline(call(f"P: {menu}", "A: Okay, sounds good.", "P: Goodbye."))
+    check(r, outcome="no_agreement", price=None)
+    assert r.initial_quote is None
+
+
+def test_a_price_after_the_menu_still_counts() -> None:
+    r = extract_offline(call(
+        "P: For service press 1. For billing press 2.",
+        "A: Okay.",
+        "P: Service desk. A faucet repair is 175 dollars.",
+        "A: Could you do it for 150?",
+        "P: I can do 160, best I can do.",
+        "A: Deal, 160 works for us.",
+    ))
+    check(r, outcome="agreed", price=160, initial=175)
+
+
+def test_a_money_amount_near_a_menu_word_is_still_a_price() -> None:
+    r = extract_offline(call("P: The option I'd pick is the $2 washer kit, but labor is $120.",
+                             "A: Okay, $120 works for us."))
+    check(r, outcome="agreed", price=120)
+
+
+async def test_inconsistent_llm_answer_falls_back_without_reading_a_menu_as_a_deal() -> None:
+    from haggle_extractor.extract import extract
+    from haggle_sim.xai_chat_standin import XaiChatStandin
+
+    transcript = call("P: Thanks for calling. For service, press 1. For billing, press 2.",
+                      "A: Okay, great.", "P: Goodbye.")
+    inconsistent = {"agreed": True, "price": None, "initial_quote": None, "price_type": "flat", "conditions": "",
+                    "evidence": [], "outcome": "agreed"}
+    async with XaiChatStandin(mode="fixed", api_key="k", result=inconsistent) as xai:
+        r = await extract(transcript, api_key="k", base_url=xai.base_url, retries=0, backoff_s=0.01)
+    assert r.method.startswith("offline(fallback")
+    assert (r.outcome, r.agreed, r.price, r.initial_quote) == ("no_agreement", False, None, None)

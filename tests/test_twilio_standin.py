@@ -395,6 +395,7 @@ async def test_stream_url_with_query_string_fails() -> None:
 
 async def test_stream_messages_order_fields_and_pacing() -> None:
     async with standin(human()) as twilio, StreamServer() as media:
+        placed = asyncio.get_running_loop().time()
         call = await create(sdk(twilio.base_url), to=HUMAN, twiml=media.twiml(token="zz"))
         session = await media.session()
         first_media, _ = await session.next_event("media")
@@ -419,11 +420,12 @@ async def test_stream_messages_order_fields_and_pacing() -> None:
         assert m["media"]["chunk"] == str(i + 1) and m["media"]["timestamp"] == str(20 * i)
         assert m["media"]["track"] == "inbound" and len(base64.b64decode(m["media"]["payload"])) == 160
     assert msgs[-1]["event"] == "stop" and msgs[-1]["sequenceNumber"] == str(len(media_msgs) + 2)
-    # Real-time pacing: ~50 frames per second, and frame k arrives ~k*20 ms after the first (no drift).
+    # Real-time pacing from a fixed start: frame k is never sent before k*20 ms into the stream, so never received
+    # sooner than that after the call was placed; and the stand-in keeps up (a busy loop delays and bunches frames,
+    # then catches up, so the average stays near 50 a second). Exact intervals would measure this machine.
     times = [t for t, m in session.messages if m["event"] == "media"]
-    per_second = sum(1 for t in times if times[0] <= t < times[0] + 1.0)
-    assert 45 <= per_second <= 55, per_second
-    assert abs((times[50] - times[0]) - 1.0) < 0.08
+    assert all(t - placed >= 0.02 * k for k, t in enumerate(times))
+    assert (len(times) - 1) / (times[-1] - times[0]) >= 25, (len(times), times[-1] - times[0])
     # Turn 0 ("Hello?", 200 ms) is spoken at once, then the provider waits for the agent: silence.
     levels = [audio.rms_ulaw(base64.b64decode(m["media"]["payload"])) for m in media_msgs]
     assert all(level > SPEECH_RMS for level in levels[1:9]) and max(levels[12:]) == 0.0
@@ -435,40 +437,39 @@ async def test_marks_echo_after_playback_and_at_once_after_clear() -> None:
         session = await media.session()
         _, start = await session.next_event("start")
         sid = start["streamSid"]
+        stream = twilio.call(call.sid).stream  # the stand-in's live record: its own played-bytes counter
+        assert stream is not None
 
-        sent = asyncio.get_running_loop().time()
         await session.send({"event": "mark", "streamSid": sid, "mark": {"name": "empty"}})
-        at, echo = await session.next_event("mark")
-        assert echo["mark"]["name"] == "empty" and at - sent < 0.1  # nothing buffered: at once
+        _, echo = await session.next_event("mark")
+        assert echo["mark"]["name"] == "empty" and stream.played_bytes == 0  # nothing buffered: back without audio
 
         first = audio.speech_like(400, seed=9)
         sent = asyncio.get_running_loop().time()
         await session.play(sid, first)
         await session.send({"event": "mark", "streamSid": sid, "mark": {"name": "a"}})
         at, echo = await session.next_event("mark")
-        assert echo["mark"]["name"] == "a" and 0.4 <= at - sent < 0.55, at - sent
+        # Back once all 400 ms had played, not before (playback runs at 8 bytes a ms from arrival).
+        assert echo["mark"]["name"] == "a" and stream.played_bytes == len(first) and at - sent >= 0.4, at - sent
 
-        played_from = asyncio.get_running_loop().time()
         await session.play(sid, audio.speech_like(2000, seed=10))
         for name in ("b", "c"):
             await session.send({"event": "mark", "streamSid": sid, "mark": {"name": name}})
-        while (await session.next_event("media"))[0] - played_from < 0.1:  # let ~100 ms of it play
-            pass
-        sent = asyncio.get_running_loop().time()
+        while stream.played_bytes < len(first) + 8 * 100:  # let 100 ms of it play (a tick per inbound frame)
+            await session.next_event("media")
         await session.send({"event": "clear", "streamSid": sid})
         echoes = [await session.next_event("mark") for _ in range(2)]
-        assert [e["mark"]["name"] for _, e in echoes] == ["b", "c"]
-        assert all(t - sent < 0.1 for t, _ in echoes)
+        # Back at once because of the clear: the rest of the 2 s line was dropped, not played out first.
+        assert [e["mark"]["name"] for _, e in echoes] == ["b", "c"] and stream.cleared_bytes > 0
 
         await session.ws.close()
         sim = await twilio.wait_for_call_end(call.sid, timeout=5)
 
-    stream = sim.stream
-    assert stream is not None and stream.violations == []
+    assert sim.stream is stream and stream.violations == []
     assert [m.event for m in stream.received] == ["mark", "media", "mark", "media", "mark", "mark", "clear"]
     assert stream.agent_bytes_received == 8 * 2400
     assert bytes(stream.played_audio[:3200]) == first
-    assert 8 * 60 <= stream.played_bytes - 3200 <= 8 * 400 and stream.cleared_bytes == 8 * 2400 - stream.played_bytes
+    assert 8 * 100 <= stream.played_bytes - 3200 < 8 * 2000 and stream.cleared_bytes == 8 * 2400 - stream.played_bytes
     assert sim.played_bytes == stream.played_bytes
 
 
@@ -526,8 +527,11 @@ async def test_provider_takes_turns_barges_in_and_hangs_up() -> None:
         await asyncio.wait_for(session.closed.wait(), 5)
         sim = await twilio.wait_for_call_end(call.sid, timeout=5)
 
-    assert 0.6 + 0.3 - 0.03 <= p2 - t1 < 0.6 + 0.3 + 0.2, p2 - t1
-    assert 0.3 - 0.02 <= p4 - t3 < 0.3 + 0.15, p4 - t3
+    # Lower bounds only: the reply waits for the 600 ms to play plus the 300 ms gap, the barge-in for 300 ms of
+    # the agent's line; how much later they come depends on the machine's load (the barge-in flag below shows
+    # the interruption came while the agent's audio still played).
+    assert p2 - t1 >= 0.6 + 0.3 - 0.03, p2 - t1
+    assert p4 - t3 >= 0.3 - 0.02, p4 - t3
     lines = sim.provider_lines
     assert [(ln.turn_index, ln.barge_in) for ln in lines] == [(0, False), (2, False), (4, True)]
     assert all(ln.ended_at is not None and not ln.cut_off for ln in lines)
@@ -537,13 +541,14 @@ async def test_provider_takes_turns_barges_in_and_hangs_up() -> None:
 
 async def test_agent_silence_ends_at_time_limit() -> None:
     async with standin(human()) as twilio, StreamServer() as media:
+        placed = asyncio.get_running_loop().time()
         call = await create(sdk(twilio.base_url), to=HUMAN, twiml=media.twiml(), time_limit=1)
         session = await media.session()
-        started, _ = await session.next_event("start")
-        stopped, _ = await session.next_event("stop", within=3)
+        await session.next_event("start")
+        stopped, _ = await session.next_event("stop", within=15)
         sim = await twilio.wait_for_call_end(call.sid, timeout=5)
     assert sim.end_reason == "time-limit" and sim.duration == 1
-    assert 0.8 < stopped - started < 1.3
+    assert stopped - placed >= 1.0  # not before the limit (how much after depends on the load)
     assert [ln.turn_index for ln in sim.provider_lines] == [0]  # only "Hello?": the agent never spoke
 
 

@@ -1,11 +1,14 @@
 """The event catalog as an AsyncAPI 3.0 document, generated from the msgspec Structs.
 
 `make asyncapi` writes it to contracts/asyncapi.json; a test fails when the checked-in copy is stale,
-so the document can never drift from the code.
+so the document can never drift from the code. Every description is cleaned with `inspect.cleandoc`:
+docstring indentation differs by Python (3.13 dedents docstrings itself) and by msgspec version (newer ones
+clean the descriptions they take from docstrings), and the document must not.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import msgspec
@@ -38,6 +41,16 @@ def _address(cls: type[ev.Event]) -> str:
     return f"{subjects.PREFIX}.job.{{job_id}}.provider.{{provider_id}}.{subjects.PROVIDER_KINDS[cls]}"
 
 
+def normalise(node: Any) -> Any:
+    """`node` with every `description` string cleaned by `inspect.cleandoc` (a copy; the input is untouched)."""
+    if isinstance(node, dict):
+        return {key: inspect.cleandoc(value) if key == "description" and isinstance(value, str) else normalise(value)
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [normalise(item) for item in node]
+    return node
+
+
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(ev.ALL_EVENTS, ref_template="#/components/schemas/{name}")
     channels: dict[str, Any] = {}
@@ -52,8 +65,8 @@ def document() -> dict[str, Any]:
         messages[name] = {
             "name": name,
             "title": name,
-            "summary": (cls.__doc__ or "").strip().splitlines()[0],
-            "description": (cls.__doc__ or "").strip(),
+            "summary": inspect.cleandoc(cls.__doc__ or "").splitlines()[0],
+            "description": cls.__doc__ or "",
             "contentType": "application/json",
             "headers": {"type": "object", "properties": {"Nats-Msg-Id": {
                 "type": "string", "description": "= event_id; JetStream stores a repeated id once"}}},
@@ -79,7 +92,7 @@ def document() -> dict[str, Any]:
     messages["DeadLetter"] = {"name": "DeadLetter", "contentType": "application/json",
                               "summary": "A message a consumer could not decode, with the reason.",
                               "payload": {"$ref": "#/components/schemas/DeadLetter"}}
-    return {
+    return normalise({
         "asyncapi": "3.0.0",
         "info": {
             "title": "Haggle events",
@@ -97,4 +110,4 @@ def document() -> dict[str, Any]:
         "channels": channels,
         "operations": operations,
         "components": {"schemas": components, "messages": messages},
-    }
+    })

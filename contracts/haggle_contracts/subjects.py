@@ -83,14 +83,24 @@ class StreamSpec:
     duplicate_window_s: float = 120.0
 
 
+# Deliveries a message gets before its consumer dead-letters it: a handler bug (or a crash loop on one message)
+# ends on the dead-letter subject with the reason instead of retrying forever. `Later` waits count as
+# deliveries too, so it is far above the waits a message legitimately makes (calling hours: one per hour).
+MAX_DELIVER = 100
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer; replicas of a service share it and split its messages."""
+    """A durable pull consumer; replicas of a service share it and split its messages.
+
+    `max_deliver` -1 means no limit: only the projector has it, because its in-place retries must outlast a
+    store outage (the log is applied in order; skipping an event would corrupt every row after it), and events
+    the store can never accept are dead-lettered by the projector itself."""
 
     durable: str
     filter_subjects: tuple[str, ...]
     ack_wait_s: float = 30.0
-    max_deliver: int = -1
+    max_deliver: int = MAX_DELIVER
     max_ack_pending: int = 1000
     description: str = ""
 
@@ -106,6 +116,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             # restart quick; in-place retries send in_progress to hold the message longer.
             ack_wait_s=3.0,
             max_ack_pending=1,
+            max_deliver=-1,
             description="Materializes provider rows from every job event.",
         ),
         ConsumerSpec(
@@ -153,7 +164,8 @@ KV_CALLS = "haggle_calls"  # call context by call id, written by the dispatcher 
 KV_DIALS = "haggle_dials"  # one key per dial attempt: the guard that nobody is dialed twice
 KV_LIMITS = "haggle_limits"  # call slots and pacing shared by dispatcher replicas
 KV_REPORTS = "haggle_reports"  # which job reports the results webhook has received
-KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS)
+KV_IDS = "haggle_ids"  # provider ids taken by a job (key `provider.<id>`, value the job id): created, never overwritten
+KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS)
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,48 @@ def rms_ulaw(chunk: bytes) -> float:
     if not chunk:
         return 0.0
     return float(audioop.rms(audioop.ulaw2lin(chunk, 2), 2))
+
+
+_NOTE_MS = 280  # a note every 280 ms: a tune, not the ~4 Hz syllable rhythm of speech
+_SCALE_HZ = (261.63, 293.66, 329.63, 392.0, 440.0, 523.25)  # C major pentatonic, one octave up to C5
+
+
+@lru_cache(maxsize=16)
+def music(ms: int, *, seed: int = 0) -> bytes:
+    """`ms` milliseconds of deterministic synthetic hold music (mu-law): a legato pentatonic melody over a
+    sustained low drone.
+
+    Why it differs from `speech_like`: steady pitched notes that change every 280 ms with no dips between them,
+    a constant drone and a fixed level (speech has a pitch wobble and a syllable envelope), so a classifier
+    can tell music from speech; it is loud enough that an energy VAD hears it, as a real line's music is."""
+    if ms < 0:
+        raise ValueError(f"music length must be >= 0 ms, got {ms}")
+    n = ms * BYTES_PER_MS
+    note_len = _NOTE_MS * BYTES_PER_MS
+    edge = _EDGE_MS * BYTES_PER_MS
+    pcm = array("h", bytes(2 * n))
+    two_pi = 2.0 * math.pi
+    drone_hz = 130.81  # C3
+    phase = 0.0  # the melody's phase runs on across notes: no click at a note change
+    for i in range(n):
+        note = _SCALE_HZ[(i // note_len * 7 + seed * 3 + (i // note_len) ** 2) % len(_SCALE_HZ)]
+        phase += two_pi * note / SAMPLE_RATE
+        t = i / SAMPLE_RATE
+        melody = math.sin(phase) + 0.3 * math.sin(2.0 * phase)
+        drone = 0.5 * math.sin(two_pi * drone_hz * t)
+        fade = min(1.0, i / edge, (n - 1 - i) / edge) if edge else 1.0
+        pcm[i] = int(0.45 * _PEAK * fade * (melody + drone) / 1.8)
+    return audioop.lin2ulaw(pcm.tobytes(), 2)
+
+
+def beep(ms: int = 500, hz: float = 1000.0) -> bytes:
+    """An answering machine's beep: one steady sine (`hz`, default 1 kHz) of `ms` milliseconds, mu-law."""
+    if ms < 0:
+        raise ValueError(f"beep length must be >= 0 ms, got {ms}")
+    n = ms * BYTES_PER_MS
+    edge = min(_EDGE_MS * BYTES_PER_MS, n // 2)
+    pcm = array("h", bytes(2 * n))
+    for i in range(n):
+        fade = min(1.0, i / edge, (n - 1 - i) / edge) if edge else 1.0
+        pcm[i] = int(0.5 * _PEAK * fade * math.sin(2.0 * math.pi * hz * i / SAMPLE_RATE))
+    return audioop.lin2ulaw(pcm.tobytes(), 2)

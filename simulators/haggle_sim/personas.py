@@ -9,18 +9,18 @@ stand-ins talking to each other: they only meet through the real system under te
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Answer = Literal["human", "busy", "no-answer", "voicemail", "failed", "invalid-number"]
+Sound = Literal["speech", "music", "beep", "silence"]
 
 
 @dataclass(frozen=True)
 class ToolCall:
     """A function call the simulated model makes at the end of an agent turn (after its audio)."""
 
-    name: str  # "record_quote" | "end_call"
+    name: str  # "record_quote" | "end_call" | "send_dtmf"
     arguments: dict[str, object] = field(default_factory=dict)
 
 
@@ -37,6 +37,17 @@ class Turn:
     text: str
     tools: tuple[ToolCall, ...] = ()
     barge_in_after_ms: int | None = None
+    # Provider turns only, all optional (the defaults are a spoken line):
+    sound: Sound = "speech"  # what the line is: speech, hold music, a voicemail beep, or silence
+    ms: int | None = None  # exact length (else `Persona.speech_ms(text)`)
+    menu: str = ""  # a phone menu: the keys that lead on; the line repeats until one of them is pressed
+    heard_as: str | None = None  # the model's first transcript of this line, revised later to `text`
+    pause_before_ms: int | None = None  # silence before this line when it follows a provider line (else pause_ms)
+
+    @property
+    def silent(self) -> bool:
+        """An agent turn that makes no sound of its own (nothing said; a `send_dtmf` plays tones, not speech)."""
+        return self.speaker == "agent" and not self.text
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,13 @@ class Persona:
     `hangup_after_turn`: the provider hangs up right after speaking turn index N (a provider hang-up).
     `callbacks`: the scripts of later calls to this number (the 2nd call plays `callbacks[0]`, ...), so a
     market callback can go differently from the first call; without one, every call plays `turns`.
+    `pause_ms`: silence between two provider lines that follow each other (no agent line between): longer
+    than a server VAD's end-of-speech silence, so each line is its own user turn.
+    Answering-machine detection hears the first provider line (twilio_standin.amd_verdict): a person with a long
+    greeting is classed as a machine, as on a real line.
+    `menu_timeout_ms`, `menu_max_plays`: a phone menu replays after that long without a valid key, and the
+    line hangs up after playing it that many times.
+    `record_max_ms`: a voicemail stops recording (and hangs up) that long after its beep.
     """
 
     business: str
@@ -56,13 +74,17 @@ class Persona:
     ms_per_char: int = 25
     hangup_after_turn: int | None = None
     ring_ms: int = 200
+    pause_ms: int = 900
+    menu_timeout_ms: int = 5000
+    menu_max_plays: int = 3
+    record_max_ms: int = 60000
     callbacks: tuple[tuple[Turn, ...], ...] = ()
 
     def for_call(self, number: int) -> Persona:
         """This persona as it plays its `number`-th call (1-based)."""
         if number < 2 or number - 2 >= len(self.callbacks):
             return self
-        return dataclasses.replace(self, turns=self.callbacks[number - 2], callbacks=())
+        return replace(self, turns=self.callbacks[number - 2], callbacks=())
 
     def provider_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.speaker == "provider"]
@@ -72,6 +94,14 @@ class Persona:
 
     def speech_ms(self, text: str) -> int:
         return max(200, len(text) * self.ms_per_char)
+
+    def pause_before(self, turn: Turn) -> int:
+        """Silence before a provider line that directly follows another provider line."""
+        return turn.pause_before_ms if turn.pause_before_ms is not None else self.pause_ms
+
+    def turn_ms(self, turn: Turn) -> int:
+        """How long a provider line lasts."""
+        return turn.ms if turn.ms is not None else self.speech_ms(turn.text)
 
 
 class PersonaBook:
@@ -148,8 +178,95 @@ def negotiation(
     )
 
 
-def demo_personas(ms_per_char: int = 25) -> PersonaBook:
-    """Three providers for `make demo`: two deals at different prices and one that will not go low enough."""
+RECEPTIONIST_GREETING = "Thanks for calling {business}, this is Mike, how can I help you?"
+MENU_PROMPT = ("Thanks for calling {business}. For service or estimates, press 1. For billing, press 2. "
+               "For our hours, press 3.")
+HOLD_PROMPT = "Thanks for calling {business}. All of our technicians are busy right now, please hold."
+SCREENING_PROMPT = ("Hi, the person you're calling is using a screening service and will get a copy of this "
+                    "conversation. Go ahead and state your name and the reason for your call.")
+VOICEMAIL_PROMPT = ("Hi, you've reached {business}. We can't come to the phone right now. Please leave your name, "
+                    "number and a short message after the tone.")
+VOICEMAIL_MESSAGE = ("Hi, this is an AI assistant calling for a homeowner about a leaking kitchen faucet. "
+                     "Please call back at the number on your caller ID. Thank you!")
+
+
+def receptionist(business: str, phone: str, *, first_quote: int, counter: int, final: int,
+                 greeting_ms: int = 5000, ms_per_char: int = 25) -> Persona:
+    """A person who answers with a long greeting (4-8 s on a real line): Twilio's AMD calls it a machine."""
+    base = negotiation(business, phone, first_quote=first_quote, counter=counter, final=final,
+                       ms_per_char=ms_per_char)
+    greeting = Turn("provider", RECEPTIONIST_GREETING.format(business=business), ms=greeting_ms)
+    return replace(base, turns=(greeting, *base.turns[1:]))
+
+
+def phone_menu(business: str, phone: str, *, first_quote: int, counter: int, final: int, key: str = "1",
+               ms_per_char: int = 25, menu_timeout_ms: int = 5000, operator: bool = True) -> Persona:
+    """A business behind a phone menu: `key` (or 0 with `operator`) reaches a person, anything else replays it.
+
+    With `operator=False` and a `key` the agent never presses, the menu only replays and then hangs up: a menu
+    the agent cannot get through."""
+    base = negotiation(business, phone, first_quote=first_quote, counter=counter, final=final,
+                       ms_per_char=ms_per_char)
+    turns = (
+        Turn("provider", MENU_PROMPT.format(business=business), menu=key + ("0" if operator else "")),
+        Turn("agent", "", tools=(ToolCall("send_dtmf", {"digits": key}),)),
+        Turn("provider", "Service desk, this is Sam. Hello?"),
+        *base.turns[1:],
+    )
+    return replace(base, turns=turns, menu_timeout_ms=menu_timeout_ms)
+
+
+def on_hold(business: str, phone: str, *, first_quote: int, counter: int, final: int, hold_ms: int = 6000,
+            ms_per_char: int = 25) -> Persona:
+    """"Please hold", hold music (`hold_ms`), then a person picks up."""
+    base = negotiation(business, phone, first_quote=first_quote, counter=counter, final=final,
+                       ms_per_char=ms_per_char)
+    turns = (
+        Turn("provider", HOLD_PROMPT.format(business=business)),
+        Turn("agent", ""),  # the agent waits quietly
+        Turn("provider", "", sound="music", ms=hold_ms),
+        Turn("provider", "Thanks for holding, this is Dana. Hello?"),
+        *base.turns[1:],
+    )
+    return replace(base, turns=turns)
+
+
+def screened(business: str, phone: str, *, first_quote: int, counter: int, final: int,
+             ms_per_char: int = 25) -> Persona:
+    """A call screening prompt; the person picks up once the agent has said who it is and why it calls."""
+    base = negotiation(business, phone, first_quote=first_quote, counter=counter, final=final,
+                       ms_per_char=ms_per_char)
+    turns = (
+        Turn("provider", SCREENING_PROMPT),
+        Turn("agent", "Hi, I'm an AI assistant calling for a homeowner about a leaking kitchen faucet."),
+        Turn("provider", f"Hi, this is {business}, sorry about that. How can I help you?"),
+        *base.turns[3:],
+    )
+    return replace(base, turns=turns)
+
+
+def voicemail(business: str, phone: str, *, greeting_ms: int = 4000, beep_ms: int = 500,
+              ms_per_char: int = 25, record_max_ms: int = 60000) -> Persona:
+    """A real voicemail: greeting, a beep (a 1 kHz tone in the audio), then silence while it records."""
+    return Persona(
+        business=business,
+        phone=phone,
+        answer="voicemail",
+        ms_per_char=ms_per_char,
+        record_max_ms=record_max_ms,
+        turns=(
+            Turn("provider", VOICEMAIL_PROMPT.format(business=business), ms=greeting_ms),
+            Turn("provider", "", sound="beep", ms=beep_ms, pause_before_ms=300),
+            Turn("agent", VOICEMAIL_MESSAGE, tools=(ToolCall("end_call", {"reason": "voicemail"}),)),
+        ),
+    )
+
+
+def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> PersonaBook:
+    """Three providers for `make demo`: two deals at different prices and one that will not go low enough.
+
+    `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
+    answering-machine detection takes for a machine, and a business behind a phone menu."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -167,8 +284,14 @@ def demo_personas(ms_per_char: int = 25) -> PersonaBook:
                  tools=(ToolCall("end_call", {"reason": "no agreement"}),)),
         ),
     )
-    return PersonaBook([
+    book = PersonaBook([
         negotiation("Joe's Plumbing", "+14155550101", first_quote=200, counter=150, final=175, ms_per_char=ms_per_char),
         negotiation("Bay Pipe Pros", "+14155550102", first_quote=250, counter=150, final=180, ms_per_char=ms_per_char),
         refuse,
     ])
+    if real_lines:
+        book.add(receptionist("Summit Plumbing and Drain", "+14155550104", first_quote=225, counter=150, final=180,
+                              ms_per_char=ms_per_char))
+        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150, final=175,
+                            ms_per_char=ms_per_char))
+    return book

@@ -23,6 +23,24 @@ What it does, modelled on xai-realtime.md:
   when they do not apply; `conversation.item.truncate` is accepted silently; unknown events get an `error`.
 Everything received and sent is recorded with loop times for assertions.
 
+The real service's habits, each behind an option (defaults keep the kinder behaviour):
+- `handshake="both"`: `session.created` and then `conversation.created`, as xAI documents the latter as the
+  first message of a connection;
+- `tool_response_id=False`: function-call events (`output_item.added/done`, `function_call_arguments.*`) carry
+  no `response_id`; `tools_before_last_audio=True`: they are sent before the turn's last two audio deltas (a
+  goodbye's `end_call` arrives while its audio still streams);
+- `pace=5.0`: audio deltas at five times real time;
+- `transcript_revisions=True`: an input item gets a `completed` transcript (the turn's `heard_as`, else the line
+  without its last word) and, `revision_delay_s` later, a second `completed` for the same item with the line.
+Persona scripts drive phone menus, hold, screening and voicemail: an agent turn without text is silent (a
+`send_dtmf` call alone, or nothing); after it a `response.create` gets an empty response until the line speaks
+again. A user turn that holds only music, a beep or silence (provider turns with that `sound`) is transcribed as
+"" and gets no response. Provider lines closer together than the session's VAD silence are one user turn (a
+voicemail greeting and its beep). A scripted `send_dtmf` the session's tools do not offer is said aloud instead
+("I'll press 1."), as a model without the tool does; `undeclared_tools` records it. A menu that plays again
+(a user turn as long as the last menu, unlike the next line) is answered again with the menu's turn
+(`menu_replays` counts it), so the two stand-ins stay in step when a key is lost.
+
 Fault knobs: `drop_after_s` (close the socket that long after the handshake) or `drop_after_responses` (close
 it right after the N-th `response.done`), both limited to the first `drop_sessions` sessions when set;
 `max_sessions` (refuse handshakes beyond that many accepted sessions with HTTP 503); `reject_auth`.
@@ -57,6 +75,7 @@ from .personas import Persona, PersonaBook, ToolCall, Turn
 log = logging.getLogger(__name__)
 
 VAD_FRAME_MS = 10
+_SAME_LINE_MS = 150  # two user turns this close in length are the same scripted line
 _OPENER = re.compile(r"Hi, is this (.+?)\?")
 
 GENERIC_PERSONA = Persona(
@@ -137,6 +156,14 @@ class StandinSession:
         self._item_id: str | None = None
         self._last_item: str | None = None
         self._responses_done = 0
+        self._awaiting_input = False  # a silent turn was taken: nothing to say until the line speaks again
+        self._segment_start_ms = 0
+        self._menu_heard: tuple[Turn, int] | None = None  # the last menu heard and the agent turn answering it
+        self.menu_replays = 0
+        self.revisions: list[tuple[str, str, str]] = []  # (item_id, first transcript, revised transcript)
+        self.undeclared_tools: list[str] = []  # scripted calls of tools the session did not offer
+        self.tool_outputs: dict[str, dict[str, Any]] = {}  # call_id -> function_call_output item
+        self.tool_calls: list[dict[str, Any]] = []  # {call_id, name, arguments, response_id}
 
     # ---------------------------------------------------------------------------------------------- recording
 
@@ -194,12 +221,11 @@ class StandinSession:
     # ---------------------------------------------------------------------------------------------- main loop
 
     async def serve(self) -> None:
-        first = "conversation.created" if self.standin.handshake == "conversation.created" else "session.created"
-        if first == "session.created":
-            await self.send({"type": first, "session": dict(self.session)})
-        else:
-            await self.send({"type": first, "conversation": {"id": self._new_id("conv"), "object":
-                                                              "realtime.conversation"}})
+        if self.standin.handshake in ("session.created", "both"):
+            await self.send({"type": "session.created", "session": dict(self.session)})
+        if self.standin.handshake in ("conversation.created", "both"):
+            await self.send({"type": "conversation.created", "conversation": {"id": self._new_id("conv"), "object":
+                                                                              "realtime.conversation"}})
         if self.standin.ping_interval_s:
             self._spawn(self._pinger())
         if self.standin.drop_after_s is not None and self.standin.drops(self.index):
@@ -321,8 +347,9 @@ class StandinSession:
                 self._speaking = True
                 self._item_id = self._new_id("item")
                 self.speech_started_at.append(self.loop.time())
+                self._segment_start_ms = max(0, self._audio_ms - self._speech_run)
                 await self.send({"type": "input_audio_buffer.speech_started",
-                                 "audio_start_ms": max(0, self._audio_ms - self._speech_run),
+                                 "audio_start_ms": self._segment_start_ms,
                                  "item_id": self._item_id})
                 run = self._active
                 if run is not None and run.interruptible:
@@ -337,9 +364,10 @@ class StandinSession:
             self.speech_stopped_at.append(self.loop.time())
             await self.send({"type": "input_audio_buffer.speech_stopped",
                              "audio_end_ms": self._audio_ms - self._silence_run, "item_id": self._item_id})
-            await self._commit_user_item(auto_respond=td.get("create_response", True) is not False)
+            await self._commit_user_item(auto_respond=td.get("create_response", True) is not False,
+                                         heard_ms=self._audio_ms - self._silence_run - self._segment_start_ms)
 
-    async def _commit_user_item(self, *, auto_respond: bool) -> None:
+    async def _commit_user_item(self, *, auto_respond: bool, heard_ms: int | None = None) -> None:
         item_id = self._item_id or self._new_id("item")
         self._item_id = None
         await self.send({"type": "input_audio_buffer.committed", "item_id": item_id,
@@ -348,19 +376,57 @@ class StandinSession:
         await self.send({"type": "conversation.item.added", "previous_item_id": None,
                          "item": {"id": item_id, "type": "message", "role": "user", "status": "completed",
                                   "content": [{"type": "input_audio", "transcript": None}]}})
-        self._spawn(self._transcribe(item_id, self._next_provider_line()))
-        if auto_respond and self._active is None:
+        text, heard_as, speech = self._hear_next(heard_ms)
+        self._spawn(self._transcribe(item_id, text, heard_as))
+        if speech:
+            self._awaiting_input = False
+        # Only speech gets an answer: music or a beep on its own is no turn for the model to take.
+        if auto_respond and self._active is None and speech:
             self._start_turn()
 
-    def _next_provider_line(self) -> str:
-        turns = self.persona.provider_turns()
-        if self._provider_turn < len(turns):
-            line = turns[self._provider_turn].text
-            self._provider_turn += 1
-            return line
-        return FALLBACK_PROVIDER_LINE
+    def _hear_next(self, heard_ms: int | None = None) -> tuple[str, str | None, bool]:
+        """The provider line(s) this user turn holds: (transcript, first misheard transcript, any speech).
 
-    async def _transcribe(self, item_id: str, text: str) -> None:
+        Provider lines closer together than the session's end-of-speech silence are one user turn, as for a
+        real server VAD (a voicemail greeting and its beep). A phone menu may play again (no key, a wrong key):
+        a turn as long as the last menu, and unlike the next line, is that menu again, and the model answers it
+        again with the same scripted turn."""
+        turns = self.persona.turns
+        provider = [i for i, t in enumerate(turns) if t.speaker == "provider"]
+        if heard_ms is not None and self._menu_heard is not None:
+            menu, answer_turn = self._menu_heard
+            upcoming = turns[provider[self._provider_turn]] if self._provider_turn < len(provider) else None
+            if (abs(heard_ms - self.persona.turn_ms(menu)) <= _SAME_LINE_MS
+                    and (upcoming is None or abs(heard_ms - self.persona.turn_ms(upcoming)) > _SAME_LINE_MS)):
+                self._agent_turn = answer_turn
+                self.menu_replays += 1
+                return menu.text, None, True
+        if self._provider_turn >= len(provider):
+            return FALLBACK_PROVIDER_LINE, None, True
+        td = self._turn_detection() or {}
+        silence_ms = int(td.get("silence_duration_ms", 500))
+        heard: list[Turn] = []
+        while self._provider_turn < len(provider):
+            index = provider[self._provider_turn]
+            heard.append(turns[index])
+            self._provider_turn += 1
+            if self._provider_turn >= len(provider):
+                break
+            following = provider[self._provider_turn]
+            between = turns[index + 1:following]
+            if any(not t.silent or t.tools for t in between):
+                break  # the agent acts before the next line
+            if self.persona.pause_before(turns[following]) >= silence_ms:
+                break
+        spoken = [t for t in heard if t.sound == "speech"]
+        if spoken:
+            last = spoken[-1]
+            self._menu_heard = (last, self._agent_turn) if last.menu else None
+        text = " ".join(t.text for t in spoken)
+        misheard = [t.heard_as for t in spoken if t.heard_as]
+        return text, (" ".join(misheard) if misheard else None), bool(spoken)
+
+    async def _transcribe(self, item_id: str, text: str, heard_as: str | None = None) -> None:
         words = text.split()
         partial = " ".join(words[: max(1, len(words) // 2)])
         with_status = self.standin.transcript_status
@@ -370,11 +436,20 @@ class StandinSession:
             snapshot["status"] = "in_progress"
         await self.send(snapshot)
         await asyncio.sleep(self.standin.transcript_delay_s)  # transcription lags the audio
-        final: dict[str, Any] = dict(snapshot, transcript=text)
+        revise = self.standin.transcript_revisions and len(words) > 1
+        first = (heard_as or " ".join(words[:-1])) if revise else text
+        final: dict[str, Any] = dict(snapshot, transcript=first)
         final.pop("event_id", None)
         if with_status:
             final["status"] = "completed"
         await self.send(final)
+        if revise:
+            # A real transcriber may send a second `completed` for the same item with corrected text.
+            await asyncio.sleep(self.standin.revision_delay_s)
+            revised: dict[str, Any] = dict(final, transcript=text)
+            revised.pop("event_id", None)
+            await self.send(revised)
+            self.revisions.append((item_id, first, text))
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
         await self._commit_user_item(auto_respond=False)
@@ -409,6 +484,8 @@ class StandinSession:
             return
         if kind == "message":
             self._replay(item)
+        else:
+            self.tool_outputs[str(item.get("call_id"))] = item
         item_id = item.get("id") or self._new_id("item")
         await self.send({"type": "conversation.item.added", "previous_item_id": None,
                          "item": dict(item, id=item_id)})
@@ -443,6 +520,9 @@ class StandinSession:
             await self.error("conversation_already_has_active_response",
                              f"Conversation already has an active response in progress: {self._active.id}")
             return
+        if self._awaiting_input:
+            self._start_response("", ())  # a model with nothing to say yet answers with an empty response
+            return
         self._start_turn()
 
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
@@ -459,9 +539,21 @@ class StandinSession:
         if self._agent_turn < len(turns):
             turn = turns[self._agent_turn]
             self._agent_turn += 1
-            self._start_response(self._fill(turn.text), turn.tools)
+            text, tools = self._fill(turn.text), turn.tools
+            offered = self._offered_tools()
+            for tool in tools:
+                if tool.name == "send_dtmf" and "send_dtmf" not in offered:
+                    # Without the tool a model can only say the key aloud, as public agents stuck in menus do.
+                    self.undeclared_tools.append(tool.name)
+                    text = (text + " " if text else "") + f"I'll press {tool.arguments.get('digits', '')}."
+            tools = tuple(t for t in tools if t.name != "send_dtmf" or "send_dtmf" in offered)
+            self._awaiting_input = not text
+            self._start_response(text, tools)
         else:
             self._start_response(FALLBACK_AGENT_LINE, ())
+
+    def _offered_tools(self) -> set[str]:
+        return {str(t.get("name")) for t in self.session.get("tools") or [] if isinstance(t, dict)}
 
     def _start_response(self, text: str, tools: tuple[ToolCall, ...], *, interruptible: bool = True) -> None:
         run = _Run(id=self._new_id("resp"), item_id=self._new_id("item"), interruptible=interruptible, text=text)
@@ -494,10 +586,19 @@ class StandinSession:
         status = "completed"
         message_item = {"id": run.item_id, "type": "message", "role": "assistant", "status": "in_progress",
                         "content": []}
+        output: list[dict[str, Any]] = []
         try:
             await self.send({"type": "response.created",
                              "response": {"id": run.id, "object": "realtime.response", "status": "in_progress",
                                           "output": []}})
+            if not run.text:  # a turn with no speech: only its function calls, if any
+                for n, tool in enumerate(tools):
+                    output.append(await self._function_call(run, tool, n))
+                await self.send({"type": "response.done",
+                                 "response": {"id": run.id, "object": "realtime.response", "status": status,
+                                              "output": output}})
+                self._responses_done += 1
+                return
             await self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": 0,
                              "item": message_item})
             await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": message_item})
@@ -509,7 +610,13 @@ class StandinSession:
             words = run.text.split(" ")
             per_chunk = max(1, -(-len(words) // max(1, len(chunks))))
             late = 0
+            early_tools: list[dict[str, Any]] = []
+            # Real servers may emit a turn's function calls before its audio has finished streaming.
+            early_at = max(0, len(chunks) - 2) if self.standin.tools_before_last_audio and tools else -1
             for index, piece in enumerate(chunks):
+                if index == early_at and not run.cancel.is_set():
+                    for n, tool in enumerate(tools, start=1):
+                        early_tools.append(await self._function_call(run, tool, n))
                 if run.cancel.is_set():
                     if late >= self.standin.late_deltas_after_cancel:
                         break
@@ -532,8 +639,7 @@ class StandinSession:
                         pass
             if run.cancel.is_set():
                 status = "cancelled"
-            output: list[dict[str, Any]] = [dict(message_item, status="completed" if status == "completed"
-                                                 else "incomplete")]
+            output = [dict(message_item, status="completed" if status == "completed" else "incomplete")]
             if self.standin.done_includes_transcript:
                 output[0]["content"] = [{"type": "output_audio", "transcript": run.text}]
             if status == "completed":
@@ -543,8 +649,11 @@ class StandinSession:
                                  "item_id": run.item_id, "output_index": 0, "content_index": 0})
                 await self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": 0,
                                  "item": output[0]})
-                for n, tool in enumerate(tools, start=1):
-                    output.append(await self._function_call(run, tool, n))
+                if early_tools:
+                    output.extend(early_tools)
+                else:
+                    for n, tool in enumerate(tools, start=1):
+                        output.append(await self._function_call(run, tool, n))
             await self.send({"type": "response.done",
                              "response": {"id": run.id, "object": "realtime.response", "status": status,
                                           "output": output}})
@@ -565,16 +674,17 @@ class StandinSession:
         item = {"id": self._new_id("item"), "type": "function_call", "status": "in_progress", "call_id": call_id,
                 "name": tool.name, "arguments": ""}
         arguments = json.dumps(tool.arguments)
-        await self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": index,
-                         "item": item})
-        await self.send({"type": "response.function_call_arguments.delta", "response_id": run.id,
-                         "item_id": item["id"], "output_index": index, "call_id": call_id, "delta": arguments})
-        await self.send({"type": "response.function_call_arguments.done", "response_id": run.id,
-                         "item_id": item["id"], "output_index": index, "call_id": call_id, "name": tool.name,
-                         "arguments": arguments})
+        # `tool_response_id=False`: the function-call events carry no `response_id`, as xAI may send them.
+        rid = {"response_id": run.id} if self.standin.tool_response_id else {}
+        self.tool_calls.append({"call_id": call_id, "name": tool.name, "arguments": dict(tool.arguments),
+                                "response_id": run.id})
+        await self.send({"type": "response.output_item.added", **rid, "output_index": index, "item": item})
+        await self.send({"type": "response.function_call_arguments.delta", **rid, "item_id": item["id"],
+                         "output_index": index, "call_id": call_id, "delta": arguments})
+        await self.send({"type": "response.function_call_arguments.done", **rid, "item_id": item["id"],
+                         "output_index": index, "call_id": call_id, "name": tool.name, "arguments": arguments})
         done = dict(item, status="completed", arguments=arguments)
-        await self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": index,
-                         "item": done})
+        await self.send({"type": "response.output_item.done", **rid, "output_index": index, "item": done})
         return done
 
 
@@ -596,6 +706,10 @@ class RealtimeStandin:
         transcript_delay_s: float = 0.15,
         late_deltas_after_cancel: int = 0,
         done_includes_transcript: bool = False,
+        tool_response_id: bool = True,
+        tools_before_last_audio: bool = False,
+        transcript_revisions: bool = False,
+        revision_delay_s: float = 0.3,
         default_persona: Persona | None = None,
         drop_after_s: float | None = None,
         drop_after_responses: int | None = None,
@@ -603,8 +717,8 @@ class RealtimeStandin:
         max_sessions: int | None = None,
         reject_auth: bool = False,
     ) -> None:
-        if handshake not in ("session.created", "conversation.created"):
-            raise ValueError("handshake must be 'session.created' or 'conversation.created'")
+        if handshake not in ("session.created", "conversation.created", "both"):
+            raise ValueError("handshake must be 'session.created', 'conversation.created' or 'both'")
         self.personas = personas or PersonaBook()
         self.api_key = api_key
         self.handshake = handshake
@@ -617,6 +731,10 @@ class RealtimeStandin:
         self.transcript_delay_s = transcript_delay_s
         self.late_deltas_after_cancel = late_deltas_after_cancel
         self.done_includes_transcript = done_includes_transcript
+        self.tool_response_id = tool_response_id
+        self.tools_before_last_audio = tools_before_last_audio
+        self.transcript_revisions = transcript_revisions
+        self.revision_delay_s = revision_delay_s
         self.default_persona = default_persona or GENERIC_PERSONA
         self.drop_after_s = drop_after_s
         self.drop_after_responses = drop_after_responses

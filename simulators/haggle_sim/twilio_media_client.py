@@ -5,11 +5,20 @@ turn timing) only shows its bugs against a peer that keeps Twilio's clock. This 
 `<Stream>` url, sends `connected`, `start` and one 20 ms `media` frame per 20 ms of wall clock (paced against
 a start time, so no drift), plays outbound audio in real time (8 bytes per ms) to decide when marks come back,
 and speaks the persona's provider lines when a person would: after the agent finished talking, or on purpose
-while it is still talking. Everything it sees and does is written to a `StreamLog` for tests to assert on."""
+while it is still talking. Everything it sees and does is written to a `StreamLog` for tests to assert on.
+
+The harder lines of the real world come from the persona's script (issue 13): a provider line can be hold
+music, a voicemail beep or silence (`Turn.sound`); two provider lines in a row are `Persona.pause_before` apart;
+a phone menu (`Turn.menu`) waits for a key decoded from the agent's audio with the gateway's own DTMF decoder,
+replays after `menu_timeout_ms` or a wrong key, and hangs up after `menu_max_plays`; after a beep the agent's
+audio is recorded (`StreamLog.recording`, `message_ms`) until `record_max_ms`. Agent audio that is neither
+silence nor DTMF while a menu or hold music plays is counted in `StreamLog.talked_over_bytes`, and per line in
+`ProviderLine.agent_audio_bytes`, so tests can assert nothing was said over them."""
 
 from __future__ import annotations
 
 import asyncio
+import audioop
 import base64
 import binascii
 import json
@@ -18,16 +27,49 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
+from haggle_gateway import dtmf
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from haggle_sim import audio
-from haggle_sim.personas import Persona
+from haggle_sim.personas import Persona, Turn
 
 logger = logging.getLogger(__name__)
 
 OUTBOUND_EVENTS = frozenset({"media", "mark", "clear"})
 SILENT_FRAME = audio.silence(audio.FRAME_MS)
+_SPEECH_RMS = 300.0  # agent audio louder than this counts as sound (line noise and silence stay far below)
+_EDGE_LEVEL = 1000  # a sample above this is part of the sound
+_MIN_SPAN = 80  # samples (10 ms)
+
+
+def line_audio(persona: Persona, turn: Turn, seed: int) -> bytes:
+    """The mu-law a provider line plays: speech, hold music, a beep or silence, `persona.turn_ms(turn)` long."""
+    ms = persona.turn_ms(turn)
+    if turn.sound == "music":
+        return audio.music(ms, seed=seed)
+    if turn.sound == "beep":
+        return audio.beep(ms)
+    if turn.sound == "silence":
+        return audio.silence(ms)
+    return audio.speech_like(ms, seed=seed)
+
+
+def sound_bytes(data: bytes) -> int:
+    """How many bytes of agent audio are sound: 20 ms frames that are neither silence nor a DTMF key (tones on
+    a menu are the answer it expects, not talking over it)."""
+    return sum(len(frame) for frame in audio.frames(data) if _is_sound(frame))
+
+
+def _is_sound(frame: bytes) -> bool:
+    if audio.rms_ulaw(frame) < _SPEECH_RMS:
+        return False
+    pcm = memoryview(audioop.ulaw2lin(frame, 2)).cast("h")
+    loud = [i for i, x in enumerate(pcm) if abs(x) > _EDGE_LEVEL]
+    if len(loud) < 2 or loud[-1] - loud[0] < _MIN_SPAN:
+        return False  # a few ms of sound at a frame's edge (a tone's tail) is no speech
+    # Classify only the part that sounds: a tone that starts or stops inside the frame is still a tone.
+    return dtmf.classify_block([float(x) for x in pcm[loud[0]:loud[-1] + 1]]) is None
 
 
 @dataclass(frozen=True)
@@ -50,6 +92,8 @@ class ProviderLine:
     ended_at: float | None = None
     barge_in: bool = False  # started while agent audio was still playing, on purpose
     cut_off: bool = False  # the stream stopped before the line was finished
+    sound: str = "speech"
+    agent_audio_bytes: int = 0  # agent audio (not silence, not DTMF) that arrived while this line played
 
 
 @dataclass
@@ -72,10 +116,27 @@ class StreamLog:
     violations: list[str] = field(default_factory=list)
     stop_sent_at: float | None = None
     end_reason: str | None = None
+    # Phone menus, hold and voicemail (issue 13):
+    digits_received: list[tuple[float, str]] = field(default_factory=list)  # DTMF decoded from agent audio
+    menu_plays: int = 0  # how often a menu was played (a replay after no key or a wrong key counts)
+    wrong_digits: str = ""  # keys pressed that the menu did not offer
+    talked_over_bytes: int = 0  # agent speech while a menu or hold music played, or between them
+    beep_at: float | None = None  # when a voicemail's beep ended (recording starts)
+    recording: bytearray = field(default_factory=bytearray)  # agent audio after the beep
 
     @property
     def played_bytes(self) -> int:
         return len(self.played_audio)
+
+    @property
+    def digits(self) -> str:
+        return "".join(d for _, d in self.digits_received)
+
+    @property
+    def message_ms(self) -> int:
+        """How much non-silent audio the voicemail recorded after its beep."""
+        speech = sum(1 for chunk in audio.frames(bytes(self.recording)) if audio.rms_ulaw(chunk) >= _SPEECH_RMS)
+        return speech * audio.FRAME_MS
 
     def events(self, name: str) -> list[OutboundMessage]:
         return [m for m in self.received if m.event == name]
@@ -190,6 +251,16 @@ class MediaStreamClient:
         self._line: ProviderLine | None = None
         self._agent_bytes_since_line = 0
         self._agent_audio_started_at: float | None = None
+        self._last_line_end: float | None = None
+        # Phone menu, hold and voicemail state.
+        # Decoding costs a Goertzel bank per 25 ms of agent audio: only lines with a phone menu listen for keys.
+        self._decoder = dtmf.DtmfDecoder() if any(t.menu for t in persona.turns) else None
+        self._menu: tuple[int, str] | None = None  # (turn index, keys that lead on) of the menu being answered
+        self._menu_digit: str | None = None  # the first key pressed since the menu started
+        self._menu_deadline: float | None = None  # replay the menu if no key by then
+        self._hold = False  # from the start of hold music to the next spoken line
+        self._record_until: float | None = None
+        self._hangup = False
         hang = persona.hangup_after_turn
         if hang is not None and not (0 <= hang < len(persona.turns)
                                      and persona.turns[hang].speaker == "provider"):
@@ -284,6 +355,8 @@ class MediaStreamClient:
                 return "stream-dropped"
             await self._tick_playback(ws, now)
             self._maybe_start_line(now)
+            if self._hangup or (self._record_until is not None and now >= self._record_until):
+                return "provider-hangup"
             frame = self._next_frame()
             msg = {
                 "event": "media",
@@ -311,18 +384,28 @@ class MediaStreamClient:
         for i in range(self._next_turn, len(turns)):
             if turns[i].speaker == "provider":
                 return i, agent_first
-            agent_first = True
+            agent_first = agent_first or not turns[i].silent  # a silent turn (keys, nothing) is no line to await
         return None
 
     def _maybe_start_line(self, now: float) -> None:
         if self._line is not None:
             return
+        if self._menu is not None:
+            step = self._menu_step(now)
+            if step == "replay":
+                self._start_line(self._menu[0], now, barge_in=False)
+            if step != "go":
+                return
+            self._menu = None
         upcoming = self._upcoming()
         if upcoming is None:
             return
         index, after_agent = upcoming
         turn = self._persona.turns[index]
         barge_in = False
+        if not after_agent and self._last_line_end is not None:
+            if now - self._last_line_end < self._persona.pause_before(turn) / 1000:
+                return  # two provider lines in a row: the pause between them
         if after_agent:
             if self._agent_bytes_since_line == 0:
                 return  # the agent has not said anything since our last line: stay silent
@@ -335,15 +418,46 @@ class MediaStreamClient:
             )
             if not (finished or barge_in):
                 return
-        ms = self._persona.speech_ms(turn.text)
-        self._speech = list(audio.frames(audio.speech_like(ms, seed=index)))
+        self._start_line(index, now, barge_in=barge_in)
+
+    def _start_line(self, index: int, now: float, *, barge_in: bool) -> None:
+        turn = self._persona.turns[index]
+        self._speech = list(audio.frames(line_audio(self._persona, turn, index)))
         self._speech_pos = 0
-        self._line = ProviderLine(turn_index=index, text=turn.text, started_at=now, barge_in=barge_in)
+        self._line = ProviderLine(turn_index=index, text=turn.text, started_at=now, barge_in=barge_in,
+                                  sound=turn.sound)
         self.log.provider_lines.append(self._line)
         self._next_turn = index + 1
         self._agent_bytes_since_line = 0
         self._agent_audio_started_at = None
-        logger.debug("call %s: provider says turn %d (barge-in: %s)", self._call_sid, index, barge_in)
+        if turn.menu:
+            self._menu = (index, turn.menu.upper())
+            self._menu_digit = None
+            self._menu_deadline = None
+            self.log.menu_plays += 1
+        if turn.sound == "music":
+            self._hold = True
+        elif turn.sound == "speech" and not turn.menu:
+            self._hold = False
+        logger.debug("call %s: provider plays turn %d (%s, barge-in: %s)", self._call_sid, index, turn.sound,
+                     barge_in)
+
+    def _menu_step(self, now: float) -> str | None:
+        """A menu waiting for a key: "go" (a valid key, its tones played), "replay", or None (keep waiting)."""
+        assert self._menu is not None
+        if self._menu_digit is not None:
+            if self._playback.busy or now - self._playback.idle_since < self._reply_gap:
+                return None  # let the agent's tones finish first
+            if self._menu_digit in self._menu[1]:
+                return "go"
+        elif self._menu_deadline is None or now < self._menu_deadline:
+            return None
+        if self.log.menu_plays >= self._persona.menu_max_plays:
+            logger.info("call %s: menu played %d times without a valid key; hanging up", self._call_sid,
+                        self.log.menu_plays)
+            self._hangup = True
+            return None
+        return "replay"
 
     def _next_frame(self) -> bytes:
         if self._line is not None and self._speech_pos < len(self._speech):
@@ -357,7 +471,14 @@ class MediaStreamClient:
         assert self._line is not None
         self._line.ended_at = at
         index = self._line.turn_index
+        sound = self._line.sound
         self._line = None
+        self._last_line_end = at
+        if self._menu is not None and self._menu[0] == index:
+            self._menu_deadline = at + self._persona.menu_timeout_ms / 1000
+        if sound == "beep" and self.log.beep_at is None:
+            self.log.beep_at = at  # a voicemail records from here
+            self._record_until = at + self._persona.record_max_ms / 1000
         return self._persona.hangup_after_turn == index
 
     # --- outbound (server -> Twilio) -------------------------------------------------------------------
@@ -382,6 +503,7 @@ class MediaStreamClient:
             self.log.received.append(OutboundMessage(at=now, event="media", payload=data))
             self.log.agent_bytes_received += len(data)
             self._agent_bytes_since_line += len(data)
+            self._hear_agent(data, now)
             if self._playback.enqueue(data, now) and self._agent_audio_started_at is None:
                 self._agent_audio_started_at = now
         elif event == "mark":
@@ -395,6 +517,24 @@ class MediaStreamClient:
             self._agent_bytes_since_line = 0
             self._agent_audio_started_at = None
             await self._echo_marks(ws, marks)
+
+    def _hear_agent(self, data: bytes, now: float) -> None:
+        """What the line does with the agent's audio: decode keys, notice talking over a menu or hold, record."""
+        for digit in self._decoder.feed(data) if self._decoder is not None else "":
+            self.log.digits_received.append((now, digit))
+            if self._menu is not None and self._menu_digit is None:
+                self._menu_digit = digit
+                if digit not in self._menu[1]:
+                    self.log.wrong_digits += digit
+        if self.log.beep_at is not None:
+            self.log.recording += data
+        guarded = self._menu is not None or self._hold
+        if guarded or self._line is not None:
+            sound = sound_bytes(data)
+            if guarded:
+                self.log.talked_over_bytes += sound
+            if self._line is not None:
+                self._line.agent_audio_bytes += sound
 
     def _validate(self, raw: str | bytes) -> dict[str, Any] | None:
         """Strict checks Twilio applies (or silently fails on); a bad message is recorded and dropped."""

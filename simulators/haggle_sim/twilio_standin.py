@@ -6,6 +6,11 @@ or not, signed status callbacks, answering-machine detection, TwiML fetched or i
 `<Connect><Stream>` media stream (twilio_media_client.py) until the agent, the provider or the time limit ends
 it.
 
+Answering-machine detection follows Twilio's documented rules (`amd_verdict`, docs/twilio-amd.md), so a person
+with a long greeting gets a machine verdict as on a real line. Like Twilio, it streams only to wss:// urls; a
+ws:// url is refused unless `allow_insecure_streams` (default: ALLOW_INSECURE_PUBLIC_URL=1) says the setup is
+local.
+
     async with TwilioStandin(personas, account_sid, auth_token) as twilio:
         client = Client(account_sid, auth_token); client.api.base_url = twilio.base_url
         ...
@@ -19,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
@@ -65,6 +71,9 @@ class SimOptions:
     # Status callbacks as a loaded Twilio can deliver them: `ringing` held back until after the next one
     # (after `in-progress`, or after the final status), and the final status sent twice.
     disorder_status_callbacks: bool = False
+    # Twilio streams only to wss://. A plain ws:// url (what an http:// public base url gives) is refused like
+    # Twilio does: the call is answered, no stream opens, <Connect> ends. Loopback test setups allow it.
+    allow_insecure_streams: bool = False
 
 
 class CallRun:
@@ -174,15 +183,12 @@ class CallRun:
         mode = c.param("MachineDetection")
         if mode not in ("Enable", "DetectMessageEnd") or c.persona is None:
             return
-        persona = _stream_persona(c.persona)
-        lines = persona.provider_turns()
-        first_ms = persona.speech_ms(lines[0].text) if lines else 0
-        if persona.answer == "voicemail":
-            # Enable calls a machine once the greeting runs long; DetectMessageEnd waits for the beep.
-            answered_by = "machine_start" if mode == "Enable" else "machine_end_beep"
-            detect_ms = min(first_ms, 2400) if mode == "Enable" else first_ms + 300
-        else:
-            answered_by, detect_ms = "human", first_ms + 500  # a short "Hello?" then silence
+        answered_by, detect_ms = amd_verdict(_stream_persona(c.persona), mode,
+                                             speech_threshold_ms=_int_param(c, "MachineDetectionSpeechThreshold",
+                                                                            2400, 1000, 6000),
+                                             speech_end_ms=_int_param(c, "MachineDetectionSpeechEndThreshold",
+                                                                      1200, 500, 5000),
+                                             timeout_ms=1000 * _int_param(c, "MachineDetectionTimeout", 30, 3, 59))
         if (c.param("AsyncAmd") or "").lower() == "true":
             task = asyncio.create_task(self._async_amd(answered_by, detect_ms))
             self._side_tasks.add(task)
@@ -287,6 +293,12 @@ class CallRun:
         assert c.persona is not None and c.answered_at is not None
         log = StreamLog(url=url, stream_sid=new_sid("MZ"), custom_parameters=parameters)
         c.streams.append(log)
+        if urlsplit(url).scheme == "ws" and not self._options.allow_insecure_streams:
+            log.connect_error = f"<Stream url={url!r}>: Twilio streams only to wss:// (error 31920)"
+            log.end_reason = "stream-connect-failed"
+            c.notes.append(log.connect_error)
+            logger.warning("call %s: %s", c.sid, log.connect_error)
+            return "stream-connect-failed"
         headers = ({"X-Twilio-Signature": self._webhooks.validator.compute_signature(url, {})}
                    if self._options.sign_media_stream else {})
         client = MediaStreamClient(log=log, account_sid=c.account_sid, call_sid=c.sid,
@@ -352,6 +364,50 @@ class CallRun:
         self.call.status_callbacks.append(await self._webhooks.send("status", url, method, params))
 
 
+def amd_verdict(persona: Persona, mode: str, *, speech_threshold_ms: int = 2400, speech_end_ms: int = 1200,
+                timeout_ms: int = 30000) -> tuple[str, int]:
+    """Twilio's answering-machine verdict for how this persona answers: (AnsweredBy, detection ms).
+
+    As Twilio documents it, the length of the opening speech decides: longer than the speech threshold is a
+    machine, so a person with a long greeting ("Thanks for calling Summit Plumbing and Drain, this is Mike, how
+    can I help you?") is classed as one too. `Enable` answers `machine_start` as soon as the threshold is
+    passed. `DetectMessageEnd` waits for the message's end: `machine_end_beep` after a beep,
+    `machine_end_silence` when a machine goes quiet, and `machine_end_other` for a long-greeting person (a
+    person's line carries room noise, not a machine's digital silence). Shorter speech followed by the
+    speech-end silence is `human`. No verdict within the timeout is `unknown`."""
+    lines = persona.provider_turns()
+    opening = lines[0] if lines else None
+    speech_ms = persona.turn_ms(opening) if opening is not None and opening.sound == "speech" else 0
+    beep_end: int | None = None
+    if opening is not None:
+        at = speech_ms
+        start = persona.turns.index(opening)
+        for turn in persona.turns[start + 1:]:
+            if turn.speaker == "agent":
+                if turn.silent:
+                    continue
+                break
+            at += persona.pause_before(turn) + persona.turn_ms(turn)
+            if turn.sound == "beep":
+                beep_end = at
+                break
+    machine = persona.answer == "voicemail" or speech_ms > speech_threshold_ms
+    if not machine:
+        verdict, ms = "human", speech_ms + speech_end_ms
+    elif mode == "Enable":
+        verdict, ms = "machine_start", min(speech_ms, speech_threshold_ms)
+    elif beep_end is not None:
+        verdict, ms = "machine_end_beep", beep_end
+    elif persona.answer == "voicemail":
+        # A scripted voicemail without a beep line: its greeting is taken to end in one.
+        verdict, ms = "machine_end_beep", speech_ms + 300
+    else:
+        verdict, ms = "machine_end_other", speech_ms + speech_end_ms
+    if ms > timeout_ms:
+        return "unknown", timeout_ms
+    return verdict, ms
+
+
 def _int_param(c: SimCall, name: str, default: int, low: int, high: int) -> int:
     raw = c.param(name)
     try:
@@ -402,11 +458,15 @@ class TwilioStandin:
                  unknown_ring_ms: int = 200, webhook_timeout: float = 10.0, sign_media_stream: bool = True,
                  hangup_wait: float = 10.0, host: str = "127.0.0.1", port: int = 0,
                  startup_timeout: float = 10.0, drop_stream_after_s: float | None = None,
-                 disorder_status_callbacks: bool = False) -> None:
+                 disorder_status_callbacks: bool = False, allow_insecure_streams: bool | None = None) -> None:
+        # Unset: allowed when ALLOW_INSECURE_PUBLIC_URL=1 (the switch that also lets the gateway run on http://).
+        if allow_insecure_streams is None:
+            allow_insecure_streams = os.environ.get("ALLOW_INSECURE_PUBLIC_URL") == "1"
         self.options = SimOptions(reply_gap_ms=reply_gap_ms, unknown_ring_ms=unknown_ring_ms,
                                   webhook_timeout=webhook_timeout, sign_media_stream=sign_media_stream,
                                   hangup_wait=hangup_wait, drop_stream_after_s=drop_stream_after_s,
-                                  disorder_status_callbacks=disorder_status_callbacks)
+                                  disorder_status_callbacks=disorder_status_callbacks,
+                                  allow_insecure_streams=allow_insecure_streams)
         self.account_sid = account_sid
         self._auth_token = auth_token
         self._host, self._port, self._startup_timeout = host, port, startup_timeout

@@ -146,7 +146,7 @@ def _accepts(sentence: str) -> tuple[bool, bool]:
 def _analyse(turn: _Turn) -> _TurnInfo:
     info = _TurnInfo(turn=turn)
     text = turn.text
-    mentions = find_mentions(text)
+    mentions = [m for m in find_mentions(text) if not _is_menu_key(text, m)]
     sentences = _sentences(text)
     for n, (sentence, offset) in enumerate(sentences):
         strong, weak = _accepts(sentence)
@@ -182,6 +182,17 @@ def _analyse(turn: _Turn) -> _TurnInfo:
         named = bool(phrases.NAMED_LEAD.search(lead))
         info.offers.append(_Offer(turn.speaker, m.value, m.kind, turn.index, m.money, total, question, named))
     return info
+
+
+def _is_menu_key(text: str, m: Mention) -> bool:
+    """A phone menu's key or an extension ("press 2", "option 4", "2 for billing"): a number, never a price.
+
+    Why: a menu read as an offer becomes a deal when the agent says "okay" (the offline fallback once read "press
+    2" as an agreed $2). A money-marked amount ("$2") is never a key."""
+    if m.money:
+        return False
+    before = text[max(0, m.start - 40) : m.start]
+    return bool(phrases.MENU_KEY_BEFORE.search(before) or phrases.MENU_KEY_AFTER.match(text[m.end : m.end + 40]))
 
 
 def _clause_before(text: str, m: Mention) -> str:

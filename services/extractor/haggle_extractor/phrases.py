@@ -260,6 +260,21 @@ ARTICLE_BEFORE = re.compile(r"\b(a|an)\s*$", re.I)
 # Just before a number: a comparison, so a refusal before it is not about this number ("can't go less than").
 COMPARATIVE_BEFORE = re.compile(r"\b(less|more|lower|higher|below|under|over|than)\W*$", re.I)
 
+# Just before a number: a phone menu's key or an extension ("for billing press 3", "press 1 or 2", "option 4",
+# "extension 205", "dial 0"), never a price. The optional middle takes the next key of a list ("1 or 2").
+MENU_KEY_BEFORE = re.compile(
+    r"""\b(press|pressing|push|dial|dialing|hit|enter|select|choose|option|extension|ext)\b[\s.:#,]*
+    ((\w+)[\s,]+(or|and|then|followed\ by)[\s,]+)?$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# Just after a number: it names a menu choice ("2 for billing", "1 to speak to a technician").
+MENU_KEY_AFTER = re.compile(
+    r"""^\W*(for\ (service|sales|billing|support|estimates?|scheduling|appointments?|hours|directions|spanish|english|
+    (an?\ |the\ )?(operator|person|representative|receptionist|technician|agent|dispatcher))|
+    to\ (speak|talk|reach|leave|repeat|hear|schedule|return)\b)""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
 # ---------------------------------------------------------------------------------------------------------
 # After a deal.
 

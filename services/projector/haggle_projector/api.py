@@ -7,39 +7,88 @@ are fixed (see README).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import hmac
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+import msgspec
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from haggle_contracts import subjects, text
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
+from haggle import bus
+
+from .projector import PROJECTION_ERROR, Projector
 from .stores import ProviderStore
 
+log = logging.getLogger(__name__)
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 JOB_ID = re.compile(ev.ID_PATTERN)
+
+
+# The text rule as JSON Schema patterns, so the document says what the validators do (a client generator or
+# schemathesis can tell valid from invalid). The validators stay the rule's own code, for its clear messages.
+_ALLOWED = "[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]"
+_VISIBLE = "[^\\s\\x00-\\x1f\\x7f-\\x9f]"
+TEXT_PATTERN = f"^{_ALLOWED}*$"
+REQUIRED_TEXT_PATTERN = f"^{_ALLOWED}*{_VISIBLE}{_ALLOWED}*$"  # something besides whitespace
+PHONE_SEPARATORS = "[ ().-]"
+PHONE_PATTERN = (f"^{PHONE_SEPARATORS}*\\+{PHONE_SEPARATORS}*[1-9]"
+                 f"(?:{PHONE_SEPARATORS}*[0-9]){{6,14}}{PHONE_SEPARATORS}*$")
+
+
+def Text(field: str, *, required: bool = False) -> Any:
+    """A free-text field under the shared text rule (`haggle_contracts.text`): the same caps the consumers apply."""
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=required, min_length=1 if required else 0, max_length=text.cap(field)),
+        AfterValidator(lambda v: text.check(v, field)),
+        WithJsonSchema({"type": "string", "minLength": 1 if required else 0, "maxLength": text.cap(field),
+                        "pattern": REQUIRED_TEXT_PATTERN if required else TEXT_PATTERN}),
+    ]
+
+
+Id = Annotated[str, WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
 
 
 class ProviderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    service_provider: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    phone_number: str
-    id: str | None = None
-    zip_code: str | None = None
-    problem: str | None = None
+    service_provider: Text("service_provider", required=True)
+    phone_number: Annotated[str, StringConstraints(max_length=40),
+                            WithJsonSchema({"type": "string", "maxLength": 40, "pattern": PHONE_PATTERN})]
+    id: Id | None = None
+    zip_code: Text("zip_code") | None = None
+    problem: Text("problem") | None = None
     max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
-    context_answers: str | None = None
-    timezone: str | None = None
+    context_answers: Text("context_answers") | None = None
+    timezone: Text("timezone") | None = None
 
     @field_validator("phone_number")
     @classmethod
     def _e164(cls, v: str) -> str:
-        v = re.sub(r"[\s().-]", "", v)
+        v = re.sub(PHONE_SEPARATORS, "", v)
         if not E164.match(v):
             raise ValueError("must be an E.164 phone number such as +14155550123")
         return v
@@ -55,12 +104,12 @@ class ProviderIn(BaseModel):
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    problem: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-    zip_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)]
+    problem: Text("problem", required=True)
+    zip_code: Text("zip_code", required=True)
     max_price: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     providers: Annotated[list[ProviderIn], Field(min_length=1, max_length=1000)]
-    job_id: str | None = None
-    context_answers: str = ""
+    job_id: Id | None = None
+    context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
 
     @field_validator("job_id")
@@ -71,7 +120,7 @@ class JobIn(BaseModel):
         return v
 
 
-Publish = Callable[[ev.Event], Awaitable[int]]
+Publish = Callable[..., Awaitable[int]]
 
 
 @dataclass
@@ -79,6 +128,34 @@ class ApiDeps:
     store: ProviderStore
     publish: Publish
     api_key: str | None = None
+    js: JetStreamContext | None = None  # the log: duplicate ids, and what /start-job re-publishes
+    projector: Projector | None = None  # the projection in this process, for health and the POST wait
+    projection_wait_s: float = 0.0  # how long POST /jobs waits for the projection before 202 (0: answer 201 at once)
+    # Publishes a JobStarted only as the first message on its subject (`Publisher.publish(first_on_subject=True)`):
+    # the log refuses a taken job id. None (a harness without a stream): a plain publish.
+    publish_first: Publish | None = None
+
+
+SESSION_COOKIE = "haggle_session"
+SESSION_MAX_AGE_S = 30 * 24 * 3600
+
+
+def session_token(api_key: str, *, now: float | None = None) -> str:
+    """A dashboard session: its expiry, signed with the API key (HMAC-SHA256). The key itself never leaves the
+    server in a cookie, and changing the key ends every session."""
+    expires = int((time.time() if now is None else now) + SESSION_MAX_AGE_S)
+    return f"{expires}.{_sign(api_key, expires)}"
+
+
+def session_valid(api_key: str, token: str) -> bool:
+    expires, _, signature = token.partition(".")
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(signature.encode(), _sign(api_key, int(expires)).encode())
+
+
+def _sign(api_key: str, expires: int) -> str:
+    return hmac.new(api_key.encode(), f"haggle-session:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def require_api_key(deps: ApiDeps) -> Callable[[Request], Awaitable[None]]:
@@ -86,12 +163,22 @@ def require_api_key(deps: ApiDeps) -> Callable[[Request], Awaitable[None]]:
         if not deps.api_key:
             return
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        supplied = supplied or request.headers.get("x-api-key", "") or request.cookies.get("haggle_key", "")
-        if not hmac.compare_digest(supplied.encode(), deps.api_key.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong API key",
-                                headers={"WWW-Authenticate": "Bearer"})
+        supplied = supplied or request.headers.get("x-api-key", "")
+        if supplied and hmac.compare_digest(supplied.encode(), deps.api_key.encode()):
+            return
+        if session_valid(deps.api_key, request.cookies.get(SESSION_COOKIE, "")):
+            return
+        raise HTTPException(status_code=401, detail="missing or wrong API key",
+                            headers={"WWW-Authenticate": "Bearer"})
 
     return check
+
+
+async def require_json(request: Request) -> None:
+    """Only `application/json` bodies: a browser can send text/plain cross-origin without a preflight (CSRF)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(status_code=415, detail="the body must be application/json")
 
 
 def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
@@ -101,7 +188,7 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
     for p in body.providers:
         pid = p.id or ev.new_id("p")
         if pid in seen:
-            raise HTTPException(status_code=422, detail=f"provider id {pid!r} appears twice")
+            raise HTTPException(status_code=409, detail=f"provider id {pid!r} appears twice")
         seen.add(pid)
         providers.append(ev.ProviderSpec(
             id=pid, service_provider=p.service_provider, phone_number=p.phone_number,
@@ -138,6 +225,7 @@ def job_started_from_rows(job_id: str, rows: list[st.ProviderState]) -> ev.JobSt
             )
             for r in rows
         ],
+        max_attempts=first.max_attempts,
         source="start-job",
     )
 
@@ -187,7 +275,9 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
         "problem": rows[0].problem if rows else None,
         "zip_code": rows[0].zip_code if rows else None,
         "max_price": rows[0].max_price if rows else None,
-        "status": "completed" if rows and all(r.terminal for r in rows) else "running",
+        # A row the store refused no longer follows the log: say so rather than look "running" forever.
+        "status": "projection_error" if any(r.call_status == PROJECTION_ERROR for r in rows)
+        else "completed" if rows and all(r.terminal for r in rows) else "running",
         "providers": [provider_doc(r) for r in rows],
         "offers": [
             {"provider_id": o.provider_id, "service_provider": o.service_provider, "outcome": o.outcome,
@@ -213,42 +303,164 @@ async def parse_job(request: Request) -> JobIn:
             for e in exc.errors(include_url=False, include_context=False, include_input=False)]) from None
 
 
+_STATUS_TEXT = {
+    202: "Accepted: the job is on the log but not yet in the projection; poll the `Location`",
+    401: "Missing or wrong API key",
+    404: "No such job",
+    409: "The job id or a provider id is already taken",
+    413: "The body is larger than MAX_BODY_BYTES",
+    415: "The body is not application/json",
+    422: "The body or a parameter is invalid (`detail` lists loc/msg/type)",
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"description": _STATUS_TEXT[code]} for code in codes}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` inlined: a `#/$defs/...` reference would not resolve from the
+    root of the OpenAPI document the schema is embedded in."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
+async def create_job_on_log(deps: ApiDeps, event: ev.JobStarted, *, explicit_ids: list[str]) -> int:
+    """Publish a new job, refusing (409) a job id or provider id the log already holds. Returns its sequence.
+
+    The job id is checked by the stream itself (the JobStarted must be the first message on its subject);
+    explicit provider ids are reserved in the `haggle_ids` bucket with create-only writes, so two quick POSTs
+    cannot both take one. Neither check reads the projection, which may lag; the projection is still asked
+    about provider ids, for jobs started by other systems straight on the log."""
+    for pid in explicit_ids:
+        if (await deps.store.get(pid)) is not None:
+            raise HTTPException(status_code=409, detail=f"provider id {pid!r} is already used by another job")
+    reserved: list[str] = []
+    try:
+        if deps.js is not None and explicit_ids:
+            kv = await deps.js.key_value(subjects.KV_IDS)
+            for pid in explicit_ids:
+                try:
+                    await kv.create(f"provider.{pid}", event.job_id.encode())
+                except KeyWrongLastSequenceError:
+                    raise HTTPException(status_code=409,
+                                        detail=f"provider id {pid!r} is already used by another job") from None
+                reserved.append(pid)
+        try:
+            return await (deps.publish_first or deps.publish)(event)
+        except bus.SubjectNotNew:
+            raise HTTPException(status_code=409,
+                                detail=f"job {event.job_id!r} already exists; use /start-job") from None
+    except BaseException:
+        if deps.js is not None and reserved:  # give back what this refused job took
+            kv = await deps.js.key_value(subjects.KV_IDS)
+            for pid in reserved:
+                with contextlib.suppress(Exception):
+                    await kv.delete(f"provider.{pid}")
+        raise
+
+
+async def projected(deps: ApiDeps, event: ev.JobStarted, seq: int) -> bool:
+    """Wait (bounded by `projection_wait_s`) until the projection holds every provider row of the job."""
+    if deps.projection_wait_s <= 0:
+        return True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deps.projection_wait_s
+    wanted = {p.id for p in event.providers}
+    while True:
+        rows = await deps.store.list_job(event.job_id)
+        if wanted <= {r.id for r in rows if r.last_seq >= seq}:
+            return True
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        if deps.projector is not None and deps.projector.applied_seq < seq:
+            await deps.projector.wait_applied(seq, min(remaining, 0.5))
+        else:  # another replica projects this event: only the store can tell
+            await asyncio.sleep(min(remaining, 0.05))
+
+
+async def _job_history(deps: ApiDeps, job_id: str) -> list[ev.Event]:
+    if deps.js is None:
+        return []
+    try:
+        return await bus.job_history(deps.js, job_id)
+    except Exception as exc:  # the log is unreachable: the rows still describe the job
+        log.warning("start-job %s: the event log is unavailable (%s); re-starting from the projection", job_id, exc)
+        return []
+
+
+def restart_event(job_id: str, rows: list[st.ProviderState], history: list[ev.Event]) -> ev.JobStarted:
+    """A JobStarted that re-starts the job with every field it was started with.
+
+    From the log when it has the job (every provider's full spec, the job's fields, `max_attempts`); from
+    the rows otherwise (a seed-era job written straight into the table)."""
+    starts = [e for e in history if isinstance(e, ev.JobStarted)]
+    if not starts:
+        return job_started_from_rows(job_id, rows)
+    specs: dict[str, ev.ProviderSpec] = {}
+    for start in starts:
+        for spec in start.providers:
+            specs[spec.id] = spec
+    last = starts[-1]
+    max_attempts = next((s.max_attempts for s in reversed(starts) if s.max_attempts), None)
+    return msgspec.structs.replace(last, event_id=ev.new_id("evt"), occurred_at=ev.utcnow(),
+                                   providers=list(specs.values()), max_attempts=max_attempts, source="start-job")
+
+
 def build_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter()
     auth = Depends(require_api_key(deps))
 
-    @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @router.get("/healthz", responses=_responses())
+    async def healthz() -> dict[str, Any]:
+        health: dict[str, Any] = {"status": "ok"}
+        if deps.projector is not None:
+            health["projection_errors"] = deps.projector.errors
+            health["last_projection_error"] = deps.projector.last_error
+        return health
 
-    @router.post("/jobs", status_code=201, dependencies=[auth], openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": JobIn.model_json_schema()}}}})
-    async def create_job(request: Request) -> dict[str, Any]:
+    @router.post("/jobs", status_code=201, dependencies=[auth, Depends(require_json)],
+                 responses=_responses(202, 401, 409, 413, 415, 422), openapi_extra={"requestBody": {
+                     "required": True, "content": {"application/json": {"schema": inline_schema(JobIn)}}}})
+    async def create_job(request: Request) -> Any:
         body = await parse_job(request)
-        if body.job_id and await deps.store.list_job(body.job_id):
-            raise HTTPException(status_code=409, detail=f"job {body.job_id!r} already exists; use /start-job")
-        for p in body.providers:  # provider ids are the table's primary key: unique across jobs
-            if p.id and (await deps.store.get(p.id)) is not None:
-                raise HTTPException(status_code=409, detail=f"provider id {p.id!r} is already used by another job")
         event = job_started_from(body)
-        await deps.publish(event)
-        return {
+        seq = await create_job_on_log(deps, event, explicit_ids=[p.id for p in body.providers if p.id])
+        doc = {
             "job_id": event.job_id,
             "providers": [
                 {"id": p.id, "service_provider": p.service_provider, "phone_number": p.phone_number}
                 for p in event.providers
             ],
         }
+        if await projected(deps, event, seq):
+            return JSONResponse(doc, status_code=201)
+        # The job is on the log; the projection is behind. Tell the client where it will appear.
+        return JSONResponse(doc, status_code=202, headers={"Location": f"/jobs/{event.job_id}"})
 
-    @router.post("/start-job/{job_id}", dependencies=[auth])
+    @router.post("/start-job/{job_id}", dependencies=[auth], responses=_responses(401, 404))
     async def start_job(job_id: str) -> dict[str, Any]:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
-        await deps.publish(job_started_from_rows(job_id, rows))
+        history = await _job_history(deps, job_id)
+        await deps.publish(restart_event(job_id, rows, history))
         return {"status": "started", "count": len(rows)}
 
-    @router.post("/jobs/{job_id}/cancel", dependencies=[auth])
+    @router.post("/jobs/{job_id}/cancel", dependencies=[auth], responses=_responses(401, 404))
     async def cancel_job(job_id: str) -> dict[str, Any]:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
@@ -256,15 +468,15 @@ def build_router(deps: ApiDeps) -> APIRouter:
         await deps.publish(ev.JobCancelled(event_id=f"cancel-{job_id}", job_id=job_id))
         return {"status": "cancelling", "job_id": job_id}
 
-    @router.get("/jobs/{job_id}", dependencies=[auth])
+    @router.get("/jobs/{job_id}", dependencies=[auth], responses=_responses(401, 404))
     async def get_job(job_id: str) -> dict[str, Any]:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
         return job_doc(job_id, rows)
 
-    @router.get("/jobs", dependencies=[auth])
-    async def list_jobs(limit: int = 50) -> dict[str, Any]:
+    @router.get("/jobs", dependencies=[auth], responses=_responses(401, 422))
+    async def list_jobs(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
         jobs = await deps.store.list_jobs(limit=max(1, min(limit, 500)))
         return {"jobs": [
             {"job_id": j.job_id, "problem": j.problem, "zip_code": j.zip_code, "max_price": j.max_price,

@@ -147,6 +147,8 @@ def decode_upload(data: bytes) -> str:
 
 def job_from_form(values: dict[str, str], csv_text: str | None = None) -> JobIn:
     """The `JobIn` the form describes; raises FormError listing every problem found."""
+    # Browsers send a textarea's line breaks as CRLF; the text rule allows only newline and tab.
+    values = {k: v.replace("\r\n", "\n").replace("\r", "\n") for k, v in values.items()}
     errors: list[str] = []
     problem = values.get("problem", "").strip()
     zip_code = values.get("zip_code", "").strip()

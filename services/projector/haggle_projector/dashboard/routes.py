@@ -6,12 +6,15 @@ after a job starts it can be missing providers the live feed is already talking 
 answers the jobs list, and a job whose events have aged out of the stream. Writes are the API's own:
 the form builds a `JobIn` and publishes `api.job_started_from(...)`.
 
-When an API key is configured every page requires it: a browser signs in once and carries it in an
-HttpOnly, SameSite=Strict `haggle_key` cookie, which the operator API accepts as well.
+When an API key is configured every page requires it: a browser signs in once with the key and carries a
+session token signed with it (`api.session_token`, never the key itself) in an HttpOnly, SameSite=Strict
+`haggle_session` cookie, which the operator API accepts as well. Forms posted from another origin are
+refused by `haggle.http_guard` before they reach these routes.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,7 +35,18 @@ from starlette.datastructures import UploadFile
 
 from haggle import bus
 
-from ..api import JOB_ID, ApiDeps, job_doc, job_started_from, provider_doc, require_api_key
+from ..api import (
+    JOB_ID,
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    ApiDeps,
+    create_job_on_log,
+    job_doc,
+    job_started_from,
+    provider_doc,
+    require_api_key,
+    session_token,
+)
 from ..stores import ProviderStore
 from . import templates
 from .feed import FeedHub, JobFold, job_feed, utterance_view
@@ -42,8 +56,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
-COOKIE = "haggle_key"
-COOKIE_MAX_AGE_S = 30 * 24 * 3600
+COOKIE = SESSION_COOKIE
+COOKIE_MAX_AGE_S = SESSION_MAX_AGE_S
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -198,7 +212,12 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
             return _html(templates.new_job_page(values, exc.errors, signed_in=protected), 422)
         except HTTPException as exc:
             return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), 422)
-        await deps.publish(event)
+        try:
+            first = functools.partial(deps.publish, first_on_subject=True) if deps.js is not None else None
+            await create_job_on_log(ApiDeps(store=deps.store, publish=deps.publish, js=deps.js, publish_first=first),
+                                    event, explicit_ids=[p.id for p in body.providers if p.id])
+        except HTTPException as exc:
+            return _html(templates.new_job_page(values, [str(exc.detail)], signed_in=protected), exc.status_code)
         log.info("job %s started from the dashboard with %d provider(s)", event.job_id, len(event.providers))
         return RedirectResponse(f"/ui/jobs/{quote(event.job_id)}", status_code=303)
 
@@ -220,7 +239,7 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
             return _html(templates.login_page(next_url=next_url, error="That is not the API key."), 401)
         response = RedirectResponse(next_url, status_code=303)
         secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-        response.set_cookie(COOKIE, supplied, max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
+        response.set_cookie(COOKIE, session_token(deps.api_key), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
                             samesite="strict", secure=secure)
         return response
 

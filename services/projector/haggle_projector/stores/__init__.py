@@ -1,5 +1,5 @@
 """Projection stores: where provider rows live (SQLite file, PostgreSQL/Supabase database, Supabase REST)."""
 
-from .base import JobSummary, ProviderStore, open_store
+from .base import JobSummary, ProviderStore, StoreRejected, open_store
 
-__all__ = ["JobSummary", "ProviderStore", "open_store"]
+__all__ = ["JobSummary", "ProviderStore", "StoreRejected", "open_store"]

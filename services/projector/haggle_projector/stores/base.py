@@ -28,6 +28,11 @@ class JobSummary(msgspec.Struct, kw_only=True):
     updated_at: datetime | None
 
 
+class StoreRejected(Exception):
+    """The store refused the values themselves (a NUL in a PostgreSQL text column, a constraint): retrying the
+    same write can never succeed. Connection trouble is `ConnectionError` instead, which is worth retrying."""
+
+
 class ProviderStore(Protocol):
     async def open(self) -> None:
         """Connect and create the schema if it is missing."""
@@ -37,6 +42,9 @@ class ProviderStore(Protocol):
     async def get(self, provider_id: str) -> ProviderState | None: ...
 
     async def upsert(self, state: ProviderState) -> None: ...
+
+    async def upsert_many(self, states: list[ProviderState]) -> None:
+        """Write every row or none (one transaction): one event's effect is never half visible."""
 
     async def list_job(self, job_id: str) -> list[ProviderState]:
         """A job's providers in the order they were added."""

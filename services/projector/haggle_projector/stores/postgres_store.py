@@ -18,13 +18,20 @@ from haggle_contracts.state import ProviderState
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .base import JobSummary
+from .base import JobSummary, StoreRejected
 from .columns import COLUMN_NAMES, COLUMNS, ORDINAL, SUMMARY_COLUMNS, Kind, from_row, summarize_jobs, to_row
 
 log = logging.getLogger(__name__)
 
 MIGRATION_FILE = "providers.sql"
+# Errors about the values written, not the connection: the same write fails the same way every time.
+_REJECTIONS = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _primary(exc: Exception) -> str:
+    """The error's first line: its DETAIL quotes the row, store-only columns included, which a rebuild changes."""
+    return str(exc).split("\n", 1)[0]
 
 
 def migration_sql(table: str = "providers") -> str:
@@ -124,6 +131,8 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             await self._drop(conn)
             raise ConnectionError(f"PostgreSQL store connection failed: {exc}") from exc
+        except _REJECTIONS as exc:
+            raise StoreRejected(f"PostgreSQL refused the values: {_primary(exc)}") from exc
 
     async def get(self, provider_id: str) -> ProviderState | None:
         rows = await self._fetch(sql.SQL("select * from {} where id = %s").format(self._qualified), (provider_id,))
@@ -131,6 +140,17 @@ class PostgresStore:
 
     async def upsert(self, state: ProviderState) -> None:
         await self._fetch(self._upsert, tuple(to_row(state, "postgres").values()))
+
+    async def upsert_many(self, states: list[ProviderState]) -> None:
+        conn = await self._connection()
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(self._upsert, [tuple(to_row(s, "postgres").values()) for s in states])
+        except psycopg.OperationalError as exc:
+            await self._drop(conn)
+            raise ConnectionError(f"PostgreSQL store connection failed: {exc}") from exc
+        except _REJECTIONS as exc:
+            raise StoreRejected(f"PostgreSQL refused the values: {_primary(exc)}") from exc
 
     async def list_job(self, job_id: str) -> list[ProviderState]:
         query = sql.SQL("select * from {} where job_id = %s order by created_at nulls first, {}").format(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from haggle_contracts.state import ProviderState
 
-from .base import JobSummary
+from .base import JobSummary, StoreRejected
 from .columns import COLUMN_NAMES, COLUMNS, SUMMARY_COLUMNS, Column, Kind, from_row, summarize_jobs, to_row
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ _SQLITE_TYPES = {
     Kind.JSON: "TEXT",
 }
 _TABLE = "providers"
+# Errors about the values written (a string SQLite cannot encode, a constraint): the same write fails every time.
+_REJECTIONS = (sqlite3.DataError, sqlite3.IntegrityError, UnicodeError, OverflowError)
 # rowid is SQLite's insertion order: a job's providers share one created_at.
 _ORDER = "created_at NULLS FIRST, rowid"
 
@@ -60,7 +62,10 @@ class SqliteStore:
         if self._executor is None or self._conn is None:
             raise RuntimeError("SqliteStore is not open: call open() first")
         conn = self._conn
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except _REJECTIONS as exc:
+            raise StoreRejected(f"SQLite refused the values: {exc}") from exc
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -111,6 +116,20 @@ class SqliteStore:
     async def upsert(self, state: ProviderState) -> None:
         values = tuple(to_row(state, "sqlite").values())
         await self._run(lambda conn: conn.execute(_UPSERT, values))
+
+    async def upsert_many(self, states: list[ProviderState]) -> None:
+        rows = [tuple(to_row(s, "sqlite").values()) for s in states]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT, rows)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        await self._run(write)
 
     async def list_job(self, job_id: str) -> list[ProviderState]:
         def fetch(conn: sqlite3.Connection) -> list[sqlite3.Row]:

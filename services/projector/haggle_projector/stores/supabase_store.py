@@ -130,6 +130,12 @@ class SupabaseStore:
         query = self._rows().upsert(to_row(state, "rest"), on_conflict="id", returning=ReturnMethod.minimal)
         await self._call("upsert a row", query.execute)
 
+    async def upsert_many(self, states: list[ProviderState]) -> None:
+        # One POST with every row is one INSERT statement in PostgREST: all rows or none.
+        rows = [to_row(s, "rest") for s in states]
+        query = self._rows().upsert(rows, on_conflict="id", returning=ReturnMethod.minimal)
+        await self._call("upsert rows", query.execute)
+
     async def list_job(self, job_id: str) -> list[ProviderState]:
         return [from_row(r) for r in await self._select_all("*", job_id)]
 
