@@ -21,6 +21,11 @@ def detail(e: ev.Event) -> str:
                 said = "agreed" if e.competitor.agreed else "quoted"
                 text += f" carrying {e.competitor.provider_id}'s {said} ${e.competitor.price:g} (all-in ${e.shown:g})"
             return text
+        case ev.BookingRequested():
+            return f"book at ${e.price:g} in: " + ("; ".join(e.windows) or "any time")
+        case ev.BookingRecorded():
+            return (f"confirmed {e.appointment or 'no time given'}" if e.confirmed else "not confirmed") + (
+                f" ({e.notes})" if e.notes else "")
         case ev.OfferDecided():
             offer = f" ${e.offer:g}" if e.offer is not None else ""
             return f"{e.action}{offer} ({e.reason}): {e.say}"

@@ -14,7 +14,7 @@ import httpx
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
-from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn
+from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn, callback, say
 from waits import settled, wait_job_completed
 
 from haggle import bus
@@ -23,8 +23,6 @@ from haggle.simulate import simulated_world
 from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
-WORDS = {150: "one fifty", 175: "one seventy five", 180: "one eighty", 200: "two hundred",
-         225: "two twenty five", 250: "two fifty"}
 
 
 def quote(price: int, **extra: object) -> ToolCall:
@@ -37,32 +35,11 @@ def first_call(first: int, final: int) -> tuple[Turn, ...]:
         Turn("agent", "Hi, is this {business}?"),
         Turn("provider", "Yes, how can I help you?"),
         Turn("agent", "I have a leaking kitchen faucet and I'm looking for an estimate to fix it."),
-        Turn("provider", f"For a faucet repair we usually charge {WORDS[first]}."),
+        Turn("provider", f"For a faucet repair we usually charge {say(first)}."),
         Turn("agent", "Could you do it for less?", tools=(quote(first),)),
-        Turn("provider", f"I could do it for {WORDS[final]}, that's my best price."),
+        Turn("provider", f"I could do it for {say(final)}, that's my best price."),
         Turn("agent", f"Great, ${final} works for us. Thank you, goodbye!",
              tools=(quote(final, agreed=True), ToolCall("end_call", {"reason": "agreed"}))),
-    )
-
-
-def callback(best: int, answer: int | None, standing: int) -> tuple[Turn, ...]:
-    """A round-2 call: the agent puts the best real quote to them; they beat it (`answer`) or keep their price."""
-    opener = ("Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier. Another "
-              f"licensed plumber quoted ${best} for the same job. Can you beat it?")
-    if answer is None:
-        return (
-            Turn("provider", "Hello?"),
-            Turn("agent", opener),
-            Turn("provider", f"Sorry, {WORDS[standing]} is really the lowest I can go."),
-            Turn("agent", f"I understand, we'll keep your ${standing} then. Thank you, goodbye!",
-                 tools=(quote(standing, final=True), ToolCall("end_call", {"reason": "kept earlier price"}))),
-        )
-    return (
-        Turn("provider", "Hello?"),
-        Turn("agent", opener),
-        Turn("provider", f"Alright, I can do it for {WORDS[answer]}."),
-        Turn("agent", f"Great, ${answer} works for us. Thank you, goodbye!",
-             tools=(quote(answer, agreed=True), ToolCall("end_call", {"reason": "agreed"}))),
     )
 
 
@@ -72,11 +49,11 @@ def personas() -> list[Persona]:
     # Drip beats it with 150. Bay (175, shown 180) is then called back with Drip's 150 and keeps its 175.
     return [
         Persona(business="Joe's Plumbing", phone="+14155550201", ms_per_char=8, turns=first_call(200, 180),
-                callbacks=(callback(175, None, 180),)),
+                callbacks=(callback(best=175, answer=None, standing=180),)),
         Persona(business="Bay Pipe Pros", phone="+14155550202", ms_per_char=8, turns=first_call(225, 175),
-                callbacks=(callback(150, None, 175),)),
+                callbacks=(callback(best=150, answer=None, standing=175),)),
         Persona(business="Drip Masters", phone="+14155550203", ms_per_char=8, turns=first_call(250, 200),
-                callbacks=(callback(175, 150, 200),)),
+                callbacks=(callback(best=175, answer=150, standing=200),)),
     ]
 
 

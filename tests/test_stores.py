@@ -91,6 +91,8 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         updated_at=T0 + timedelta(minutes=3, microseconds=999999),
         last_seq=4242,
         round=2,
+        booking_status="confirmed",
+        appointment="Sat Jan 10, 9am",
     )
 
 

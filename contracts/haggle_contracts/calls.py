@@ -15,6 +15,13 @@ from .events import utcnow
 from .scope import Quote
 
 
+class BookingBrief(msgspec.Struct, kw_only=True, frozen=True):
+    """A booking call: confirm this price and an appointment inside one of these windows (empty: any time)."""
+
+    price: float
+    windows: list[str] = msgspec.field(default_factory=list)
+
+
 class CallContext(msgspec.Struct, kw_only=True):
     call_id: str
     job_id: str
@@ -39,6 +46,7 @@ class CallContext(msgspec.Struct, kw_only=True):
     their_prices: list[float] = msgspec.field(default_factory=list)
     our_offers: list[float] = msgspec.field(default_factory=list)
     cited: list[float] = msgspec.field(default_factory=list)
+    booking: BookingBrief | None = None  # set on a booking call (POST /jobs/{id}/book): no negotiating
 
 
 def ctx_key(call_id: str) -> str:

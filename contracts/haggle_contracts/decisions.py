@@ -60,6 +60,25 @@ def next_dial(state: st.ProviderState, *, retry_delay_s: float, now: datetime) -
     )
 
 
+def booking_dial(state: st.ProviderState, *, attempts_per_round: int) -> ev.DialScheduled | None:
+    """The call that confirms a booking: a new round for the provider, once its last call has ended.
+
+    None when the request is stale (the fold has moved on: it was confirmed, failed or superseded).
+    """
+    if state.booking_status != st.REQUESTED or not state.terminal or state.cancelled:
+        return None
+    attempt = state.attempts + 1
+    return ev.DialScheduled(
+        event_id=dial_event_id(state.job_id, state.id, attempt),
+        job_id=state.job_id,
+        provider_id=state.id,
+        attempt=attempt,
+        reason="booking",
+        max_attempts=state.attempts + attempts_per_round,
+        round=state.round + 1,
+    )
+
+
 # ---- the market ------------------------------------------------------------------------------------------------
 
 _DONE_OUTCOMES = frozenset({ev.Outcome.AGREED.value, ev.Outcome.NO_AGREEMENT.value})

@@ -274,6 +274,31 @@ class OfferDecided(Event, frozen=True, tag="OfferDecided"):
     decision: Decision | None = None
 
 
+class BookingRequested(Event, frozen=True, tag="BookingRequested"):
+    """The homeowner asked to book this provider: call it back to confirm `price` and an appointment inside
+    one of `windows` (as the homeowner wrote them, e.g. "Sat Jan 10, 8am-12pm"; empty: any time it offers).
+
+    `request` counts this provider's booking requests (a failed booking can be requested again)."""
+
+    provider_id: Id
+    price: Money
+    windows: list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]] = msgspec.field(default_factory=list)
+    request: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class BookingRecorded(Event, frozen=True, tag="BookingRecorded"):
+    """On a booking call the voice model called `record_booking`: whether the business confirmed the price and
+    an appointment inside the homeowner's windows, and which appointment."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    confirmed: bool
+    appointment: str | None = None
+    price: Money | None = None
+    notes: str = ""
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -316,6 +341,8 @@ AnyEvent = (
     | JobCompleted
     | CallPlanned
     | OfferDecided
+    | BookingRequested
+    | BookingRecorded
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -333,6 +360,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     JobCompleted,
     CallPlanned,
     OfferDecided,
+    BookingRequested,
+    BookingRecorded,
 )
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
@@ -350,6 +379,8 @@ ProviderEvent = (
     | PriceExtracted
     | CallPlanned
     | OfferDecided
+    | BookingRequested
+    | BookingRecorded
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

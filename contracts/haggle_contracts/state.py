@@ -16,6 +16,7 @@ from . import events as ev
 # The seed's call_status vocabulary.
 QUEUED, DIALING, IN_PROGRESS, COMPLETED, FAILED = "queued", "dialing", "in_progress", "completed", "failed"
 TERMINAL_CALL_STATUSES = frozenset({COMPLETED, FAILED})
+REQUESTED, CONFIRMED, BOOKING_FAILED = "requested", "confirmed", "failed"  # booking_status
 DEFAULT_MAX_ATTEMPTS = 3
 
 # Twilio's call statuses in the order a call moves through them. Status callbacks can arrive out of order
@@ -83,6 +84,9 @@ class ProviderState(msgspec.Struct, kw_only=True):
     # The negotiation round of the provider's latest call (2+: a market callback). Attempts are numbered across
     # rounds; `max_attempts` is the last attempt number the current round may use.
     round: int = 1
+    # Booking (POST /jobs/{id}/book): requested | confirmed | failed, and the appointment the business confirmed.
+    booking_status: str | None = None
+    appointment: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -112,7 +116,10 @@ def _settle(state: ProviderState, outcome: ev.Outcome, *, retryable: bool) -> No
     state.outcome = outcome.value
     if retryable and should_retry(state, outcome):
         state.call_status = QUEUED
-    elif outcome == ev.Outcome.AGREED or _keeps_earlier_agreement(state):
+        return
+    if state.booking_status == REQUESTED:
+        state.booking_status = BOOKING_FAILED  # the booking call ended (or could not be made) without a yes
+    if outcome == ev.Outcome.AGREED or _keeps_earlier_agreement(state):
         state.outcome = ev.Outcome.AGREED.value
         state.call_status = COMPLETED
     else:
@@ -173,6 +180,8 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         state.cancelled = True
         if state.call_status == QUEUED:
             state.retry_at = None
+            if state.booking_status == REQUESTED:
+                state.booking_status = BOOKING_FAILED
             if _keeps_earlier_agreement(state):
                 state.call_status, state.outcome = COMPLETED, ev.Outcome.AGREED.value
             else:
@@ -249,6 +258,13 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.ended_at = state.ended_at or event.occurred_at
         case ev.MachineDetected():
             state.answered_by = event.answered_by
+        case ev.BookingRequested():
+            state.booking_status = REQUESTED
+            state.appointment = None
+        case ev.BookingRecorded():
+            if state.booking_status in (REQUESTED, BOOKING_FAILED):
+                state.booking_status = CONFIRMED if event.confirmed else BOOKING_FAILED
+                state.appointment = event.appointment if event.confirmed else None
         case ev.UtteranceTranscribed():
             u = Utterance(
                 utterance_id=event.utterance_id,

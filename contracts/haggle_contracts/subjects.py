@@ -36,6 +36,8 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.PriceExtracted: "price",
     ev.CallPlanned: "planned",
     ev.OfferDecided: "offer",
+    ev.BookingRequested: "booking_requested",
+    ev.BookingRecorded: "booking",
 }
 
 
@@ -124,6 +126,12 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             (job_event_filter("started"), job_event_filter("cancelled")),
             ack_wait_s=10.0,
             description="Turns JobStarted into the first calls (all at once, or the market's first plan).",
+        ),
+        ConsumerSpec(
+            "dispatcher-bookings",
+            (provider_event_filter("booking_requested"),),
+            ack_wait_s=10.0,
+            description="Turns BookingRequested into a call back to the provider to confirm price and appointment.",
         ),
         ConsumerSpec(
             "dispatcher-dials",

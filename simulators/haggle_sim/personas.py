@@ -141,6 +141,43 @@ class PersonaBook:
         return iter(self._by_phone.values())
 
 
+SPOKEN = {100: "a hundred", 125: "a hundred twenty five", 150: "one fifty", 165: "one sixty five",
+          170: "one seventy", 175: "one seventy five", 180: "one eighty", 200: "two hundred",
+          225: "two twenty five", 250: "two fifty", 300: "three hundred"}
+
+
+def say(n: int) -> str:
+    """A price the way a person says it on the phone."""
+    return SPOKEN.get(n, f"{n} dollars")
+
+
+def callback(*, best: int, answer: int | None, standing: int, problem: str = "leaking kitchen faucet"
+             ) -> tuple[Turn, ...]:
+    """The script of a market callback (round 2): the agent puts the best real quote `best` to the business; it
+    beats it with `answer`, or (None) keeps its `standing` price."""
+    opener = (f"Hi, is this {{business}}? It's about the {problem} I called about earlier. Another licensed "
+              f"plumber quoted ${best} for the same job. Can you beat it?")
+    if answer is None:
+        return (
+            Turn("provider", "Hello?"),
+            Turn("agent", opener),
+            Turn("provider", f"Sorry, {say(standing)} is really the lowest I can go."),
+            Turn("agent", f"I understand, we'll keep your ${standing} then. Thank you, goodbye!",
+                 tools=(ToolCall("record_quote", {"price": standing, "price_type": "flat", "conditions": "",
+                                                  "final": True}),
+                        ToolCall("end_call", {"reason": "kept the earlier price"}))),
+        )
+    return (
+        Turn("provider", "Hello?"),
+        Turn("agent", opener),
+        Turn("provider", f"Alright, I can do it for {say(answer)}."),
+        Turn("agent", f"Great, ${answer} works for us. Thank you, goodbye!",
+             tools=(ToolCall("record_quote", {"price": answer, "price_type": "flat", "conditions": "",
+                                              "agreed": True}),
+                    ToolCall("end_call", {"reason": "agreed"}))),
+    )
+
+
 def negotiation(
     business: str,
     phone: str,
@@ -151,12 +188,6 @@ def negotiation(
     ms_per_char: int = 25,
 ) -> Persona:
     """The common happy path: hello, quote, agent counters, provider meets in the middle, agent accepts."""
-    words = {100: "a hundred", 125: "a hundred twenty five", 150: "one fifty", 175: "one seventy five",
-             180: "one eighty", 200: "two hundred", 225: "two twenty five", 250: "two fifty", 300: "three hundred"}
-
-    def say(n: int) -> str:
-        return words.get(n, f"{n} dollars")
-
     return Persona(
         business=business,
         phone=phone,
@@ -262,11 +293,13 @@ def voicemail(business: str, phone: str, *, greeting_ms: int = 4000, beep_ms: in
     )
 
 
-def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> PersonaBook:
+def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False, callbacks: bool = False) -> PersonaBook:
     """Three providers for `make demo`: two deals at different prices and one that will not go low enough.
 
     `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
-    answering-machine detection takes for a machine, and a business behind a phone menu."""
+    answering-machine detection takes for a machine, and a business behind a phone menu.
+    `callbacks` scripts the market's second round: the phone-menu business beats the first quote in round 1
+    ($170), Bay Pipe Pros beats that when called back with it ($165), and everyone else keeps its price."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -292,6 +325,14 @@ def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> Persona
     if real_lines:
         book.add(receptionist("Summit Plumbing and Drain", "+14155550104", first_quote=225, counter=150, final=180,
                               ms_per_char=ms_per_char))
-        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150, final=175,
-                            ms_per_char=ms_per_char))
+        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150,
+                            final=170 if callbacks else 175, ms_per_char=ms_per_char))
+    if callbacks:
+        first_best = 170 if real_lines else 175
+        later = {"Joe's Plumbing": (None, 175), "Bay Pipe Pros": (165, 180), "Drip Masters": (None, 300),
+                 "Summit Plumbing and Drain": (None, 180), "Ace Drain": (None, 170)}
+        for persona in list(book):
+            answer, standing = later[persona.business]
+            best = 165 if persona.business == "Ace Drain" else first_best
+            book.add(replace(persona, callbacks=(callback(best=best, answer=answer, standing=standing),)))
     return book

@@ -1,4 +1,4 @@
-"""The dispatcher service shell: three durable consumers and a periodic reconciliation with Twilio."""
+"""The dispatcher service shell: four durable consumers and a periodic reconciliation with Twilio."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ async def start(rt: Runtime) -> ServiceHandle:
     handle = ServiceHandle("dispatcher")
     handle.dispatcher = dispatcher  # type: ignore[attr-defined]
     handle.consume(rt, "dispatcher-jobs", dispatcher.on_job)
+    handle.consume(rt, "dispatcher-bookings", dispatcher.on_booking)
     handle.consume(rt, "dispatcher-dials", dispatcher.on_dial, concurrency=max(4, settings.max_concurrent_calls * 2))
     handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
 

@@ -34,7 +34,7 @@ import msgspec
 from haggle_contracts import codec, decisions, subjects
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
-from haggle_contracts.calls import CallContext, ctx_key, decode_context, encode_context
+from haggle_contracts.calls import BookingBrief, CallContext, ctx_key, decode_context, encode_context
 from haggle_contracts.market import MarketPolicy
 from haggle_contracts.scope import Quote
 from nats.js import JetStreamContext
@@ -87,6 +87,11 @@ class PlanRecord(msgspec.Struct, kw_only=True):
 
 def plan_key(job_id: str, provider_id: str, round_: int) -> str:
     return f"plan.{job_id}.{provider_id}.{round_}"
+
+
+def booking_key(job_id: str, provider_id: str, round_: int) -> str:
+    """The booking a round's call confirms (its dials read it for the call context)."""
+    return f"book.{job_id}.{provider_id}.{round_}"
 
 
 class DialState(msgspec.Struct, kw_only=True):
@@ -277,6 +282,35 @@ class Dispatcher:
         await self.dials.put(guard, b"published")
         return True
 
+    # ---- bookings ---------------------------------------------------------------------------------------------
+    async def on_booking(self, event: ev.Event, delivery: Delivery) -> Later | None:
+        """BookingRequested -> a call back to the provider (a new round) to confirm the price and an appointment."""
+        if not isinstance(event, ev.BookingRequested):
+            return None
+        job = await self.job(event.job_id)
+        if job is None:
+            return Later(1.0)
+        if await self.cancelled(event.job_id):
+            return None
+        state = st.fold_job(await bus.job_history(self.js, event.job_id)).get(event.provider_id)
+        if state is None:
+            return None
+        if not state.terminal and state.booking_status == st.REQUESTED:
+            return Later(5.0)  # its last call is still running: book once it has ended
+        dial = decisions.booking_dial(state, attempts_per_round=self.max_attempts(job))
+        if dial is None:
+            return None
+        brief = BookingBrief(price=event.price, windows=list(event.windows))
+        await self.dials.put(booking_key(event.job_id, event.provider_id, dial.round), msgspec.json.encode(brief))
+        if await self._schedule_dial(dial):
+            log.info("job %s: booking call to %s (round %d) for $%g", event.job_id, event.provider_id, dial.round,
+                     event.price)
+        return None
+
+    async def booking_brief(self, job_id: str, provider_id: str, round_: int) -> BookingBrief | None:
+        raw, _ = await self._get(booking_key(job_id, provider_id, round_))
+        return msgspec.json.decode(raw, type=BookingBrief) if raw is not None else None
+
     # ---- dials ------------------------------------------------------------------------------------------------
     async def on_dial(self, event: ev.Event, delivery: Delivery) -> Later | None:
         if not isinstance(event, ev.DialScheduled):
@@ -404,6 +438,7 @@ class Dispatcher:
                 their_prices=plan.their_prices if plan is not None else [],
                 our_offers=plan.our_offers if plan is not None else [],
                 cited=plan.cited if plan is not None else [],
+                booking=await self.booking_brief(event.job_id, event.provider_id, event.round),
             )
             await self.calls.put(ctx_key(call_id), encode_context(ctx))
         request = DialRequest(

@@ -1,0 +1,99 @@
+"""Booking through the real services and stand-ins: `POST /jobs/{id}/book` is refused while the job negotiates and
+for bad requests, and once the job completed it calls the best offer back (a new round with the booking in its
+call context). A business that cannot fit the homeowner's windows leaves the booking `failed`; the job document
+and `haggle events replay --job` show it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+from haggle_contracts import events as ev
+from haggle_contracts import subjects
+from haggle_contracts.calls import decode_context
+from haggle_sim.personas import PersonaBook, ToolCall, Turn, negotiation
+from waits import wait_job_completed
+
+from haggle import bus
+from haggle.config import Settings
+from haggle.simulate import simulated_world
+from haggle.system import start_system
+
+HAGGLE = str(Path(sys.executable).parent / "haggle")
+WINDOWS = ["Sat Jan 10, 8am-12pm", "Mon Jan 12, after 3pm"]
+
+BOOKED_OUT = (
+    Turn("provider", "Hello?"),
+    Turn("agent", "Hi, is this {business}? I'm calling back to book the faucet repair at $175 we agreed."),
+    Turn("provider", "Sorry, we're booked out both of those days."),
+    Turn("agent", "I understand. Thank you, goodbye!", tools=(ToolCall("end_call", {"reason": "no slot"}),)),
+)
+
+
+async def wait_booking(api: str, job_id: str, status: str, timeout_s: float) -> dict:  # type: ignore[type-arg]
+    async def poll() -> dict:  # type: ignore[type-arg]
+        async with httpx.AsyncClient(base_url=api, timeout=10) as http:
+            while True:
+                doc = (await http.get(f"/jobs/{job_id}")).json()
+                if doc.get("booking_status") == status:
+                    return doc  # type: ignore[no-any-return]
+                await asyncio.sleep(0.1)  # polling an HTTP read model: there is nothing to await
+
+    return await asyncio.wait_for(poll(), timeout_s)
+
+
+async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(nc, nats_server,
+                                                                                tmp_path: Path) -> None:
+    joe = negotiation("Joe's Plumbing", "+14155550301", first_quote=200, counter=150, final=175, ms_per_char=8)
+    bay = negotiation("Bay Pipe Pros", "+14155550302", first_quote=250, counter=150, final=180, ms_per_char=8)
+    cast = [replace(joe, callbacks=(BOOKED_OUT,)), bay]
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'b.db'}", calling_hours=None,
+                        port=0, negotiation_strategy="market")
+    async with simulated_world(settings, personas=PersonaBook(cast)) as world:
+        system = await start_system(world.settings, nats_url=nats_server.url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
+        try:
+            body = {"job_id": "bk", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
+                    "providers": [{"id": f"b{i}", "service_provider": p.business, "phone_number": p.phone}
+                                  for i, p in enumerate(cast)]}
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                assert (await http.post("/jobs", json=body)).status_code == 201
+                early = await http.post("/jobs/bk/book", json={})
+                assert early.status_code == 409 and "still negotiating" in early.json()["detail"]
+                assert (await http.post("/jobs/nojob/book", json={})).status_code == 404
+                await wait_job_completed(nc, "bk", timeout=90)
+                bad = await http.post("/jobs/bk/book", json={"windows": ["\x00"], "when": "now"})
+                assert bad.status_code == 422
+                assert (await http.post("/jobs/bk/book", json={"provider_id": "nobody"})).status_code == 404
+                booked = await http.post("/jobs/bk/book", json={"windows": WINDOWS})
+                assert booked.status_code == 202, booked.text
+                assert booked.json() == {"status": "requested", "job_id": "bk", "provider_id": "b0", "price": 175,
+                                         "windows": WINDOWS}
+                again = await http.post("/jobs/bk/book", json={})
+                assert again.status_code == 409 and "already requested" in again.json()["detail"]
+                doc = await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
+            calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
+            contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+        finally:
+            await system.stop(5)
+        dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
+
+    assert dialed.count(joe.phone) == 2 and dialed.count(bay.phone) == 1  # the booking call went to the best
+    booking_ctx = next(c for c in contexts if c.provider_id == "b0" and c.booking is not None)
+    assert (booking_ctx.round, booking_ctx.booking.price, booking_ctx.booking.windows) == (2, 175, WINDOWS)
+    rows = {p["id"]: p for p in doc["providers"]}
+    assert (doc["booking_status"], doc["booking_provider_id"], doc["appointment"]) == ("failed", "b0", None)
+    # Failing to book keeps the agreed price: the business still quoted it.
+    assert (rows["b0"]["outcome"], rows["b0"]["negotiated_price"], rows["b0"]["round"]) == ("agreed", 175, 2)
+    history = await bus.job_history(nc.jetstream(), "bk")
+    dial = next(e for e in history if isinstance(e, ev.DialScheduled) and e.reason == "booking")
+    assert (dial.provider_id, dial.round, dial.attempt) == ("b0", 2, 2)
+    out = subprocess.run([HAGGLE, "events", "replay", "--job", "bk"], env={**os.environ, "NATS_URL": nats_server.url},
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "BookingRequested" in out and "$175 in: Sat Jan 10, 8am-12pm; Mon Jan 12, after 3pm" in out
+    assert "attempt 2 (booking) round 2" in out
