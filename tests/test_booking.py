@@ -77,13 +77,23 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
                 again = await http.post("/jobs/bk/book", json={})
                 assert again.status_code == 409 and "already requested" in again.json()["detail"]
                 doc = await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
+                # The job page shows the failed booking and offers the Book button again; pressing it books anew.
+                page = (await http.get("/ui/jobs/bk")).text
+                assert 'data-booking-status="failed"' in page and 'id="book"' in page
+                assert "Book Joe&#x27;s Plumbing at $175" in page
+                refused = await http.post("/ui/jobs/bk/book", data={"windows": "x" * 300})
+                assert refused.status_code == 409 and "at most 200 characters" in refused.text
+                pressed = await http.post("/ui/jobs/bk/book", data={"windows": "Tue Jan 13, any time"})
+                assert pressed.status_code == 303 and pressed.headers["location"] == "/ui/jobs/bk"
+                await wait_booking(system.base_url, "bk", "requested", timeout_s=10)
+                await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
             calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
             contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
         finally:
             await system.stop(5)
         dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
-    assert dialed.count(joe.phone) == 2 and dialed.count(bay.phone) == 1  # the booking call went to the best
+    assert dialed.count(joe.phone) == 3 and dialed.count(bay.phone) == 1  # the booking calls went to the best
     booking_ctx = next(c for c in contexts if c.provider_id == "b0" and c.booking is not None)
     assert (booking_ctx.round, booking_ctx.booking.price, booking_ctx.booking.windows) == (2, 175, WINDOWS)
     rows = {p["id"]: p for p in doc["providers"]}
@@ -96,4 +106,6 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
     out = subprocess.run([HAGGLE, "events", "replay", "--job", "bk"], env={**os.environ, "NATS_URL": nats_server.url},
                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "BookingRequested" in out and "$175 in: Sat Jan 10, 8am-12pm; Mon Jan 12, after 3pm" in out
-    assert "attempt 2 (booking) round 2" in out
+    assert "attempt 2 (booking) round 2" in out and "attempt 3 (booking) round 3" in out
+    second = [e for e in history if isinstance(e, ev.BookingRequested)][1]
+    assert (second.request, second.windows) == (2, ["Tue Jan 13, any time"])
