@@ -1,8 +1,13 @@
 """Provider state as a pure fold over the event log.
 
-The projector stores the result of this fold; the dispatcher and extractor fold a job's history
-with it to make decisions (retry or not, is the job settled). Because everyone folds the same
-events with the same function, `haggle projector rebuild` reproduces the stored rows exactly.
+The projector stores the result of this fold; the dispatcher and job completion fold a job's history
+with it and take their decisions from `decisions.py` (the next dial, the market's next calls, whether the
+job is complete). Because everyone folds the same events with the same function, `haggle projector
+rebuild` reproduces the stored rows exactly.
+
+The fold is round-aware: a provider's calls across negotiation rounds (a market callback, a booking call)
+number their attempts on from the last one, and a `DialScheduled` of a later round queues a provider whose
+last call ended.
 """
 
 from __future__ import annotations
