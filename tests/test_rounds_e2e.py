@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
-from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn, callback, say
+from haggle_sim.personas import Persona, PersonaBook, callback, follow_policy
 from waits import settled, wait_job_completed
 
 from haggle import bus
@@ -25,35 +26,18 @@ from haggle.system import start_system
 HAGGLE = str(Path(sys.executable).parent / "haggle")
 
 
-def quote(price: int, **extra: object) -> ToolCall:
-    return ToolCall("record_quote", {"price": price, "price_type": "flat", "conditions": "", **extra})
-
-
-def first_call(first: int, final: int) -> tuple[Turn, ...]:
-    return (
-        Turn("provider", "Hello?"),
-        Turn("agent", "Hi, is this {business}?"),
-        Turn("provider", "Yes, how can I help you?"),
-        Turn("agent", "I have a leaking kitchen faucet and I'm looking for an estimate to fix it."),
-        Turn("provider", f"For a faucet repair we usually charge {say(first)}."),
-        Turn("agent", "Could you do it for less?", tools=(quote(first),)),
-        Turn("provider", f"I could do it for {say(final)}, that's my best price."),
-        Turn("agent", f"Great, ${final} works for us. Thank you, goodbye!",
-             tools=(quote(final, agreed=True), ToolCall("end_call", {"reason": "agreed"}))),
-    )
-
-
 def personas() -> list[Persona]:
-    # Joe's opens alone (no price known yet) and agrees 180. Bay and Drip are then called together, both carrying
-    # Joe's 180: Bay agrees 175, Drip 200. Round 2 calls back Joe's and Drip with Bay's 175: Joe's keeps 180,
-    # Drip beats it with 150. Bay (175, shown 180) is then called back with Drip's 150 and keeps its 175.
+    # The agent follows the offer policy (`{say}`). Joe's opens alone (no price known yet): 200, counter $160,
+    # "180 is my best", agreed. Bay and Drip are then called together, both carrying Joe's agreed $180, which the
+    # policy puts to them: Bay agrees 175, Drip 200. Round 2 calls back Joe's and Drip with Bay's $175: Joe's keeps
+    # 180, Drip beats it with 150. Bay is not called back with 150: our offer to it ($162) is already above that.
     return [
-        Persona(business="Joe's Plumbing", phone="+14155550201", ms_per_char=8, turns=first_call(200, 180),
-                callbacks=(callback(best=175, answer=None, standing=180),)),
-        Persona(business="Bay Pipe Pros", phone="+14155550202", ms_per_char=8, turns=first_call(225, 175),
-                callbacks=(callback(best=150, answer=None, standing=175),)),
-        Persona(business="Drip Masters", phone="+14155550203", ms_per_char=8, turns=first_call(250, 200),
-                callbacks=(callback(best=175, answer=150, standing=200),)),
+        replace(follow_policy("Joe's Plumbing", "+14155550201", first_quote=200, final=180, ms_per_char=8),
+                callbacks=(callback(standing=180, answer=None),)),
+        replace(follow_policy("Bay Pipe Pros", "+14155550202", first_quote=225, final=175, ms_per_char=8),
+                callbacks=(callback(standing=175, answer=None),)),
+        replace(follow_policy("Drip Masters", "+14155550203", first_quote=250, final=200, ms_per_char=8),
+                callbacks=(callback(standing=200, answer=150),)),
     ]
 
 
@@ -83,30 +67,45 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
     kinds = [(type(e).__name__, getattr(e, "provider_id", None)) for e in history]
     plans = [e for e in history if isinstance(e, ev.CallPlanned)]
     assert [(p.provider_id, p.round, p.reason) for p in plans] == [
-        ("p0", 1, "opening"), ("p1", 1, "informed"), ("p2", 1, "informed"),
-        ("p0", 2, "callback"), ("p2", 2, "callback"), ("p1", 2, "callback")]
+        ("p0", 1, "opening"), ("p1", 1, "informed"), ("p2", 1, "informed"), ("p0", 2, "callback"),
+        ("p2", 2, "callback")]
     # Staggered: the others are planned only after the opening call produced a real price.
     assert kinds.index(("PriceExtracted", "p0")) < kinds.index(("CallPlanned", "p1"))
-    # Later calls carry a real earlier quote: what Joe's really agreed, in the event and in the call context.
+    # Later calls carry a real earlier quote: what Joe's really agreed, in the event and in the call context...
     for plan in plans[1:3]:
         assert plan.competitor is not None and (plan.competitor.provider_id, plan.competitor.price,
                                                 plan.competitor.agreed) == ("p0", 180, True)
     by_call = {(c.provider_id, c.round): c for c in contexts}
     assert by_call[("p1", 1)].competitor is not None and by_call[("p1", 1)].competitor.price == 180
     assert by_call[("p0", 1)].competitor is None
-    # Round 2 carries the round's best real offer (Bay's 175) to everyone above it, with what they said before.
+    # ... and the policy uses it: the move cites it, and the agent says it on the call.
+    decided = [e for e in history if isinstance(e, ev.OfferDecided)]
+    bay_first = next(e for e in decided if e.provider_id == "p1")
+    assert bay_first.decision is not None and bay_first.decision.competitor is not None
+    assert (bay_first.action, bay_first.offer, bay_first.reason) == ("counter", 162, "counter_with_competitor")
+    cited = "Another provider agreed to do comparable work for $180. Could you do it for $162?"
+    assert bay_first.say == cited
+    assert cited in said(history, "p1", attempt=1)
+    assert "Another provider" not in said(history, "p0", attempt=1)  # the opening call had nothing real to cite
+    # Round 2 carries the round's best real offer (Bay's 175), with what Drip said and heard before.
     drip = by_call[("p2", 2)]
     assert drip.competitor is not None and (drip.competitor.provider_id, drip.competitor.price) == ("p1", 175)
-    assert drip.their_prices == [250, 200]
-    assert plans[5].competitor is not None and plans[5].competitor.price == 150  # then Drip's 150 to Bay
-    assert sorted(dialed) == sorted([p.phone for p in cast] * 2)
-    assert all(isinstance(e, ev.DialScheduled) and e.round == 2 for e in history
-               if isinstance(e, ev.DialScheduled) and e.attempt == 2)
+    assert (drip.their_prices, drip.our_offers, drip.cited) == ([250, 200], [162], [180])
+    assert "It's about the leaking kitchen faucet I called about earlier." in said(history, "p2", attempt=2)
+    assert "Another provider agreed to do comparable work for $175." in said(history, "p2", attempt=2)
+    drip_moves = [(e.action, e.offer) for e in decided if e.provider_id == "p2" and e.round == 2]
+    assert drip_moves == [("counter", 162), ("accept", 150)]
+    assert sorted(dialed) == sorted([cast[0].phone, cast[0].phone, cast[1].phone, cast[2].phone, cast[2].phone])
+    assert all(e.round == 2 for e in history if isinstance(e, ev.DialScheduled) and e.attempt == 2)
+    # No offer ever went above the maximum or down from an earlier one.
+    for pid in ("p0", "p1", "p2"):
+        offers = [e.offer for e in decided if e.provider_id == pid and e.action == "counter"]
+        assert offers == sorted(offers) and all(o is not None and o <= 250 for o in offers)
 
     rows = {p["id"]: p for p in doc["providers"]}
     assert (rows["p2"]["negotiated_price"], rows["p2"]["round"], rows["p2"]["initial_quote"]) == (150, 2, 250)
     assert (rows["p0"]["outcome"], rows["p0"]["negotiated_price"], rows["p0"]["round"]) == ("agreed", 180, 2)
-    assert (rows["p1"]["outcome"], rows["p1"]["negotiated_price"]) == ("agreed", 175)
+    assert (rows["p1"]["outcome"], rows["p1"]["negotiated_price"], rows["p1"]["round"]) == ("agreed", 175, 1)
     assert doc["best_offer"]["provider_id"] == "p2" and doc["best_offer"]["price"] == 150
     completed = next(e for e in history if isinstance(e, ev.JobCompleted))
     assert (completed.best_provider_id, completed.best_price) == ("p2", 150)
@@ -119,3 +118,10 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
     assert "round 1 (opening)" in out
     assert "round 1 (informed) carrying p0's agreed $180 (all-in $180)" in out
     assert "round 2 (callback) carrying p1's agreed $175 (all-in $175)" in out
+    assert "counter $162 (counter_with_competitor): " + cited in out
+
+
+def said(history: list[ev.Event], provider_id: str, *, attempt: int) -> str:
+    """What the agent said on one call, as transcribed."""
+    return " ".join(e.text for e in history if isinstance(e, ev.UtteranceTranscribed) and e.role == ev.Role.ASSISTANT
+                    and e.provider_id == provider_id and e.attempt == attempt)

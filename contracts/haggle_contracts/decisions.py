@@ -125,8 +125,9 @@ def fold_market(history: list[ev.Event]) -> tuple[dict[str, ProviderMarket], lis
                 quote = quote_of(event, seq)
                 if quote is not None:
                     quotes.append(quote)
-                    if isinstance(event, ev.QuoteRecorded):
-                        mine.their_prices.append(event.price)  # type: ignore[arg-type]
+                    said = mine.their_prices
+                    if isinstance(event, ev.QuoteRecorded) and (not said or said[-1] != event.price):
+                        said.append(event.price)  # type: ignore[arg-type]  # a price restated is not a new one
             case ev.OfferDecided():
                 if event.action == "counter" and event.offer is not None:
                     mine.our_offers.append(event.offer)

@@ -151,30 +151,53 @@ def say(n: int) -> str:
     return SPOKEN.get(n, f"{n} dollars")
 
 
-def callback(*, best: int, answer: int | None, standing: int, problem: str = "leaking kitchen faucet"
-             ) -> tuple[Turn, ...]:
-    """The script of a market callback (round 2): the agent puts the best real quote `best` to the business; it
-    beats it with `answer`, or (None) keeps its `standing` price."""
-    opener = (f"Hi, is this {{business}}? It's about the {problem} I called about earlier. Another licensed "
-              f"plumber quoted ${best} for the same job. Can you beat it?")
-    if answer is None:
-        return (
+def quote(price: int, **extra: object) -> ToolCall:
+    """A `record_quote` call for a flat price (plus scope fields, `final`, `agreed`)."""
+    return ToolCall("record_quote", {"price": price, "price_type": "flat", "conditions": "", **extra})
+
+
+def follow_policy(business: str, phone: str, *, first_quote: int, final: int, ms_per_char: int = 25,
+                  **scope: object) -> Persona:
+    """A first call where the agent follows the offer policy: it records each price the business states and says
+    the move it gets back (`{say}`). The business quotes `first_quote`, then answers any counter with `final` as
+    its best price, so the move voiced after that is the policy's (accept within the maximum)."""
+    return Persona(
+        business=business,
+        phone=phone,
+        ms_per_char=ms_per_char,
+        turns=(
             Turn("provider", "Hello?"),
-            Turn("agent", opener),
-            Turn("provider", f"Sorry, {say(standing)} is really the lowest I can go."),
-            Turn("agent", f"I understand, we'll keep your ${standing} then. Thank you, goodbye!",
-                 tools=(ToolCall("record_quote", {"price": standing, "price_type": "flat", "conditions": "",
-                                                  "final": True}),
-                        ToolCall("end_call", {"reason": "kept the earlier price"}))),
-        )
+            Turn("agent", "Hi, is this {business}?"),
+            Turn("provider", f"Yes, this is {business}. How can I help you?"),
+            Turn("agent", "I have a leaking kitchen faucet and I'm looking for an estimate to fix it."),
+            Turn("provider", f"For a faucet repair we usually charge {say(first_quote)}."),
+            Turn("agent", "", tools=(quote(first_quote, **scope),)),
+            Turn("agent", "{say}"),
+            Turn("provider", f"I could do it for {say(final)}, that's my best price."),
+            Turn("agent", "", tools=(quote(final, final=True, **scope),)),
+            Turn("agent", "{say} Thank you, goodbye!",
+                 tools=(quote(final, agreed=True, **scope), ToolCall("end_call", {"reason": "agreed"}))),
+        ),
+    )
+
+
+def callback(*, standing: int, answer: int | None) -> tuple[Turn, ...]:
+    """The script of a market callback (round 2). The agent opens with the follow-up line; the business restates
+    its `standing` price; the agent says the policy's move (which carries the best real quote); the business beats
+    it with `answer`, or (None) keeps its price; the agent says the final move and closes."""
+    last = standing if answer is None else answer
+    reply = (f"Sorry, {say(standing)} is really the lowest I can go." if answer is None
+             else f"Alright, I can do it for {say(answer)}.")
     return (
         Turn("provider", "Hello?"),
-        Turn("agent", opener),
-        Turn("provider", f"Alright, I can do it for {say(answer)}."),
-        Turn("agent", f"Great, ${answer} works for us. Thank you, goodbye!",
-             tools=(ToolCall("record_quote", {"price": answer, "price_type": "flat", "conditions": "",
-                                              "agreed": True}),
-                    ToolCall("end_call", {"reason": "agreed"}))),
+        Turn("agent", "Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier."),
+        Turn("provider", f"Oh yes, hi. We said {say(standing)} for that one."),
+        Turn("agent", "", tools=(quote(standing),)),
+        Turn("agent", "{say}"),
+        Turn("provider", reply),
+        Turn("agent", "", tools=(quote(last, final=answer is None),)),
+        Turn("agent", "{say} Thank you, goodbye!",
+             tools=(quote(last, agreed=True), ToolCall("end_call", {"reason": "callback done"}))),
     )
 
 
@@ -328,11 +351,9 @@ def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False, callbacks:
         book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150,
                             final=170 if callbacks else 175, ms_per_char=ms_per_char))
     if callbacks:
-        first_best = 170 if real_lines else 175
         later = {"Joe's Plumbing": (None, 175), "Bay Pipe Pros": (165, 180), "Drip Masters": (None, 300),
                  "Summit Plumbing and Drain": (None, 180), "Ace Drain": (None, 170)}
         for persona in list(book):
             answer, standing = later[persona.business]
-            best = 165 if persona.business == "Ace Drain" else first_best
-            book.add(replace(persona, callbacks=(callback(best=best, answer=answer, standing=standing),)))
+            book.add(replace(persona, callbacks=(callback(standing=standing, answer=answer),)))
     return book

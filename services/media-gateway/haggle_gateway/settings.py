@@ -79,6 +79,7 @@ class GatewaySettings:
     voicemail_reply_wait_s: float = 6.0  # after our opening line, silence this long on a suspected machine
     playback_lead_ms: float = 1000.0  # agent audio queued at Twilio at most; the rest waits in the gateway
     max_malformed_frames: int = 20  # after `start`: tolerated before the stream is treated as hostile
+    use_competing_quotes: bool = True  # USE_COMPETING_QUOTES: the offer policy may cite a real competing quote
 
     def __post_init__(self) -> None:
         base = self.public_base_url.rstrip("/")
@@ -134,6 +135,7 @@ class GatewaySettings:
             "voicemail_action": e.get("VOICEMAIL_ACTION", "hangup"),
             "callback_number": e.get("CALLBACK_NUMBER") or e.get("TWILIO_PHONE_NUMBER", ""),
             "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
+            "use_competing_quotes": e.get("USE_COMPETING_QUOTES", "on").lower() not in ("0", "false", "no", "off"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
