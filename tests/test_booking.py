@@ -1,7 +1,8 @@
 """Booking through the real services and stand-ins: `POST /jobs/{id}/book` is refused while the job negotiates and
 for bad requests, and once the job completed it calls the best offer back (a new round with the booking in its
-call context). A business that cannot fit the homeowner's windows leaves the booking `failed`; the job document
-and `haggle events replay --job` show it."""
+call context). A business that cannot fit the homeowner's windows leaves the booking `failed`; booked again with
+the job page's Book button, it confirms an appointment (`record_booking`). The job document and `haggle events
+replay --job` show each step."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import PersonaBook, ToolCall, Turn, negotiation
-from waits import wait_job_completed
+from waits import settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -29,9 +30,23 @@ WINDOWS = ["Sat Jan 10, 8am-12pm", "Mon Jan 12, after 3pm"]
 
 BOOKED_OUT = (
     Turn("provider", "Hello?"),
-    Turn("agent", "Hi, is this {business}? I'm calling back to book the faucet repair at $175 we agreed."),
+    Turn("agent", "Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier."),
+    Turn("provider", "Oh yes, hi."),
+    Turn("agent", "We'd like to book the repair at the $175 we agreed, on Saturday morning or Monday after 3pm."),
     Turn("provider", "Sorry, we're booked out both of those days."),
-    Turn("agent", "I understand. Thank you, goodbye!", tools=(ToolCall("end_call", {"reason": "no slot"}),)),
+    Turn("agent", "I understand. Thanks for your time, goodbye!",
+         tools=(ToolCall("record_booking", {"confirmed": False, "notes": "booked out"}),
+                ToolCall("end_call", {"reason": "no slot"}))),
+)
+CONFIRMS = (
+    Turn("provider", "Hello?"),
+    Turn("agent", "Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier."),
+    Turn("provider", "Oh yes, hi."),
+    Turn("agent", "We'd like to book the repair at the $175 we agreed. Could you come Tuesday?"),
+    Turn("provider", "Tuesday at 10am works, at one seventy five."),
+    Turn("agent", "Tuesday January 13 at 10am. Great, that works for us. Thank you, goodbye!",
+         tools=(ToolCall("record_booking", {"confirmed": True, "appointment": "Tue Jan 13, 10am", "price": 175}),
+                ToolCall("end_call", {"reason": "booked"}))),
 )
 
 
@@ -51,7 +66,7 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
                                                                                 tmp_path: Path) -> None:
     joe = negotiation("Joe's Plumbing", "+14155550301", first_quote=200, counter=150, final=175, ms_per_char=8)
     bay = negotiation("Bay Pipe Pros", "+14155550302", first_quote=250, counter=150, final=180, ms_per_char=8)
-    cast = [replace(joe, callbacks=(BOOKED_OUT,)), bay]
+    cast = [replace(joe, callbacks=(BOOKED_OUT, CONFIRMS)), bay]
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'b.db'}", calling_hours=None,
                         port=0, negotiation_strategy="market")
     async with simulated_world(settings, personas=PersonaBook(cast)) as world:
@@ -86,7 +101,12 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
                 pressed = await http.post("/ui/jobs/bk/book", data={"windows": "Tue Jan 13, any time"})
                 assert pressed.status_code == 303 and pressed.headers["location"] == "/ui/jobs/bk"
                 await wait_booking(system.base_url, "bk", "requested", timeout_s=10)
-                await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
+                confirmed = await wait_booking(system.base_url, "bk", "confirmed", timeout_s=60)
+                assert confirmed["best_offer"]["provider_id"] == "b0"  # the agreement stands during the call
+                confirmed = await settled(system.base_url, "bk", timeout_s=30)
+                page = (await http.get("/ui/jobs/bk")).text
+                assert 'data-booking-status="confirmed"' in page and "Tue Jan 13, 10am" in page
+                assert 'id="book"' not in page  # booked: no second booking
             calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
             contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
         finally:
@@ -107,5 +127,9 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
     assert "BookingRequested" in out and "$175 in: Sat Jan 10, 8am-12pm; Mon Jan 12, after 3pm" in out
     assert "attempt 2 (booking) round 2" in out and "attempt 3 (booking) round 3" in out
+    assert "not confirmed (booked out)" in out and "confirmed Tue Jan 13, 10am" in out
+    assert (confirmed["booking_status"], confirmed["booking_provider_id"], confirmed["appointment"]) == (
+        "confirmed", "b0", "Tue Jan 13, 10am")
+    assert confirmed["best_offer"]["price"] == 175  # booking confirmed the agreed price, it did not change it
     second = [e for e in history if isinstance(e, ev.BookingRequested)][1]
     assert (second.request, second.windows) == (2, ["Tue Jan 13, any time"])

@@ -119,3 +119,29 @@ def test_independent_completion_needs_only_settled_providers() -> None:
     # The market would call a back (150 is below its 200), so the job is not complete under it.
     assert decisions.completion(log, MARKET) is None
     assert decisions.completion([*log, done], independent) is None  # published once
+
+
+def test_a_booking_fails_only_with_its_own_call_and_a_new_request_waits_for_the_running_one() -> None:
+    log: list[ev.Event] = [started("a"), *call("a", 1, prices=[200, 175], agreed=175)]
+    log.append(ev.BookingRequested(event_id="b1", job_id="j", provider_id="a", price=175, windows=["Sat"]))
+    state = st.fold_job(log)["a"]
+    dial = decisions.booking_dial(state, attempts_per_round=2)
+    assert state.booking_status == "requested" and dial is not None and (dial.round, dial.attempt) == (2, 2)
+    booking_call = call("a", 2, prices=[], agreed=None, round_=2)
+    log += booking_call[:3]  # the booking call is under way
+    log.append(ev.BookingRecorded(event_id="r1", job_id="j", provider_id="a", attempt=2, call_sid="CAa2",
+                                  confirmed=False, notes="booked out"))
+    assert st.fold_job(log)["a"].booking_status == "failed"
+    # Booked again while that call still runs: its end must not fail the new request.
+    log.append(ev.BookingRequested(event_id="b2", job_id="j", provider_id="a", price=175, request=2))
+    assert decisions.booking_dial(st.fold_job(log)["a"], attempts_per_round=2) is None  # wait for the call to end
+    log += booking_call[3:]
+    state = st.fold_job(log)["a"]
+    assert (state.booking_status, state.outcome, state.negotiated_price) == ("requested", "agreed", 175)
+    dial = decisions.booking_dial(state, attempts_per_round=2)
+    assert dial is not None and (dial.round, dial.attempt, dial.reason) == (3, 3, "booking")
+    log += call("a", 3, prices=[], agreed=None, round_=3)[:3]
+    log.append(ev.BookingRecorded(event_id="r2", job_id="j", provider_id="a", attempt=3, call_sid="CAa3",
+                                  confirmed=True, appointment="Tue 10am"))
+    state = st.fold_job([*log, *call("a", 3, prices=[], agreed=None, round_=3)[3:]])["a"]
+    assert (state.booking_status, state.appointment, state.negotiated_price) == ("confirmed", "Tue 10am", 175)

@@ -94,6 +94,7 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         round=2,
         booking_status="confirmed",
         appointment="Sat Jan 10, 9am",
+        booking_round=3,
     )
 
 

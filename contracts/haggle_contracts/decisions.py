@@ -75,7 +75,7 @@ def booking_dial(state: st.ProviderState, *, attempts_per_round: int) -> ev.Dial
         attempt=attempt,
         reason="booking",
         max_attempts=state.attempts + attempts_per_round,
-        round=state.round + 1,
+        round=max(state.booking_round, state.round + 1),
     )
 
 

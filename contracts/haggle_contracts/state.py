@@ -94,6 +94,7 @@ class ProviderState(msgspec.Struct, kw_only=True):
     # Booking (POST /jobs/{id}/book): requested | confirmed | failed, and the appointment the business confirmed.
     booking_status: str | None = None
     appointment: str | None = None
+    booking_round: int = 0  # the round of the call that confirms the latest booking request
 
     @property
     def terminal(self) -> bool:
@@ -124,8 +125,8 @@ def _settle(state: ProviderState, outcome: ev.Outcome, *, retryable: bool) -> No
     if retryable and should_retry(state, outcome):
         state.call_status = QUEUED
         return
-    if state.booking_status == REQUESTED:
-        state.booking_status = BOOKING_FAILED  # the booking call ended (or could not be made) without a yes
+    if state.booking_status == REQUESTED and state.round >= state.booking_round:
+        state.booking_status = BOOKING_FAILED  # its booking call ended (or could not be made) without a yes
     if outcome == ev.Outcome.AGREED or _keeps_earlier_agreement(state):
         state.outcome = ev.Outcome.AGREED.value
         state.call_status = COMPLETED
@@ -227,7 +228,8 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.call_status = DIALING
             state.dialed_at = event.occurred_at
             state.retry_at = None
-            state.outcome = None
+            # A callback does not undo the agreement an earlier round reached: it stands until a new one replaces it.
+            state.outcome = ev.Outcome.AGREED.value if _keeps_earlier_agreement(state) else None
             state.twilio_status = "queued"
         case ev.DialFailed():
             state.attempts = max(state.attempts, event.attempt)
@@ -268,8 +270,9 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         case ev.BookingRequested():
             state.booking_status = REQUESTED
             state.appointment = None
+            state.booking_round = state.round + 1  # a call still running (the last booking call) is not it
         case ev.BookingRecorded():
-            if state.booking_status in (REQUESTED, BOOKING_FAILED):
+            if state.booking_status in (REQUESTED, BOOKING_FAILED) and state.round >= state.booking_round:
                 state.booking_status = CONFIRMED if event.confirmed else BOOKING_FAILED
                 state.appointment = event.appointment if event.confirmed else None
         case ev.UtteranceTranscribed():
