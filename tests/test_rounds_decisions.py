@@ -145,3 +145,15 @@ def test_a_booking_fails_only_with_its_own_call_and_a_new_request_waits_for_the_
                                   confirmed=True, appointment="Tue 10am"))
     state = st.fold_job([*log, *call("a", 3, prices=[], agreed=None, round_=3)[3:]])["a"]
     assert (state.booking_status, state.appointment, state.negotiated_price) == ("confirmed", "Tue 10am", 175)
+
+
+def test_offers_rank_on_the_all_in_price() -> None:
+    log: list[ev.Event] = [started("a", "b"), *call("a", 1, prices=[150], agreed=150),
+                           *call("b", 1, prices=[180], agreed=180)]
+    fee = next(e for e in log if isinstance(e, ev.PriceExtracted) and e.provider_id == "a")
+    log[log.index(fee)] = ev.PriceExtracted(**{**{f: getattr(fee, f) for f in fee.__struct_fields__},
+                                               "visit_fee": 49.0})
+    offers = st.rank_offers(list(st.fold_job(log).values()))
+    assert [(o.provider_id, o.price, o.all_in) for o in offers] == [("b", 180, 180), ("a", 150, 199)]
+    done = decisions.completion(log, MarketPolicy(strategy="independent"))
+    assert done is not None and done.best_provider_id == "b"

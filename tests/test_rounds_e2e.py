@@ -32,7 +32,8 @@ def personas() -> list[Persona]:
     # policy puts to them: Bay agrees 175, Drip 200. Round 2 calls back Joe's and Drip with Bay's $175: Joe's keeps
     # 180, Drip beats it with 150. Bay is not called back with 150: our offer to it ($162) is already above that.
     return [
-        replace(follow_policy("Joe's Plumbing", "+14155550201", first_quote=200, final=180, ms_per_char=8),
+        replace(follow_policy("Joe's Plumbing", "+14155550201", first_quote=200, final=180, ms_per_char=8,
+                              includes_parts=True, warranty="90 days", earliest_availability="2026-01-10"),
                 callbacks=(callback(standing=180, answer=None),)),
         replace(follow_policy("Bay Pipe Pros", "+14155550202", first_quote=225, final=175, ms_per_char=8),
                 callbacks=(callback(standing=175, answer=None),)),
@@ -106,6 +107,12 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
     assert (rows["p2"]["negotiated_price"], rows["p2"]["round"], rows["p2"]["initial_quote"]) == (150, 2, 250)
     assert (rows["p0"]["outcome"], rows["p0"]["negotiated_price"], rows["p0"]["round"]) == ("agreed", 180, 2)
     assert (rows["p1"]["outcome"], rows["p1"]["negotiated_price"], rows["p1"]["round"]) == ("agreed", 175, 1)
+    # What Joe's price covers came through record_quote into the extraction and the job document.
+    joe = rows["p0"]
+    assert (joe["includes_parts"], joe["warranty"], joe["earliest_availability"], joe["visit_fee"],
+            joe["all_in"]) == (True, "90 days", "2026-01-10", None, 180)
+    first = next(e for e in history if isinstance(e, ev.PriceExtracted) and e.provider_id == "p0")
+    assert (first.includes_parts, first.warranty) == (True, "90 days")
     assert doc["best_offer"]["provider_id"] == "p2" and doc["best_offer"]["price"] == 150
     completed = next(e for e in history if isinstance(e, ev.JobCompleted))
     assert (completed.best_provider_id, completed.best_price) == ("p2", 150)

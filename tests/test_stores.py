@@ -95,6 +95,10 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         booking_status="confirmed",
         appointment="Sat Jan 10, 9am",
         booking_round=3,
+        visit_fee=49.0,
+        includes_parts=True,
+        warranty="90 days",
+        earliest_availability="2026-01-10",
     )
 
 

@@ -315,6 +315,8 @@ class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     price: float | None
     initial_quote: float | None
     saving: float | None
+    visit_fee: float | None = None  # a call-out fee on top of `price`
+    all_in: float | None = None  # price + visit_fee: what offers rank on
 
 
 class JobCompleted(Event, frozen=True, tag="JobCompleted"):

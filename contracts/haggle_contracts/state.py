@@ -95,6 +95,11 @@ class ProviderState(msgspec.Struct, kw_only=True):
     booking_status: str | None = None
     appointment: str | None = None
     booking_round: int = 0  # the round of the call that confirms the latest booking request
+    # What the agreed (or last) price covers, as the business said it (None: not said); see scope.py.
+    visit_fee: float | None = None
+    includes_parts: bool | None = None
+    warranty: str | None = None
+    earliest_availability: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -311,6 +316,10 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.initial_quote = event.initial_quote  # a callback's first price is not the first quote
             state.price_type = event.price_type.value
             state.conditions = event.conditions
+            for name in ("visit_fee", "includes_parts", "warranty", "earliest_availability"):
+                value = getattr(event, name)
+                if value is not None:
+                    setattr(state, name, value)
             state.evidence = list(event.evidence)
             state.extraction_method = event.method
             state.disagreement = event.disagreement
@@ -344,8 +353,15 @@ def job_settled(states: dict[str, ProviderState]) -> bool:
     return bool(states) and all(s.terminal for s in states.values())
 
 
+def all_in(state: ProviderState) -> float | None:
+    """The agreed price plus any call-out fee on top: what the homeowner pays, and what offers rank on."""
+    if state.negotiated_price is None:
+        return None
+    return round(state.negotiated_price + (state.visit_fee or 0.0), 2)
+
+
 def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
-    """Agreed offers first, cheapest first; then everyone else in their original order."""
+    """Agreed offers first, cheapest all-in price first; then everyone else in their original order."""
 
     def saving(s: ProviderState) -> float | None:
         if s.negotiated_price is None or s.initial_quote is None:
@@ -354,7 +370,7 @@ def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
 
     agreed = sorted(
         (s for s in states if s.outcome == ev.Outcome.AGREED and s.negotiated_price is not None),
-        key=lambda s: (s.negotiated_price, s.service_provider),
+        key=lambda s: (all_in(s), s.service_provider),
     )
     rest = [s for s in states if s not in agreed]
     return [
@@ -365,6 +381,8 @@ def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
             price=s.negotiated_price,
             initial_quote=s.initial_quote,
             saving=saving(s),
+            visit_fee=s.visit_fee,
+            all_in=all_in(s),
         )
         for s in agreed + rest
     ]

@@ -35,6 +35,20 @@ class ExtractorSettings:
     xai_retries: int = 2
 
 
+SCOPE_FIELDS = ("visit_fee", "includes_parts", "warranty", "earliest_availability")
+
+
+def said_scope(quotes: list[ev.QuoteRecorded]) -> dict[str, object]:
+    """What the price covers, as the call's record_quote calls said it (the latest mention of each field wins)."""
+    scope: dict[str, object] = {}
+    for quote in quotes:
+        for name in SCOPE_FIELDS:
+            value = getattr(quote, name)
+            if value is not None:
+                scope[name] = value
+    return scope
+
+
 def provider_filter(job_id: str, provider_id: str) -> str:
     return f"{subjects.PREFIX}.job.{job_id}.provider.{provider_id}.>"
 
@@ -76,6 +90,7 @@ class Extractor:
             {"price": q.price, "price_type": q.price_type.value, "conditions": q.conditions, "agreed": q.agreed}
             for q in mine if isinstance(q, ev.QuoteRecorded)
         ]
+        scope = said_scope([q for q in mine if isinstance(q, ev.QuoteRecorded)])
         machine = any(isinstance(e, ev.MachineDetected) and e.is_machine for e in mine)
         if reason == "voicemail" or (machine and not any(t["role"] == "user" for t in transcript[1:])):
             result = ev.PriceExtracted(
@@ -117,7 +132,7 @@ class Extractor:
                 price_type=ev.PriceType(x.price_type) if x.price_type in ev.PriceType._value2member_map_
                 else ev.PriceType.UNKNOWN,
                 conditions=x.conditions or "", evidence=list(x.evidence), method=x.method,
-                disagreement=x.disagreement,
+                disagreement=x.disagreement, **scope,
             )
         await self.publisher.publish(result)
         OUTCOMES.labels(result.outcome.value).inc()

@@ -256,6 +256,11 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "round": s.round,
         "booking_status": s.booking_status,
         "appointment": s.appointment,
+        "visit_fee": s.visit_fee,
+        "includes_parts": s.includes_parts,
+        "warranty": s.warranty,
+        "earliest_availability": s.earliest_availability,
+        "all_in": st.all_in(s),
         "answered_by": s.answered_by,
         "end_reason": s.end_reason,
         "voicemail_left": s.voicemail_left,
@@ -286,12 +291,14 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
         "providers": [provider_doc(r) for r in rows],
         "offers": [
             {"provider_id": o.provider_id, "service_provider": o.service_provider, "outcome": o.outcome,
-             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving}
+             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving, "visit_fee": o.visit_fee,
+             "all_in": o.all_in}
             for o in offers
         ],
         "best_offer": (
             {"provider_id": best.provider_id, "service_provider": best.service_provider, "price": best.price,
-             "initial_quote": best.initial_quote, "saving": best.saving}
+             "initial_quote": best.initial_quote, "saving": best.saving, "visit_fee": best.visit_fee,
+             "all_in": best.all_in}
             if best else None
         ),
         **booking_doc(rows),
