@@ -157,3 +157,21 @@ def test_offers_rank_on_the_all_in_price() -> None:
     assert [(o.provider_id, o.price, o.all_in) for o in offers] == [("b", 180, 180), ("a", 150, 199)]
     done = decisions.completion(log, MarketPolicy(strategy="independent"))
     assert done is not None and done.best_provider_id == "b"
+
+
+def test_after_completion_only_providers_a_restart_added_are_called() -> None:
+    log: list[ev.Event] = [started("a", "b"), *call("a", 1, prices=[200], agreed=200),
+                           *call("b", 1, prices=[150], agreed=150)]
+    for e in log:
+        if isinstance(e, ev.DialScheduled):
+            log.insert(log.index(e), ev.CallPlanned(event_id=f"plan{e.provider_id}", job_id="j",
+                                                    provider_id=e.provider_id, round=1, reason="opening"))
+            break
+    done = decisions.completion(log, MarketPolicy(strategy="independent"))
+    assert done is not None
+    log.append(done)
+    assert place(log) == []  # a's callback round is over once the job completed
+    restart = ev.JobStarted(event_id="s2", job_id="j", problem="leak", zip_code="1", max_price=200,
+                            providers=[ev.ProviderSpec(id="c", service_provider="C", phone_number="+14155550109")])
+    log.append(restart)
+    assert [(p.planned.provider_id, p.planned.reason, p.planned.shown) for p in place(log)] == [("c", "informed", 150)]

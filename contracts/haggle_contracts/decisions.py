@@ -173,13 +173,19 @@ class PlannedDial(msgspec.Struct, kw_only=True, frozen=True):
 
 
 def plan_calls(history: list[ev.Event], policy: MarketPolicy, *, attempts_per_round: int) -> list[PlannedDial]:
-    """The calls the market strategy places now (none once the job is cancelled or completed)."""
-    if not history or any(isinstance(e, ev.JobCancelled | ev.JobCompleted) for e in history):
+    """The calls the market strategy places now: none once the job is cancelled; once it completed, only first
+    calls to providers a re-start added (no more callback rounds)."""
+    if not history or any(isinstance(e, ev.JobCancelled) for e in history):
         return []
+    completed = any(isinstance(e, ev.JobCompleted) for e in history)
     job_id = history[0].job_id
     states = st.fold_job(history)
+    market = market_state(history, states)
+    waiting = {p.provider_id for p in market.providers if p.status == "waiting"}
     out = []
-    for call in next_calls(market_state(history, states), policy):
+    for call in next_calls(market, policy):
+        if completed and call.provider_id not in waiting:
+            continue
         state = states[call.provider_id]
         attempt = state.attempts + 1
         planned = ev.CallPlanned(
