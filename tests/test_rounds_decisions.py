@@ -175,3 +175,23 @@ def test_after_completion_only_providers_a_restart_added_are_called() -> None:
                             providers=[ev.ProviderSpec(id="c", service_provider="C", phone_number="+14155550109")])
     log.append(restart)
     assert [(p.planned.provider_id, p.planned.reason, p.planned.shown) for p in place(log)] == [("c", "informed", 150)]
+
+
+def test_a_callback_has_its_own_retries() -> None:
+    log: list[ev.Event] = [started("a"), *call("a", 1, prices=[200], agreed=200)]
+    # Round 1 used attempt 1 of max_attempts=2; the callback's dial allows two more attempts (2 and 3).
+    log.append(ev.DialScheduled(event_id="d2", job_id="j", provider_id="a", attempt=2, max_attempts=3, round=2,
+                                reason="callback"))
+    log += [ev.CallDialed(event_id="c2", job_id="j", provider_id="a", attempt=2, call_sid="CA2", to="+1", round=2),
+            ev.CallStatusChanged(event_id="b2", job_id="j", provider_id="a", attempt=2, call_sid="CA2", status="busy")]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.negotiated_price) == ("queued", "busy", 200)
+    retry = decisions.next_dial(state, retry_delay_s=1, now=NOW)
+    assert retry is not None and (retry.attempt, retry.round, retry.reason) == (3, 2, "busy")
+    log += [retry, ev.CallDialed(event_id="c3", job_id="j", provider_id="a", attempt=3, call_sid="CA3", to="+1",
+                                 round=2),
+            ev.CallStatusChanged(event_id="b3", job_id="j", provider_id="a", attempt=3, call_sid="CA3", status="busy")]
+    state = st.fold_job(log)["a"]
+    # Out of retries: the callback failed to reach them, and round 1's agreement stands.
+    assert decisions.next_dial(state, retry_delay_s=1, now=NOW) is None
+    assert (state.call_status, state.outcome, state.negotiated_price) == ("completed", "agreed", 200)
