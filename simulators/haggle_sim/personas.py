@@ -322,7 +322,7 @@ def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False, callbacks:
     `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
     answering-machine detection takes for a machine, and a business behind a phone menu.
     `callbacks` scripts the market's second round: the phone-menu business beats the first quote in round 1
-    ($170), Bay Pipe Pros beats that when called back with it ($165), and everyone else keeps its price."""
+    ($170), Bay Pipe Pros beats that when called back with it ($150), and everyone else keeps its price."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -351,7 +351,11 @@ def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False, callbacks:
         book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150,
                             final=170 if callbacks else 175, ms_per_char=ms_per_char))
     if callbacks:
-        later = {"Joe's Plumbing": (None, 175), "Bay Pipe Pros": (165, 180), "Drip Masters": (None, 300),
+        # The two plain negotiations follow the offer policy here, so the demo shows its moves (and the real
+        # earlier quote it puts to Bay Pipe Pros); the harder lines keep their scripts.
+        book.add(follow_policy("Joe's Plumbing", "+14155550101", first_quote=200, final=175, ms_per_char=ms_per_char))
+        book.add(follow_policy("Bay Pipe Pros", "+14155550102", first_quote=250, final=180, ms_per_char=ms_per_char))
+        later = {"Joe's Plumbing": (None, 175), "Bay Pipe Pros": (150, 180), "Drip Masters": (None, 300),
                  "Summit Plumbing and Drain": (None, 180), "Ace Drain": (None, 170)}
         for persona in list(book):
             answer, standing = later[persona.business]
