@@ -20,10 +20,25 @@ def detail(e: ev.Event) -> str:
     match e:
         case ev.JobStarted():
             return f"{len(e.providers)} provider(s), max ${e.max_price:g}: {e.problem[:60]}"
+        case ev.CallPlanned():
+            text = f"round {e.round} ({e.reason})"
+            if e.competitor is not None:
+                said = "agreed" if e.competitor.agreed else "quoted"
+                text += f" carrying {e.competitor.provider_id}'s {said} ${e.competitor.price:g} (all-in ${e.shown:g})"
+            return text
+        case ev.BookingRequested():
+            return f"book at ${e.price:g} in: " + ("; ".join(e.windows) or "any time")
+        case ev.BookingRecorded():
+            return (f"confirmed {e.appointment or 'no time given'}" if e.confirmed else "not confirmed") + (
+                f" ({e.notes})" if e.notes else "")
+        case ev.OfferDecided():
+            offer = f" ${e.offer:g}" if e.offer is not None else ""
+            return f"{e.action}{offer} ({e.reason}): {e.say}"
         case ev.DialScheduled():
-            return _join(f"attempt {e.attempt} ({e.reason})", e.not_before and f"not before {e.not_before:%H:%M:%S}")
+            return _join(f"attempt {e.attempt} ({e.reason})", e.round > 1 and f"round {e.round}",
+                         e.not_before and f"not before {e.not_before:%H:%M:%S}")
         case ev.CallDialed():
-            return f"attempt {e.attempt} sid {e.call_sid}"
+            return f"attempt {e.attempt} sid {e.call_sid}" + (f" round {e.round}" if e.round > 1 else "")
         case ev.DialFailed():
             return f"attempt {e.attempt}: {e.reason} (code {e.code})"
         case ev.CallStatusChanged():

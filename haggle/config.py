@@ -13,6 +13,8 @@ from dataclasses import field, fields, make_dataclass, replace
 from datetime import time
 from typing import Any
 
+from haggle_contracts.market import MarketPolicy
+
 from .settings_table import BY_FIELD, SETTINGS, ConfigError, calling_hours
 
 __all__ = ["ConfigError", "Settings", "parse_calling_hours"]
@@ -60,6 +62,12 @@ class _SettingsRules:
 
     def with_(self, **changes: object) -> Any:
         return replace(self, **changes)  # type: ignore[type-var]
+
+    def market_policy(self) -> MarketPolicy:
+        """The job-level negotiation settings, as the market decisions take them."""
+        return MarketPolicy(strategy=self.negotiation_strategy, rounds=self.negotiation_rounds,  # type: ignore[attr-defined]
+                            max_concurrent_calls=self.max_concurrent_calls,  # type: ignore[attr-defined]
+                            use_competing_quotes=self.use_competing_quotes)  # type: ignore[attr-defined]
 
     # Each service checks what it needs, so a missing key fails at start with its name.
     def _require(self, why: str, *names: str) -> None:

@@ -233,6 +233,10 @@ SETTINGS: tuple[Var, ...] = (
     Var("retry_delay_s", "RETRY_DELAY_SECONDS", number(0), 600.0),
     Var("reconcile_s", "RECONCILE_SECONDS", number(1), 30.0),  # live calls checked against Twilio this often
     Var("calling_hours", "CALLING_HOURS", calling_hours, (time(8, 0), time(21, 0))),
+    # Negotiation (docs/negotiation.md)
+    Var("negotiation_strategy", "NEGOTIATION_STRATEGY", choice("market", "independent"), "market"),
+    Var("negotiation_rounds", "NEGOTIATION_ROUNDS", whole(1), 2),
+    Var("use_competing_quotes", "USE_COMPETING_QUOTES", on_off, True),
     # Results
     Var("results_webhook_url", "RESULTS_WEBHOOK_URL", url("http", "https")),
     Var("results_webhook_secret", "RESULTS_WEBHOOK_SECRET", text, secret=True),

@@ -29,7 +29,11 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.QuoteRecorded: "media-gateway (record_quote tool)",
     ev.CallEnded: "media-gateway",
     ev.PriceExtracted: "extractor",
-    ev.JobCompleted: "extractor",
+    ev.JobCompleted: "job completion (extractor service)",
+    ev.CallPlanned: "dispatcher (market strategy)",
+    ev.OfferDecided: "media-gateway (record_quote tool, offer policy)",
+    ev.BookingRequested: "operator API (POST /jobs/{job_id}/book) or the dashboard's Book button",
+    ev.BookingRecorded: "media-gateway (record_booking tool)",
 }
 
 

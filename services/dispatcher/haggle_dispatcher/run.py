@@ -1,4 +1,4 @@
-"""The dispatcher service shell: three durable consumers and a periodic reconciliation with Twilio."""
+"""The dispatcher service shell: four durable consumers and a periodic reconciliation with Twilio."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from haggle.runtime import Runtime, ServiceHandle
+from haggle.settings_table import pick
 
 from .service import Dispatcher, DispatcherSettings
 from .twilio_dialer import TwilioDialer
@@ -16,19 +17,7 @@ log = logging.getLogger(__name__)
 def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
     s = rt.settings
     s.require_twilio()
-    assert s.twilio_phone_number and s.public_base_url
-    return DispatcherSettings(
-        twilio_phone_number=s.twilio_phone_number,
-        public_base_url=s.public_base_url,
-        max_concurrent_calls=s.max_concurrent_calls,
-        calls_per_second=s.calls_per_second,
-        max_call_attempts=s.max_call_attempts,
-        retry_delay_s=s.retry_delay_s,
-        calling_hours=s.calling_hours,
-        ring_timeout_s=s.ring_timeout_s,
-        call_time_limit_s=s.call_time_limit_s,
-        dial_retry_window_s=s.dial_retry_window_s,
-    )
+    return pick(s, DispatcherSettings, market=s.market_policy())
 
 
 # A call younger than this is still being connected; asking Twilio about it would only cost a request.
@@ -45,6 +34,7 @@ async def start(rt: Runtime) -> ServiceHandle:
     handle = ServiceHandle("dispatcher")
     handle.dispatcher = dispatcher  # type: ignore[attr-defined]
     handle.consume(rt, "dispatcher-jobs", dispatcher.on_job)
+    handle.consume(rt, "dispatcher-bookings", dispatcher.on_booking)
     handle.consume(rt, "dispatcher-dials", dispatcher.on_dial, concurrency=max(4, settings.max_concurrent_calls * 2))
     handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
 

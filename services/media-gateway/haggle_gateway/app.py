@@ -58,7 +58,7 @@ def realtime_opener(settings: GatewaySettings, *, resumed: bool = False) -> Real
     async def open_session(ctx: CallContext) -> RealtimeClient:
         brief = prompt.CallBrief.from_context(ctx)
         instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed)
-        session = rt.session_config(settings, instructions, prompt.tools())
+        session = rt.session_config(settings, instructions, prompt.tools(booking=ctx.booking is not None))
         return await RealtimeClient.open(settings, session)
 
     return open_session

@@ -51,6 +51,7 @@ from .audio import Transcoder, transcoder_for
 from .call_flow import CallFlow
 from .contexts import about_call
 from .links import Clock, Frame, LinkClosed, LoopClock, RealtimeSession, TwilioLink
+from .negotiation import CallNegotiation
 from .outbound import AudioOut
 from .outbox import EventOutbox
 from .phases import PhaseState
@@ -94,6 +95,7 @@ class CallBridge:
         self.clock: Clock = clock or LoopClock()
         self.started_at = started_at if started_at is not None else self.clock.now()
         self.brief = CallBrief.from_context(ctx)
+        self.negotiation = CallNegotiation(ctx, call_sid, use_competing_quotes=settings.use_competing_quotes)
         self.transcript = TranscriptAssembler(settle_s=settings.transcript_settle_s)
         self.end_reason: str | None = None
         self.end_detail: str | None = None  # why, for logs (e.g. what broke the realtime session)

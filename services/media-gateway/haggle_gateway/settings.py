@@ -75,6 +75,7 @@ class GatewaySettings:
     voicemail_reply_wait_s: float = 6.0  # after our opening line, silence this long on a suspected machine
     playback_lead_ms: float = 1000.0  # agent audio queued at Twilio at most; the rest waits in the gateway
     max_malformed_frames: int = 20  # after `start`: tolerated before the stream is treated as hostile
+    use_competing_quotes: bool = DEFAULTS["use_competing_quotes"]  # the offer policy may cite a real competing quote
 
     def __post_init__(self) -> None:
         base = self.public_base_url.rstrip("/")

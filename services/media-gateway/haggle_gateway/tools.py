@@ -22,6 +22,7 @@ def quote_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[s
         ev.PriceType.UNKNOWN
     conditions = args.get("conditions")
     agreed = args.get("agreed")
+    parts = args.get("includes_parts")
     return ev.QuoteRecorded(
         **about_call(ctx, call_sid),
         event_id=ids.quote_event_id(call_sid, tool_call_id),
@@ -29,7 +30,34 @@ def quote_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[s
         price_type=price_type,
         conditions=conditions[:500] if isinstance(conditions, str) else "",
         agreed=agreed if isinstance(agreed, bool) else None,
+        visit_fee=price(args.get("visit_fee")),
+        includes_parts=parts if isinstance(parts, bool) else None,
+        warranty=_short(args.get("warranty")),
+        earliest_availability=_short(args.get("earliest_availability")),
+        final=args.get("final") is True,
     )
+
+
+def booking_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[str, Any]) -> ev.BookingRecorded:
+    """`record_booking`: only an explicit `confirmed: true` confirms; the appointment is kept as said."""
+    notes = args.get("notes")
+    return ev.BookingRecorded(
+        event_id=f"booking-{call_sid}-{tool_call_id}",
+        job_id=ctx.job_id,
+        provider_id=ctx.provider_id,
+        attempt=ctx.attempt,
+        call_sid=call_sid,
+        confirmed=args.get("confirmed") is True,
+        appointment=_short(args.get("appointment")),
+        price=price(args.get("price")),
+        notes=notes[:500] if isinstance(notes, str) else "",
+    )
+
+
+def _short(value: object, limit: int = 200) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:limit]
 
 
 def price(value: object) -> float | None:

@@ -39,6 +39,8 @@ from pydantic import (
 
 from haggle import bus
 
+from .booking import RESPONSES as BOOK_RESPONSES
+from .booking import BookIn, booking_doc, booking_request
 from .projector import PROJECTION_ERROR, Projector
 from .stores import ProviderStore
 
@@ -243,6 +245,14 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "disagreement": s.disagreement,
         "attempts": s.attempts,
         "max_attempts": s.max_attempts,
+        "round": s.round,
+        "booking_status": s.booking_status,
+        "appointment": s.appointment,
+        "visit_fee": s.visit_fee,
+        "includes_parts": s.includes_parts,
+        "warranty": s.warranty,
+        "earliest_availability": s.earliest_availability,
+        "all_in": st.all_in(s),
         "answered_by": s.answered_by,
         "end_reason": s.end_reason,
         "voicemail_left": s.voicemail_left,
@@ -273,14 +283,17 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
         "providers": [provider_doc(r) for r in rows],
         "offers": [
             {"provider_id": o.provider_id, "service_provider": o.service_provider, "outcome": o.outcome,
-             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving}
+             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving, "visit_fee": o.visit_fee,
+             "all_in": o.all_in}
             for o in offers
         ],
         "best_offer": (
             {"provider_id": best.provider_id, "service_provider": best.service_provider, "price": best.price,
-             "initial_quote": best.initial_quote, "saving": best.saving}
+             "initial_quote": best.initial_quote, "saving": best.saving, "visit_fee": best.visit_fee,
+             "all_in": best.all_in}
             if best else None
         ),
+        **booking_doc(rows),
     }
 
 
@@ -412,6 +425,22 @@ def restart_event(job_id: str, rows: list[st.ProviderState], history: list[ev.Ev
                                    providers=list(specs.values()), max_attempts=max_attempts, source="start-job")
 
 
+async def request_booking(deps: ApiDeps, job_id: str, rows: list[st.ProviderState], body: BookIn
+                          ) -> ev.BookingRequested:
+    """Publish the job's BookingRequested (shared by the API and the dashboard's Book button)."""
+    if deps.js is None:
+        raise HTTPException(status_code=503, detail="the event log is unavailable")
+    try:
+        history = await bus.job_history(deps.js, job_id)
+    except Exception as exc:
+        raise HTTPException(status_code=503, detail=f"the event log is unavailable: {exc}") from None
+    if history:
+        rows = list(st.fold_job(history).values())  # the projection may trail the log by a moment
+    event = booking_request(job_id, rows, history, body)
+    await deps.publish(event)
+    return event
+
+
 def build_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter()
     auth = Depends(require_api_key(deps))
@@ -459,6 +488,23 @@ def build_router(deps: ApiDeps) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
         await deps.publish(ev.JobCancelled(event_id=ids.job_cancelled_event_id(job_id), job_id=job_id))
         return {"status": "cancelling", "job_id": job_id}
+
+    @router.post("/jobs/{job_id}/book", status_code=202, dependencies=[auth, Depends(require_json)],
+                 responses=BOOK_RESPONSES, openapi_extra={"requestBody": {
+                     "required": True, "content": {"application/json": {"schema": inline_schema(BookIn)}}}})
+    async def book(job_id: str, request: Request) -> dict[str, Any]:
+        try:
+            body = BookIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=[
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)]) from None
+        rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
+        event = await request_booking(deps, job_id, rows, body)
+        return {"status": st.REQUESTED, "job_id": job_id, "provider_id": event.provider_id, "price": event.price,
+                "windows": event.windows}
 
     @router.get("/jobs/{job_id}", dependencies=[auth], responses=_responses(401, 404))
     async def get_job(job_id: str) -> dict[str, Any]:
