@@ -75,7 +75,7 @@ class Extractor:
         self, job_id: str, provider_id: str, attempt: int, call_sid: str, reason: str | None
     ) -> ev.PriceExtracted | None:
         history = await self._history(job_id, provider_id)
-        mine = [e for e in history if getattr(e, "call_sid", None) == call_sid]
+        mine = [e for e in history if isinstance(e, ev.CallEvent) and e.call_sid == call_sid]
         if any(isinstance(e, ev.PriceExtracted) for e in mine):
             return None  # done already (CallEnded and the status callback both lead here)
         if reason is None:
