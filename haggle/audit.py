@@ -6,6 +6,7 @@ Kept in one place so the CLI and the web page never disagree about what an event
 from __future__ import annotations
 
 from haggle_contracts import events as ev
+from haggle_contracts import fanout
 
 from .bus import StoredEvent
 
@@ -68,5 +69,5 @@ def describe(stored: StoredEvent) -> str:
     if e is None:
         return f"{stored.seq:>6}  {stored.subject}  UNREADABLE: {stored.error}"
     when = e.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    who = getattr(e, "provider_id", "")
+    who = fanout.provider_of(e) or ""
     return f"{stored.seq:>6}  {when}  {type(e).__name__:<20} {who:<18} {detail(e)}"

@@ -11,7 +11,7 @@ import secrets
 import time
 
 import httpx
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import demo_personas
 
@@ -21,7 +21,7 @@ from .system import start_system
 
 
 def _line(event: ev.Event, names: dict[str, str]) -> str | None:
-    who = names.get(getattr(event, "provider_id", ""), "")
+    who = names.get(fanout.provider_of(event) or "", "")
     match event:
         case ev.JobStarted():
             return f"job {event.job_id}: calling {len(event.providers)} providers about '{event.problem}'"

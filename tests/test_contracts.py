@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_contracts.asyncapi import document, normalise
 
@@ -50,6 +50,28 @@ def test_round_trip_and_subject() -> None:
     assert codec.decode(codec.encode(e)) == e
     assert subjects.subject_for(e) == "haggle.job.j1.provider.p1.utterance"
     assert subjects.subject_for(ev.JobCancelled(event_id="c", job_id="j1")) == "haggle.job.j1.cancelled"
+
+
+def test_every_event_is_a_job_event_or_a_provider_event() -> None:
+    # One list of events (AnyEvent), and each one either job-wide or fanned out to its provider by its base class.
+    assert set(ev.ALL_EVENTS) == set(subjects.JOB_KINDS) | set(subjects.PROVIDER_KINDS)
+    for cls in ev.ALL_EVENTS:
+        assert issubclass(cls, ev.ProviderEvent) == (cls in subjects.PROVIDER_KINDS), cls.__name__
+        assert issubclass(cls, ev.ProviderEvent) == ("provider_id" in cls.__struct_fields__), cls.__name__
+        assert issubclass(cls, ev.AttemptEvent) == ("attempt" in cls.__struct_fields__), cls.__name__
+        assert issubclass(cls, ev.CallEvent) == ("call_sid" in cls.__struct_fields__), cls.__name__
+
+
+def test_fan_out_to_providers() -> None:
+    spec = ev.ProviderSpec(id="p1", service_provider="A", phone_number="+14155550100")
+    started = ev.JobStarted(event_id="s", job_id="j1", problem="leak", zip_code="94110", max_price=100,
+                            providers=[spec])
+    ended = ev.CallEnded(event_id="e", job_id="j1", provider_id="p2", attempt=1, call_sid="CA1", reason="end_call")
+    assert fanout.targets(started, ["p9"]) == [("p1", spec)]
+    assert fanout.targets(ev.JobCancelled(event_id="c", job_id="j1"), ["p1", "p2"]) == [("p1", None), ("p2", None)]
+    assert fanout.targets(ended, ["p1"]) == [("p2", None)]
+    assert fanout.provider_of(ended) == "p2"
+    assert fanout.provider_of(started) is None
 
 
 @pytest.mark.parametrize(

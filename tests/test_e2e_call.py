@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import demo_personas
 from waits import settled
@@ -64,7 +64,7 @@ async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> No
     # The audit view: per provider, CallDialed -> UtteranceTranscribed... -> CallEnded.
     history = await bus.job_history(nc.jetstream(), "e2e")
     for i in range(len(personas)):
-        kinds = [type(e).__name__ for e in history if getattr(e, "provider_id", None) == f"p{i}"]
+        kinds = [type(e).__name__ for e in history if fanout.provider_of(e) == f"p{i}"]
         dialed, ended = kinds.index("CallDialed"), kinds.index("CallEnded")
         utterances = [j for j, k in enumerate(kinds) if k == "UtteranceTranscribed"]
         assert dialed < min(utterances) and max(utterances) < ended

@@ -176,8 +176,10 @@ class GatewayHarness:
         return event
 
     def of(self, kind: type[ev.Event], call_sid: str | None = None) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind) and (call_sid is None or
-                                                                   getattr(e, "call_sid", None) == call_sid)]
+        def mine(e: ev.Event) -> bool:
+            return call_sid is None or (isinstance(e, ev.CallEvent) and e.call_sid == call_sid)
+
+        return [e for e in self.events if isinstance(e, kind) and mine(e)]
 
 
 async def test_harness_serves_the_gateway_and_signs_like_twilio(nc) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 from haggle_contracts import events as ev
-from haggle_contracts import subjects
+from haggle_contracts import fanout, subjects
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import Persona, PersonaBook, callback, follow_policy
 from waits import settled, wait_job_completed
@@ -65,7 +65,7 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
         dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
     history = await bus.job_history(nc.jetstream(), "mkt")
-    kinds = [(type(e).__name__, getattr(e, "provider_id", None)) for e in history]
+    kinds = [(type(e).__name__, fanout.provider_of(e)) for e in history]
     plans = [e for e in history if isinstance(e, ev.CallPlanned)]
     assert [(p.provider_id, p.round, p.reason) for p in plans] == [
         ("p0", 1, "opening"), ("p1", 1, "informed"), ("p2", 1, "informed"), ("p0", 2, "callback"),

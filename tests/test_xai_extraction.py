@@ -194,14 +194,15 @@ async def test_quote_hints_fill_gaps_and_flag_conflicts() -> None:
         {"role": "assistant", "text": "Could you do 100?"},
         {"role": "user", "text": "Sure, 100 works."},
     ]
-    hints = [
-        {"price": 100, "price_type": "visit_fee", "conditions": "waived if booked", "agreed": True},
-        "not a hint",
-    ]
+    def hint(price: float | None, kind: ev.PriceType, conditions: str = "") -> ev.QuoteRecorded:
+        return ev.QuoteRecorded(event_id="q", job_id="j", provider_id="p", attempt=1, call_sid="CA1", price=price,
+                                price_type=kind, conditions=conditions, agreed=True)
+
+    hints = [hint(100, ev.PriceType.VISIT_FEE, "waived if booked"), hint(-5, ev.PriceType.FLAT)]  # -5: ignored
     result = await extract(transcript, api_key=None, base_url="http://127.0.0.1:9", model="m", quote_hints=hints)
     assert (result.price, result.price_type, result.conditions, result.disagreement) == (
         100, "visit_fee", "waived if booked", None)
-    conflicting = [{"price": 90, "price_type": "flat", "conditions": "", "agreed": True}]
+    conflicting = [hint(90, ev.PriceType.FLAT)]
     result = await extract(transcript, api_key=None, base_url="http://127.0.0.1:9", model="m",
                            quote_hints=conflicting)
     assert result.price == 100  # a hint never overrides the transcript

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from . import events as ev
+from . import ids
 from . import state as st
 from .market import MarketPolicy, MarketState, ProviderProgress, Status, job_complete, next_calls
 from .scope import Quote, Scope, all_in
@@ -27,14 +28,6 @@ from .scope import Quote, Scope, all_in
 def retry_delay(base_s: float, attempt: int) -> float:
     """Wait before dial `attempt + 1`: the base after the first try, doubling after each further one."""
     return base_s * (2 ** max(0, attempt - 1))
-
-
-def dial_event_id(job_id: str, provider_id: str, attempt: int) -> str:
-    return f"dial-{job_id}-{provider_id}-{attempt}"
-
-
-def plan_event_id(job_id: str, provider_id: str, round_: int) -> str:
-    return f"plan-{job_id}-{provider_id}-{round_}"
 
 
 def next_dial(state: st.ProviderState, *, retry_delay_s: float, now: datetime) -> ev.DialScheduled | None:
@@ -49,7 +42,7 @@ def next_dial(state: st.ProviderState, *, retry_delay_s: float, now: datetime) -
         return None
     attempt = state.attempts + 1
     return ev.DialScheduled(
-        event_id=dial_event_id(state.job_id, state.id, attempt),
+        event_id=ids.dial_event_id(state.job_id, state.id, attempt),
         job_id=state.job_id,
         provider_id=state.id,
         attempt=attempt,
@@ -69,7 +62,7 @@ def booking_dial(state: st.ProviderState, *, attempts_per_round: int) -> ev.Dial
         return None
     attempt = state.attempts + 1
     return ev.DialScheduled(
-        event_id=dial_event_id(state.job_id, state.id, attempt),
+        event_id=ids.dial_event_id(state.job_id, state.id, attempt),
         job_id=state.job_id,
         provider_id=state.id,
         attempt=attempt,
@@ -189,7 +182,7 @@ def plan_calls(history: list[ev.Event], policy: MarketPolicy, *, attempts_per_ro
         state = states[call.provider_id]
         attempt = state.attempts + 1
         planned = ev.CallPlanned(
-            event_id=plan_event_id(job_id, call.provider_id, call.round),
+            event_id=ids.plan_event_id(job_id, call.provider_id, call.round),
             job_id=job_id,
             provider_id=call.provider_id,
             round=call.round,
@@ -199,7 +192,7 @@ def plan_calls(history: list[ev.Event], policy: MarketPolicy, *, attempts_per_ro
             strategy=policy.strategy,
         )
         dial = ev.DialScheduled(
-            event_id=dial_event_id(job_id, call.provider_id, attempt),
+            event_id=ids.dial_event_id(job_id, call.provider_id, attempt),
             job_id=job_id,
             provider_id=call.provider_id,
             attempt=attempt,
@@ -225,7 +218,7 @@ def completion(history: list[ev.Event], policy: MarketPolicy) -> ev.JobCompleted
     offers = st.rank_offers(list(states.values()))
     best = next((o for o in offers if o.outcome == ev.Outcome.AGREED and o.price is not None), None)
     return ev.JobCompleted(
-        event_id=f"completed-{history[0].job_id}",
+        event_id=ids.job_completed_event_id(history[0].job_id),
         job_id=history[0].job_id,
         offers=offers,
         best_provider_id=best.provider_id if best else None,

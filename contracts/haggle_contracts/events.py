@@ -7,6 +7,11 @@ Events are the only thing services share. Each one is a self-contained, immutabl
 - `job_id` (and `provider_id` for call events) are part of the subject, so one job's history replays
   with a subject filter (see `subjects.py`).
 
+A new event type is added to `AnyEvent` (ALL_EVENTS follows from it) and given a subject kind in `subjects.py`. An
+event about one provider subclasses `ProviderEvent` (provider_id), `AttemptEvent` (+ attempt) or `CallEvent`
+(+ call_sid) instead of `Event` and does not declare those fields again: the fold, the projector and the
+dashboard then fan it out to its provider (`fanout.py`) with no other change.
+
 Adding an optional field with a default keeps `v`; renaming, removing or changing the meaning of a
 field bumps `v` and adds a new Struct beside the old one.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, get_args
 
 import msgspec
 
@@ -72,6 +77,29 @@ class Event(msgspec.Struct, kw_only=True, frozen=True, tag_field="type"):
     v: int = 1
 
 
+class ProviderEvent(Event, frozen=True):
+    """An event about one provider of the job: it is published on that provider's subject and folds into that
+    provider's state (see `fanout.py`). Not on the wire itself: only its subclasses are.
+
+    The fields below are positional (not keyword-only like `Event`'s), so on the wire and in the schema they
+    come first, exactly where each event declared them before this base existed.
+    """
+
+    provider_id: Id
+
+
+class AttemptEvent(ProviderEvent, frozen=True):
+    """An event about one dial attempt of a provider (attempts are numbered across rounds)."""
+
+    attempt: int
+
+
+class CallEvent(AttemptEvent, frozen=True):
+    """An event about one placed call: Twilio's call SID is known."""
+
+    call_sid: str
+
+
 class ProviderSpec(msgspec.Struct, kw_only=True, frozen=True):
     """One provider to call, with optional per-provider overrides of the job's fields.
 
@@ -110,11 +138,10 @@ class JobCancelled(Event, frozen=True, tag="JobCancelled"):
     reason: str = "cancelled by operator"
 
 
-class DialScheduled(Event, frozen=True, tag="DialScheduled"):
+class DialScheduled(AttemptEvent, frozen=True, tag="DialScheduled"):
     """A dial attempt is queued: the first one when a job starts, later ones as scheduled retries."""
 
-    provider_id: Id
-    attempt: Annotated[int, msgspec.Meta(ge=1)]
+    attempt: Annotated[int, msgspec.Meta(ge=1)]  # narrows AttemptEvent.attempt; keeps its place
     not_before: datetime | None = None  # retries and calling-hours waits
     reason: str = "initial"
     max_attempts: int | None = None  # the retry policy the dispatcher resolved for this job
@@ -123,47 +150,36 @@ class DialScheduled(Event, frozen=True, tag="DialScheduled"):
     round: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
-class CallDialed(Event, frozen=True, tag="CallDialed"):
+class CallDialed(CallEvent, frozen=True, tag="CallDialed"):
     """Twilio accepted the outbound call."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     to: str
     round: int = 1
 
 
-class DialFailed(Event, frozen=True, tag="DialFailed"):
+class DialFailed(AttemptEvent, frozen=True, tag="DialFailed"):
     """The dial request itself failed (Twilio REST error, bad number, configuration)."""
 
-    provider_id: Id
-    attempt: int
     reason: str
     code: int | None = None
     permanent: bool = True
 
 
-class CallStatusChanged(Event, frozen=True, tag="CallStatusChanged"):
+class CallStatusChanged(CallEvent, frozen=True, tag="CallStatusChanged"):
     """A Twilio call-progress callback (or a status fetched while reconciling after an outage).
 
     `status` is Twilio's CallStatus: queued, initiated, ringing, in-progress, completed, busy,
     no-answer, canceled, failed.
     """
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     status: str
     duration_s: float | None = None
     source: str = "callback"
 
 
-class MachineDetected(Event, frozen=True, tag="MachineDetected"):
+class MachineDetected(CallEvent, frozen=True, tag="MachineDetected"):
     """Twilio's asynchronous answering-machine detection result (AnsweredBy)."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     answered_by: str  # human, machine_start, machine_end_beep, ..., fax, unknown
 
     @property
@@ -171,16 +187,13 @@ class MachineDetected(Event, frozen=True, tag="MachineDetected"):
         return self.answered_by.startswith("machine") or self.answered_by == "fax"
 
 
-class UtteranceTranscribed(Event, frozen=True, tag="UtteranceTranscribed"):
+class UtteranceTranscribed(CallEvent, frozen=True, tag="UtteranceTranscribed"):
     """One finished utterance. `seq` orders a call's utterances; `utterance_id` makes re-publishes idempotent.
 
     `revision` > 0: the speech-to-text revised a line after it was published. The event repeats the utterance's
     id and seq with the new text; the latest revision of an utterance replaces the earlier text (last writer
     wins per utterance), it is never a second line."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     utterance_id: str
     seq: Annotated[int, msgspec.Meta(ge=0)]
     role: Role
@@ -190,12 +203,9 @@ class UtteranceTranscribed(Event, frozen=True, tag="UtteranceTranscribed"):
     revision: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
+class QuoteRecorded(CallEvent, frozen=True, tag="QuoteRecorded"):
     """The realtime model called its `record_quote` tool. Evidence for the extractor, not the truth."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     price: float | None
     price_type: PriceType = PriceType.UNKNOWN
     conditions: str = ""
@@ -208,7 +218,7 @@ class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
     final: bool = False  # the business called this price final / its best
 
 
-class CallEnded(Event, frozen=True, tag="CallEnded"):
+class CallEnded(CallEvent, frozen=True, tag="CallEnded"):
     """The conversation is over. `reason`: end_call, provider_hangup, silence_timeout, max_duration,
     voicemail, realtime_error (the session dropped twice or could not reopen), twilio_stream_lost (the media
     socket closed without `stop`), protocol_error (a stream over its size, rate or malformed-frame limits),
@@ -216,21 +226,15 @@ class CallEnded(Event, frozen=True, tag="CallEnded"):
     than HOLD_TIMEOUT_SECONDS); gateway_lost is what the extractor records when the gateway died first.
     `voicemail_left`: a voicemail message was played to the end (VOICEMAIL_ACTION=message)."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     reason: str
     duration_s: float = 0.0
     utterances: int = 0
     voicemail_left: bool = False
 
 
-class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):
+class PriceExtracted(CallEvent, frozen=True, tag="PriceExtracted"):
     """The result of one call: did the provider agree, to what, and on what evidence."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     outcome: Outcome
     agreed: bool
     price: float | None
@@ -247,7 +251,7 @@ class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):
     earliest_availability: str | None = None
 
 
-class CallPlanned(Event, frozen=True, tag="CallPlanned"):
+class CallPlanned(ProviderEvent, frozen=True, tag="CallPlanned"):
     """The market strategy decided to call this provider in this round, and why (`market.next_calls`).
 
     `reason`: opening (no price known yet), informed (a real quote of the job exists and the call carries it),
@@ -255,7 +259,6 @@ class CallPlanned(Event, frozen=True, tag="CallPlanned"):
     the real quote the call carries; `shown` is its all-in price.
     """
 
-    provider_id: Id
     round: Annotated[int, msgspec.Meta(ge=1)]
     reason: str
     competitor: Quote | None = None
@@ -263,7 +266,7 @@ class CallPlanned(Event, frozen=True, tag="CallPlanned"):
     strategy: str = "market"
 
 
-class OfferDecided(Event, frozen=True, tag="OfferDecided"):
+class OfferDecided(CallEvent, frozen=True, tag="OfferDecided"):
     """The offer policy chose a move in a call (`offer_policy.decide`): its inputs and the decision.
 
     `facts` and `decision` are the policy's own `OfferFacts` and `Decision`, so a replay shows every number
@@ -271,9 +274,6 @@ class OfferDecided(Event, frozen=True, tag="OfferDecided"):
     for readers that do not unpack it.
     """
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     action: str
     round: int = 1
     offer: float | None = None
@@ -283,25 +283,21 @@ class OfferDecided(Event, frozen=True, tag="OfferDecided"):
     decision: Decision | None = None
 
 
-class BookingRequested(Event, frozen=True, tag="BookingRequested"):
+class BookingRequested(ProviderEvent, frozen=True, tag="BookingRequested"):
     """The homeowner asked to book this provider: call it back to confirm `price` and an appointment inside
     one of `windows` (as the homeowner wrote them, e.g. "Sat Jan 10, 8am-12pm"; empty: any time it offers).
 
     `request` counts this provider's booking requests (a failed booking can be requested again)."""
 
-    provider_id: Id
     price: Money
     windows: list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]] = msgspec.field(default_factory=list)
     request: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
-class BookingRecorded(Event, frozen=True, tag="BookingRecorded"):
+class BookingRecorded(CallEvent, frozen=True, tag="BookingRecorded"):
     """On a booking call the voice model called `record_booking`: whether the business confirmed the price and
     an appointment inside the homeowner's windows, and which appointment."""
 
-    provider_id: Id
-    attempt: int
-    call_sid: str
     confirmed: bool
     appointment: str | None = None
     price: Money | None = None
@@ -356,24 +352,7 @@ AnyEvent = (
     | BookingRecorded
 )
 
-ALL_EVENTS: tuple[type[Event], ...] = (
-    JobStarted,
-    JobCancelled,
-    DialScheduled,
-    CallDialed,
-    DialFailed,
-    CallStatusChanged,
-    MachineDetected,
-    UtteranceTranscribed,
-    QuoteRecorded,
-    CallEnded,
-    PriceExtracted,
-    JobCompleted,
-    CallPlanned,
-    OfferDecided,
-    BookingRequested,
-    BookingRecorded,
-)
+ALL_EVENTS: tuple[type[Event], ...] = get_args(AnyEvent)  # one list: a new event is added to AnyEvent only
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
 CURRENT_VERSION: dict[str, int] = {cls.__struct_config__.tag: 1 for cls in ALL_EVENTS}  # type: ignore[misc]

@@ -29,6 +29,11 @@ def dial_event_id(job_id: str, provider_id: str, attempt: int) -> str:
     return f"dial-{job_id}-{provider_id}-{attempt}"
 
 
+def plan_event_id(job_id: str, provider_id: str, round_: int) -> str:
+    """The CallPlanned of one provider in one round."""
+    return f"plan-{job_id}-{provider_id}-{round_}"
+
+
 def dial_failed_event_id(job_id: str, provider_id: str, attempt: int) -> str:
     return f"dialfail-{job_id}-{provider_id}-{attempt}"
 
@@ -54,6 +59,21 @@ def utterance_event_id(call_sid: str, utterance_id: str, revision: int = 0) -> s
 
 def quote_event_id(call_sid: str, tool_call_id: str) -> str:
     return f"quote-{call_sid}-{tool_call_id}"
+
+
+def offer_event_id(call_sid: str, tool_call_id: str) -> str:
+    """The OfferDecided answering one tool call."""
+    return f"offer-{call_sid}-{tool_call_id}"
+
+
+def booking_recorded_event_id(call_sid: str, tool_call_id: str) -> str:
+    """The BookingRecorded of one `record_booking` tool call."""
+    return f"booking-{call_sid}-{tool_call_id}"
+
+
+def booking_requested_event_id(job_id: str, provider_id: str, request: int) -> str:
+    """The homeowner's n-th request to book a provider: a double click on the same request is stored once."""
+    return f"book-{job_id}-{provider_id}-{request}"
 
 
 def call_ended_event_id(call_sid: str) -> str:

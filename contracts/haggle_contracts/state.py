@@ -17,6 +17,7 @@ from datetime import datetime
 import msgspec
 
 from . import events as ev
+from . import fanout
 
 # The seed's call_status vocabulary.
 QUEUED, DIALING, IN_PROGRESS, COMPLETED, FAILED = "queued", "dialing", "in_progress", "completed", "failed"
@@ -202,7 +203,7 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.outcome = state.outcome or ev.Outcome.CANCELLED.value
         return state
 
-    attempt = getattr(event, "attempt", state.attempts)
+    attempt = event.attempt if isinstance(event, ev.AttemptEvent) else state.attempts
     if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded):
         return state  # a late callback from an earlier attempt changes nothing
 
@@ -333,17 +334,8 @@ def fold_job(events: list[ev.Event]) -> dict[str, ProviderState]:
     """Fold a job's history (in log order) into provider states keyed by provider id."""
     states: dict[str, ProviderState] = {}
     for event in events:
-        if isinstance(event, ev.JobStarted):
-            for spec in event.providers:
-                result = apply(states.get(spec.id), event, spec)
-                if result is not None:
-                    states[spec.id] = result
-        elif isinstance(event, ev.JobCancelled):
-            for pid, st in states.items():
-                states[pid] = apply(st, event) or st
-        elif hasattr(event, "provider_id"):
-            pid = event.provider_id  # type: ignore[attr-defined]
-            result = apply(states.get(pid), event)
+        for pid, spec in fanout.targets(event, list(states)):
+            result = apply(states.get(pid), event, spec)
             if result is not None:
                 states[pid] = result
     return states

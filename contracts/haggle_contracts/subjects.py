@@ -46,9 +46,9 @@ def subject_for(event: ev.Event) -> str:
     kind = JOB_KINDS.get(type(event))
     if kind is not None:
         return f"{PREFIX}.job.{event.job_id}.{kind}"
-    kind = PROVIDER_KINDS[type(event)]
-    provider_id = event.provider_id  # type: ignore[attr-defined]
-    return f"{PREFIX}.job.{event.job_id}.provider.{provider_id}.{kind}"
+    if not isinstance(event, ev.ProviderEvent):
+        raise KeyError(f"{type(event).__name__} has no subject: neither a job event nor a ProviderEvent")
+    return f"{PREFIX}.job.{event.job_id}.provider.{event.provider_id}.{PROVIDER_KINDS[type(event)]}"
 
 
 def job_filter(job_id: str) -> str:

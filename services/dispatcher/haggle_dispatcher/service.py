@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
-from haggle_contracts import codec, decisions, subjects
+from haggle_contracts import codec, decisions, ids, subjects
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from haggle_contracts.calls import BookingBrief, CallContext, ctx_key, decode_context, encode_context
@@ -264,7 +264,7 @@ class Dispatcher:
     ) -> bool:
         """Publish DialScheduled once per (provider, attempt), however often this is called."""
         return await self._schedule_dial(ev.DialScheduled(
-            event_id=decisions.dial_event_id(job.job_id, provider_id, attempt),
+            event_id=ids.dial_event_id(job.job_id, provider_id, attempt),
             job_id=job.job_id,
             provider_id=provider_id,
             attempt=attempt,
@@ -498,7 +498,7 @@ class Dispatcher:
         await self.limits.release_slot(key)
         log.warning("dial %s to %s failed: %s (code %s)", state.call_id, mask(spec.phone_number), reason, code)
         await self.publisher.publish(ev.DialFailed(
-            event_id=f"dialfail-{event.job_id}-{event.provider_id}-{event.attempt}",
+            event_id=ids.dial_failed_event_id(event.job_id, event.provider_id, event.attempt),
             job_id=event.job_id,
             provider_id=event.provider_id,
             attempt=event.attempt,
@@ -510,7 +510,7 @@ class Dispatcher:
 
     async def _publish_dialed(self, event: ev.DialScheduled, sid: str, to: str) -> None:
         await self.publisher.publish(ev.CallDialed(
-            event_id=f"dialed-{event.job_id}-{event.provider_id}-{event.attempt}",
+            event_id=ids.dialed_event_id(event.job_id, event.provider_id, event.attempt),
             job_id=event.job_id,
             provider_id=event.provider_id,
             attempt=event.attempt,
@@ -583,7 +583,7 @@ class Dispatcher:
             return False
         _, job_id, provider_id, attempt = key.split(".")
         await self.publisher.publish(ev.CallStatusChanged(
-            event_id=f"status-{state.sid}-{status}",
+            event_id=ids.call_status_event_id(state.sid, status),
             job_id=job_id,
             provider_id=provider_id,
             attempt=int(attempt),

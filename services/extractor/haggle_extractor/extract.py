@@ -34,7 +34,7 @@ async def extract(
     api_key: str | None,
     base_url: str = DEFAULT_BASE_URL,
     model: str = DEFAULT_MODEL,
-    quote_hints: Sequence[ev.QuoteRecorded | Mapping[str, Any] | Any] | None = None,
+    quote_hints: Sequence[ev.QuoteRecorded] | None = None,
     client: httpx.AsyncClient | None = None,
     timeout_s: float = 20.0,
     retries: int = 2,
@@ -96,8 +96,14 @@ async def read_call(
     )
 
 
-def price_extracted(x: Extraction, *, job_id: str, provider_id: str, attempt: int, call_sid: str) -> ev.PriceExtracted:
-    """The one way a call's result becomes its PriceExtracted: a price only with a deal, AGREED only with a price."""
+def price_extracted(
+    x: Extraction, *, job_id: str, provider_id: str, attempt: int, call_sid: str,
+    scope: Mapping[str, Any] | None = None,
+) -> ev.PriceExtracted:
+    """The one way a call's result becomes its PriceExtracted: a price only with a deal, AGREED only with a price.
+
+    `scope` is what the price covers as the call said it (visit fee, parts, warranty, availability).
+    """
     outcome = x.outcome
     if x.agreed and x.price is not None:
         outcome = ev.Outcome.AGREED
@@ -108,7 +114,7 @@ def price_extracted(x: Extraction, *, job_id: str, provider_id: str, attempt: in
         event_id=ids.price_event_id(call_sid), job_id=job_id, provider_id=provider_id, attempt=attempt,
         call_sid=call_sid, outcome=outcome, agreed=agreed, price=x.price if agreed else None,
         initial_quote=x.initial_quote, price_type=x.price_type, conditions=x.conditions, evidence=list(x.evidence),
-        method=x.method, disagreement=x.disagreement,
+        method=x.method, disagreement=x.disagreement, **(scope or {}),
     )
 
 
@@ -141,30 +147,19 @@ class _Hint:
     agreed: bool | None
 
 
-def _valid_hints(hints: Sequence[Any] | None) -> list[_Hint]:
+def _valid_hints(hints: Sequence[ev.QuoteRecorded] | None) -> list[_Hint]:
     """Keep the well-formed record_quote calls; a bad one is logged and ignored (it is only a hint).
 
-    A QuoteRecorded was typed when it was decoded. A mapping (a test's, or a caller that has not moved to the
-    events yet) is checked here, the one place a hint's price type is read from text.
+    A QuoteRecorded was typed when it was decoded, so only its price is checked here.
     """
     out: list[_Hint] = []
     for n, hint in enumerate(hints or []):
-        if isinstance(hint, ev.QuoteRecorded):
-            price: object = hint.price
-            kind, conditions, agreed = hint.price_type, hint.conditions, hint.agreed
-        elif isinstance(hint, Mapping):
-            price = hint.get("price")
-            kind = hint.get("price_type")
-            kind = ev.PriceType(kind) if kind in ev.PriceType._value2member_map_ else ev.PriceType.UNKNOWN
-            conditions = hint.get("conditions") if isinstance(hint.get("conditions"), str) else ""
-            agreed = hint.get("agreed") if isinstance(hint.get("agreed"), bool) else None
-        else:
-            price = "not a hint"
+        price = hint.price
         if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)
                                   or not math.isfinite(price) or price < 0):
             logger.warning("ignoring malformed quote hint %d: %r", n, hint)
             continue
-        out.append(_Hint(float(price) if price is not None else None, kind, conditions, agreed))
+        out.append(_Hint(float(price) if price is not None else None, hint.price_type, hint.conditions, hint.agreed))
     return out
 
 

@@ -20,7 +20,7 @@ from haggle.bus import Publisher
 from haggle.consumer import Delivery, Later
 from haggle.metrics import OUTCOMES
 
-from .extract import extract
+from .extract import price_extracted, read_call
 
 log = logging.getLogger(__name__)
 
@@ -75,65 +75,20 @@ class Extractor:
         self, job_id: str, provider_id: str, attempt: int, call_sid: str, reason: str | None
     ) -> ev.PriceExtracted | None:
         history = await self._history(job_id, provider_id)
-        mine = [e for e in history if getattr(e, "call_sid", None) == call_sid]
+        mine = [e for e in history if isinstance(e, ev.CallEvent) and e.call_sid == call_sid]
         if any(isinstance(e, ev.PriceExtracted) for e in mine):
             return None  # done already (CallEnded and the status callback both lead here)
         if reason is None:
             ended = next((e for e in mine if isinstance(e, ev.CallEnded)), None)
             reason = ended.reason if ended else "gateway_lost"
-        utterances: dict[str, ev.UtteranceTranscribed] = {}
-        for e in mine:
-            if isinstance(e, ev.UtteranceTranscribed):
-                utterances[e.utterance_id] = e
-        transcript = [{"role": u.role.value, "text": u.text} for u in sorted(utterances.values(), key=lambda u: u.seq)]
-        quotes = [
-            {"price": q.price, "price_type": q.price_type.value, "conditions": q.conditions, "agreed": q.agreed}
-            for q in mine if isinstance(q, ev.QuoteRecorded)
-        ]
-        scope = said_scope([q for q in mine if isinstance(q, ev.QuoteRecorded)])
-        machine = any(isinstance(e, ev.MachineDetected) and e.is_machine for e in mine)
-        if reason == "voicemail" or (machine and not any(t["role"] == "user" for t in transcript[1:])):
-            result = ev.PriceExtracted(
-                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
-                call_sid=call_sid, outcome=ev.Outcome.VOICEMAIL, agreed=False, price=None, method="amd",
-            )
-        elif reason == "ivr_stuck":  # the gateway gave up on a phone menu; its numbers are not prices
-            result = ev.PriceExtracted(
-                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
-                call_sid=call_sid, outcome=ev.Outcome.IVR_STUCK, agreed=False, price=None, method="none",
-                evidence=["the phone menu repeated after 0 was pressed"],
-            )
-        elif not any(t["role"] == "user" for t in transcript):
-            result = ev.PriceExtracted(
-                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
-                call_sid=call_sid, outcome=ev.Outcome.NO_AGREEMENT, agreed=False, price=None,
-                method="none", evidence=[f"nothing was heard from the provider (call ended: {reason})"],
-            )
-        else:
-            x = await extract(
-                transcript,
-                api_key=self.settings.xai_api_key,
-                base_url=self.settings.xai_api_base_url,
-                model=self.settings.xai_model,
-                quote_hints=quotes,
-                timeout_s=self.settings.xai_timeout_s,
-                retries=self.settings.xai_retries,
-            )
-            outcome = ev.Outcome(x.outcome) if x.outcome in ev.Outcome._value2member_map_ else ev.Outcome.NO_AGREEMENT
-            if x.agreed and x.price is not None:
-                outcome = ev.Outcome.AGREED
-            elif outcome == ev.Outcome.AGREED:
-                outcome = ev.Outcome.NO_AGREEMENT
-            result = ev.PriceExtracted(
-                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
-                call_sid=call_sid, outcome=outcome, agreed=outcome == ev.Outcome.AGREED,
-                price=x.price if outcome == ev.Outcome.AGREED else None,
-                initial_quote=x.initial_quote,
-                price_type=ev.PriceType(x.price_type) if x.price_type in ev.PriceType._value2member_map_
-                else ev.PriceType.UNKNOWN,
-                conditions=x.conditions or "", evidence=list(x.evidence), method=x.method,
-                disagreement=x.disagreement, **scope,
-            )
+        x = await read_call(
+            mine, reason, api_key=self.settings.xai_api_key, base_url=self.settings.xai_api_base_url,
+            model=self.settings.xai_model, timeout_s=self.settings.xai_timeout_s, retries=self.settings.xai_retries,
+        )
+        result = price_extracted(
+            x, job_id=job_id, provider_id=provider_id, attempt=attempt, call_sid=call_sid,
+            scope=said_scope([q for q in mine if isinstance(q, ev.QuoteRecorded)]),
+        )
         await self.publisher.publish(result)
         OUTCOMES.labels(result.outcome.value).inc()
         log.info("call %s of provider %s: %s %s (%s)", call_sid, provider_id, result.outcome.value,

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
 from haggle_contracts.offer_policy import InvalidFacts, OfferFacts, decide
 from haggle_contracts.scope import Scope, all_in
@@ -79,7 +80,7 @@ class CallNegotiation:
         if decision.competitor is not None:
             self.cited.append(all_in(decision.competitor))
         decided = ev.OfferDecided(
-            event_id=f"offer-{self.call_sid}-{tool_call_id}",
+            event_id=ids.offer_event_id(self.call_sid, tool_call_id),
             job_id=self.ctx.job_id,
             provider_id=self.ctx.provider_id,
             attempt=self.ctx.attempt,

@@ -42,7 +42,7 @@ def booking_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict
     """`record_booking`: only an explicit `confirmed: true` confirms; the appointment is kept as said."""
     notes = args.get("notes")
     return ev.BookingRecorded(
-        event_id=f"booking-{call_sid}-{tool_call_id}",
+        event_id=ids.booking_recorded_event_id(call_sid, tool_call_id),
         job_id=ctx.job_id,
         provider_id=ctx.provider_id,
         attempt=ctx.attempt,

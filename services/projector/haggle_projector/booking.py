@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 from fastapi import HTTPException
 from haggle_contracts import events as ev
+from haggle_contracts import ids, text
 from haggle_contracts import state as st
-from haggle_contracts import text
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 WINDOW_MAX = 200
@@ -77,7 +77,7 @@ def booking_request(job_id: str, rows: list[st.ProviderState], history: list[ev.
         raise HTTPException(status_code=409, detail=f"{row.service_provider!r} has no agreed price to book")
     earlier = sum(1 for e in history if isinstance(e, ev.BookingRequested) and e.provider_id == provider_id)
     return ev.BookingRequested(
-        event_id=f"book-{job_id}-{provider_id}-{earlier + 1}",
+        event_id=ids.booking_requested_event_id(job_id, provider_id, earlier + 1),
         job_id=job_id,
         provider_id=provider_id,
         price=row.negotiated_price,

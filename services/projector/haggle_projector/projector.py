@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 from haggle_contracts import events as ev
+from haggle_contracts import fanout, subjects, text
 from haggle_contracts import state as st
-from haggle_contracts import subjects, text
 from nats.js import JetStreamContext
 from prometheus_client import Counter
 
@@ -89,15 +89,11 @@ class Projector:
             self.applied += 1
         self._advance(seq)
 
-    async def _targets(self, event: ev.Event) -> list[tuple[str, ev.ProviderSpec | None]]:
-        if isinstance(event, ev.JobStarted):
-            return [(spec.id, spec) for spec in event.providers]
-        if isinstance(event, ev.JobCancelled):
-            return [(row.id, None) for row in await self.store.list_job(event.job_id)]
-        if isinstance(event, ev.JobCompleted):
-            return []
-        provider_id = getattr(event, "provider_id", None)
-        return [(provider_id, None)] if provider_id else []
+    async def _targets(self, event: ev.Event) -> list[fanout.Target]:
+        # Only a JobCancelled needs the job's providers, so only it costs a store read.
+        cancelled = isinstance(event, ev.JobCancelled)
+        known = [row.id for row in await self.store.list_job(event.job_id)] if cancelled else []
+        return fanout.targets(event, known)
 
     async def _fold(
         self, provider_id: str, event: ev.Event, seq: int, spec: ev.ProviderSpec | None

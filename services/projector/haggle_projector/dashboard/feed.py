@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from nats.aio.client import Client as NatsClient
@@ -65,17 +65,8 @@ class JobFold:
         changed: set[str] = set()
         if isinstance(event, ev.JobStarted):
             self.problem = event.problem
-            for spec in event.providers:
-                result = st.apply(self.states.get(spec.id), event, spec)
-                if result is not None:
-                    self.states[spec.id] = result
-                    changed.add(spec.id)
-        elif isinstance(event, ev.JobCancelled):
-            for pid, s in self.states.items():
-                self.states[pid] = st.apply(s, event) or s
-            changed.update(self.states)
-        elif (pid := getattr(event, "provider_id", None)) is not None:
-            result = st.apply(self.states.get(pid), event)
+        for pid, spec in fanout.targets(event, list(self.states)):
+            result = st.apply(self.states.get(pid), event, spec)
             if result is not None:
                 self.states[pid] = result
                 changed.add(pid)
@@ -91,7 +82,7 @@ class JobFold:
         return s.service_provider if s else ""
 
     def item(self, event: ev.Event, seq: int | None) -> dict[str, Any]:
-        provider_id = getattr(event, "provider_id", None)
+        provider_id = fanout.provider_of(event)
         out: dict[str, Any] = {
             "id": event.event_id,
             "seq": seq,
@@ -113,7 +104,7 @@ class JobFold:
 
 
 def _wanted(event: ev.Event, provider: str | None) -> bool:
-    return provider is None or getattr(event, "provider_id", provider) == provider
+    return provider is None or fanout.provider_of(event) in (None, provider)
 
 
 class FeedHub:

@@ -27,8 +27,8 @@ import nats.errors
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from haggle_contracts import events as ev
+from haggle_contracts import fanout, subjects
 from haggle_contracts import state as st
-from haggle_contracts import subjects
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from starlette.datastructures import UploadFile
@@ -195,7 +195,7 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
                     if stored.event is None:
                         continue
                     fold.apply(stored.event)
-                    if getattr(stored.event, "provider_id", provider_id) == provider_id:
+                    if fanout.provider_of(stored.event) in (None, provider_id):
                         items.append(fold.item(stored.event, stored.seq))
             except LOG_ERRORS as exc:
                 log.warning("call page %s/%s: the event log is unavailable (%s)", job_id, provider_id, exc)
