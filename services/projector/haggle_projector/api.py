@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from haggle_contracts import subjects, text
@@ -40,6 +40,7 @@ from pydantic import (
 from haggle import bus
 
 from .projector import PROJECTION_ERROR, Projector
+from .results_csv import results_csv
 from .stores import ProviderStore
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,11 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
         max_attempts=body.max_attempts,
         source=source,
     )
+
+
+def job_cancelled(job_id: str) -> ev.JobCancelled:
+    """The operator's cancel, from the API or the dashboard. One event id per job: cancelling twice is one event."""
+    return ev.JobCancelled(event_id=f"cancel-{job_id}", job_id=job_id)
 
 
 def job_started_from_rows(job_id: str, rows: list[st.ProviderState]) -> ev.JobStarted:
@@ -464,7 +470,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
-        await deps.publish(ev.JobCancelled(event_id=f"cancel-{job_id}", job_id=job_id))
+        await deps.publish(job_cancelled(job_id))
         return {"status": "cancelling", "job_id": job_id}
 
     @router.get("/jobs/{job_id}", dependencies=[auth], responses=_responses(401, 404))
@@ -473,6 +479,17 @@ def build_router(deps: ApiDeps) -> APIRouter:
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
         return job_doc(job_id, rows)
+
+    @router.get("/jobs/{job_id}/results.csv", dependencies=[auth], response_class=Response,
+                responses={200: {"description": "One line per provider, best offer first (RFC 4180, UTF-8)",
+                                 "content": {"text/csv": {"schema": {"type": "string"}}}},
+                           **_responses(401, 404)})
+    async def job_results_csv(job_id: str) -> Response:
+        rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
+        return Response(results_csv(job_doc(job_id, rows)), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="haggle-{job_id}.csv"'})
 
     @router.get("/jobs", dependencies=[auth], responses=_responses(401, 422))
     async def list_jobs(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:

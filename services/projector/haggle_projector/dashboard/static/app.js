@@ -79,6 +79,8 @@
       status.dataset.status = job.status;
       status.textContent = job.label;
     }
+    const cancel = document.querySelector("#job-actions form.cancel");
+    if (cancel && job.status !== "running") cancel.remove();
     const banner = document.getElementById("best");
     const bestId = job.best ? job.best.provider_id : null;
     if (banner) {
@@ -148,7 +150,14 @@
     msg.dataset.uid = u.id;
     msg.dataset.attempt = u.attempt;
     msg.dataset.seq = u.seq;
-    msg.appendChild(el("span", "who", agent ? "Haggle" : main.dataset.providerName || "Provider"));
+    const who = el("span", "who", agent ? "Haggle" : main.dataset.providerName || "Provider");
+    if (u.at) {
+      const time = el("time", "offset", u.offset || u.at);
+      time.title = u.at + " UTC";
+      who.appendChild(document.createTextNode(" "));
+      who.appendChild(time);
+    }
+    msg.appendChild(who);
     const p = el("p", "", u.text);
     if (u.interrupted) p.appendChild(el("span", "cut", " (interrupted)"));
     msg.appendChild(p);
@@ -156,6 +165,52 @@
     const later = Array.from(box.querySelectorAll(".msg")).find((m) => Number(m.dataset.seq) > u.seq);
     box.insertBefore(msg, later || null);
     if (stick) chat.scrollTop = chat.scrollHeight;
+  }
+
+  function jobCells(tr, row) {
+    tr.dataset.state = row.state;
+    tr.querySelectorAll("[data-field]").forEach((cell) => {
+      const text = row.cells[cell.dataset.field];
+      if (text !== undefined && cell.textContent !== text) {
+        cell.textContent = text;
+        cell.classList.remove("flash");
+        void cell.offsetWidth; // restart the highlight animation
+        cell.classList.add("flash");
+      }
+    });
+  }
+
+  function newJobRow(row) {
+    const tbody = document.querySelector("#jobs tbody");
+    if (!tbody) return null;
+    const tr = el("tr");
+    tr.dataset.jobId = row.job_id;
+    tr.dataset.created = row.created;
+    document.querySelectorAll("#jobs thead th[data-field]").forEach((th) => {
+      const td = el("td");
+      td.dataset.label = th.textContent;
+      td.dataset.field = th.dataset.field;
+      if (th.dataset.field === "job") {
+        const a = el("a", "", row.problem);
+        a.href = "/ui/jobs/" + encodeURIComponent(row.job_id);
+        td.appendChild(a);
+        td.appendChild(el("small", "id", row.job_id));
+      }
+      tr.appendChild(td);
+    });
+    // Newest first, as the server orders the list.
+    const later = Array.from(tbody.children).find((other) => (other.dataset.created || "") < row.created);
+    tbody.insertBefore(tr, later || tbody.firstChild);
+    const empty = document.getElementById("no-jobs");
+    if (empty) empty.hidden = true;
+    return tr;
+  }
+
+  function onJobRow(row) {
+    if (page !== "jobs") return;
+    const found = Array.from(document.querySelectorAll("#jobs tbody tr")).find((tr) => tr.dataset.jobId === row.job_id);
+    const tr = found || newJobRow(row);
+    if (tr) jobCells(tr, row);
   }
 
   function onItem(item) {
@@ -178,7 +233,15 @@
     };
   }
 
+  // Forms that stop something ask first (a plain form without the script just submits).
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+
   const source = new EventSource(main.dataset.feed);
+  source.addEventListener("jobrow", handler(onJobRow));
   source.addEventListener("item", handler(onItem));
   source.addEventListener("row", handler(onRow));
   source.addEventListener("job", handler(onJob));

@@ -21,13 +21,15 @@ FACTS: tuple[tuple[str, str], ...] = (
 
 
 def bubble(u: dict[str, Any], provider_name: str) -> str:
-    """One utterance. `u` is the feed's utterance shape: id, attempt, seq, role, text, interrupted."""
+    """One utterance. `u` is the feed's utterance shape: id, attempt, seq, role, text, interrupted, at, offset."""
     side = "agent" if u["role"] == "assistant" else "provider"
     who = "Haggle" if side == "agent" else provider_name
     cut = ' <span class="cut" title="interrupted">(interrupted)</span>' if u.get("interrupted") else ""
+    when = (f' <time class="offset"{attrs({"title": u["at"] and u["at"] + " UTC"})}>{e(u["offset"] or u["at"])}</time>'
+            if u.get("at") else "")
     return (
         f'<div class="msg {side}"{attrs({"data-uid": u["id"], "data-attempt": u["attempt"], "data-seq": u["seq"]})}>'
-        f'<span class="who">{e(who)}</span><p>{e(u["text"])}{cut}</p></div>'
+        f'<span class="who">{e(who)}{when}</span><p>{e(u["text"])}{cut}</p></div>'
     )
 
 

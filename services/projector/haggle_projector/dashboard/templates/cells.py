@@ -6,8 +6,10 @@ re-implements money, duration or status wording (one place decides how a row rea
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from ...stores.base import JobSummary
 
 STATUS_LABELS = {
     "queued": "Queued",
@@ -65,6 +67,12 @@ def clock(when: datetime | str | None) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     return when.strftime("%H:%M:%S")
+
+
+def offset(delta: timedelta) -> str:
+    """M:SS into a call (a negative delta, clocks of two machines disagreeing, reads as 0:00)."""
+    whole = max(0, int(delta.total_seconds()))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def short(text: str, limit: int = LATEST_CHARS) -> str:
@@ -166,3 +174,34 @@ def job_view(doc: dict[str, Any]) -> dict[str, Any]:
     else:
         label = f"Running: {done} of {len(providers)} calls finished"
     return {"status": status, "label": label, "best": best_view(doc.get("best_offer"))}
+
+
+# The columns of the jobs list, in order: (field, heading). "job" is the link cell.
+JOB_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("job", "Job"),
+    ("zip_code", "ZIP"),
+    ("done", "Calls done"),
+    ("agreed", "Agreed"),
+    ("best_price", "Best price"),
+    ("max_price", "Target"),
+    ("started", "Started"),
+)
+
+
+def job_summary_view(j: JobSummary) -> dict[str, Any]:
+    """One jobs-list row, for the server-rendered list and the live jobs feed alike."""
+    started = j.created_at.strftime("%Y-%m-%d %H:%M") + " UTC" if j.created_at else DASH
+    return {
+        "job_id": j.job_id,
+        "problem": j.problem,
+        "state": "completed" if j.providers and j.terminal == j.providers else "running",
+        "created": j.created_at.isoformat() if j.created_at else "",
+        "cells": {
+            "zip_code": j.zip_code,
+            "done": f"{j.terminal}/{j.providers}",
+            "agreed": str(j.agreed),
+            "best_price": money(j.best_price),
+            "max_price": money(j.max_price),
+            "started": started,
+        },
+    }
