@@ -39,6 +39,10 @@ def detail(e: ev.Event) -> str:
             if e.disagreement:
                 text += f" (disagreement: {e.disagreement})"
             return text
+        case ev.CallPriced():
+            twilio = f"${e.twilio_price:.4f}" if e.twilio_price is not None else f"unknown ({e.twilio_price_missing})"
+            return (f"{e.currency} {e.total:.4f}: Twilio {twilio} + realtime {e.realtime_minutes:.2f} min "
+                    f"x ${e.realtime_price_per_minute:g} = ${e.realtime_cost:.4f}")
         case ev.JobCompleted():
             return f"best {e.best_provider_id} at {e.best_price}"
         case ev.JobCancelled():

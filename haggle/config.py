@@ -136,6 +136,9 @@ class Settings:
     retry_delay_s: float = 600.0
     reconcile_s: float = 30.0  # how often live calls are checked against Twilio for a lost status callback
     calling_hours: tuple[time, time] | None = (time(8, 0), time(21, 0))
+    # Cost: the realtime model's price per connected minute (xAI's published voice rate when written), which the
+    # operator sets (docs/call-cost.md)
+    realtime_price_per_minute: float = 0.05
     # Results
     results_webhook_url: str | None = None
     results_webhook_secret: str | None = field(default=None, repr=False)
@@ -225,6 +228,7 @@ class Settings:
             retry_delay_s=_float("RETRY_DELAY_SECONDS", env, 600.0, minimum=0),
             reconcile_s=_float("RECONCILE_SECONDS", env, 30.0, minimum=1),
             calling_hours=parse_calling_hours(_env("CALLING_HOURS", env) or "08:00-21:00"),
+            realtime_price_per_minute=_float("REALTIME_PRICE_PER_MINUTE", env, 0.05, minimum=0),
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),
         )

@@ -300,8 +300,9 @@ def timed_call(job_id: str, pid: str, start: datetime) -> list[ev.Event]:
 async def test_operator_view_live_jobs_list_cancel_csv_and_timed_transcript(nc, nats_server, tmp_path: Path,
                                                                             browser: Any) -> None:
     """The operator's view: the jobs list follows the log live (a new job appears, its counts move), the job
-    page cancels a job (the button goes once the job is over), its results download as CSV, and the call page
-    shows each line with how far into the call it was said, and every event of the call."""
+    page shows the job's cost live and cancels a job (the button goes once the job is over), its results
+    download as CSV, and the call page shows each line with how far into the call it was said, the call's cost,
+    and every event of the call."""
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'op.db'}", port=0, api_key=KEY)
     system = await start_system(settings, ["projector"], nats_url=nats_server.url, port=0)
     try:
@@ -332,10 +333,21 @@ async def test_operator_view_live_jobs_list_cancel_csv_and_timed_transcript(nc, 
         assert await job_row.locator("[data-field=best_price]").inner_text() == "$160"
         assert await job_row.get_attribute("data-state") == "running"
 
-        # The job page: Cancel (confirmed in a dialog) stops the rest of the job.
+        # The job page: the cost line follows the calls' prices live ...
         await job_row.locator("a").click()
         await page.wait_for_url("**/ui/jobs/op1")
         await page.wait_for_selector("#live[data-state=live]")
+        assert await page.locator("#job-cost [data-cost=total]").inner_text() == "–"
+        await publish(ev.CallPriced(event_id="priced-CAq0", job_id="op1", provider_id="q0", attempt=1,
+                                    call_sid="CAq0", twilio_price=0.014, billed_duration_s=48.0,
+                                    realtime_minutes=0.8, realtime_price_per_minute=0.05, realtime_cost=0.04,
+                                    total=0.054))
+        await page.wait_for_selector("#job-cost [data-cost=total]:text-is('$0.0540')")
+        # 50 dollars saved (210 -> 160) for $0.054 of calls
+        assert await page.locator("#job-cost [data-cost=per_dollar_saved]").inner_text() == "$0.0011"
+        await page.wait_for_selector("#providers tr[data-provider-id=q0] [data-field=cost]:text-is('$0.0540')")
+
+        # ... and Cancel (confirmed in a dialog) stops the rest of the job.
         dialogs: list[str] = []
 
         async def accept(dialog: Any) -> None:
@@ -358,7 +370,7 @@ async def test_operator_view_live_jobs_list_cancel_csv_and_timed_transcript(nc, 
         saved = Path(await download.path())
         lines = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))  # noqa: ASYNC240
         assert [r["provider_id"] for r in lines] == ["q0", "q1"]
-        assert lines[0]["negotiated_price"] == "160.0" and lines[0]["best"] == "yes"
+        assert lines[0]["negotiated_price"] == "160.0" and lines[0]["best"] == "yes" and lines[0]["cost"] == "0.054"
         assert lines[0]["conditions"].startswith("'=")
         assert lines[1]["service_provider"] == "'=HYPERLINK(\"x\")" and lines[1]["outcome"] == "cancelled"
 
@@ -369,8 +381,11 @@ async def test_operator_view_live_jobs_list_cancel_csv_and_timed_transcript(nc, 
         assert await page.locator("#chat .msg.provider time").inner_text() == "0:02"
         assert await page.locator("#chat .msg.agent time").inner_text() == "0:09"
         assert await page.locator("#chat .msg.agent time").get_attribute("title") == "15:00:09 UTC"
+        assert await page.locator("#facts [data-field=cost]").inner_text() == "$0.0540"
+        assert (await page.locator("#facts [data-field=cost_detail]").inner_text()
+                == "attempt 1: Twilio $0.0140 + realtime $0.0400 = $0.0540")
         types = await page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.type)")
-        assert types == ["JobStarted"] + [type(e).__name__ for e in call] + ["JobCancelled"]
+        assert types == ["JobStarted"] + [type(e).__name__ for e in call] + ["CallPriced", "JobCancelled"]
 
         # The jobs list, reloaded, agrees with what the feed showed.
         await page.goto("/")

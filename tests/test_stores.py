@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import psycopg
 import pytest
-from haggle_contracts.state import ProviderState, Utterance
+from haggle_contracts.state import CallCost, ProviderState, Utterance
 from haggle_projector.stores.base import ProviderStore
 from haggle_projector.stores.columns import COLUMN_NAMES, COLUMNS, ORDINAL, SEED_COLUMNS, Kind, from_row, to_row
 from haggle_projector.stores.postgres_store import PostgresStore
@@ -82,6 +82,10 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
                 spoken_at=T0 + timedelta(seconds=1, microseconds=7),
                 interrupted=True,
             ),
+        ],
+        costs=[
+            CallCost(attempt=1, call_sid="CA1", twilio_price=None, realtime_cost=0.0125, total=0.0125),
+            CallCost(attempt=2, call_sid="CA2", twilio_price=0.028, realtime_cost=0.1427, total=0.1707),
         ],
         created_at=T0,
         dialed_at=T0 + timedelta(seconds=2),

@@ -30,6 +30,7 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.CallEnded: "media-gateway",
     ev.PriceExtracted: "extractor",
     ev.JobCompleted: "extractor",
+    ev.CallPriced: "dispatcher (call-cost consumer)",
 }
 
 

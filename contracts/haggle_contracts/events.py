@@ -220,6 +220,27 @@ class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):
     disagreement: str | None = None  # set when the methods disagree
 
 
+class CallPriced(Event, frozen=True, tag="CallPriced"):
+    """What one call attempt cost, published once per call after its final status (docs/call-cost.md).
+
+    Two parts: Twilio's charge for the call, read from the Call resource once Twilio has filled it in (None when
+    Twilio had not reported one within the pricer's wait: `twilio_price_missing` says why), and the realtime
+    model's minutes at the operator's `REALTIME_PRICE_PER_MINUTE` at the time of pricing. `total` is their sum in
+    `currency`; the event id is derived from the call sid, so a call is priced once whatever repeats."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    currency: str = "USD"
+    twilio_price: Money | None = None  # Twilio's charge (Twilio reports it as a debit; stored as a positive amount)
+    twilio_price_missing: str | None = None
+    billed_duration_s: float = 0.0  # Twilio's `duration` of the call (answered time), seconds
+    realtime_minutes: Money = 0.0
+    realtime_price_per_minute: Money = 0.0
+    realtime_cost: Money = 0.0
+    total: Money = 0.0
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -260,6 +281,7 @@ AnyEvent = (
     | CallEnded
     | PriceExtracted
     | JobCompleted
+    | CallPriced
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -275,6 +297,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CallEnded,
     PriceExtracted,
     JobCompleted,
+    CallPriced,
 )
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
@@ -290,6 +313,7 @@ ProviderEvent = (
     | QuoteRecorded
     | CallEnded
     | PriceExtracted
+    | CallPriced
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

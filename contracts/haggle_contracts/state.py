@@ -40,6 +40,17 @@ class Utterance(msgspec.Struct, kw_only=True):
     interrupted: bool = False
 
 
+class CallCost(msgspec.Struct, kw_only=True):
+    """One call attempt's cost, from its `CallPriced`."""
+
+    attempt: int
+    call_sid: str
+    currency: str = "USD"
+    twilio_price: float | None = None
+    realtime_cost: float = 0.0
+    total: float = 0.0
+
+
 class ProviderState(msgspec.Struct, kw_only=True):
     """One row of the `providers` table (the seed's columns first), plus what the log adds."""
 
@@ -73,6 +84,7 @@ class ProviderState(msgspec.Struct, kw_only=True):
     retry_at: datetime | None = None
     cancelled: bool = False
     transcript: list[Utterance] = msgspec.field(default_factory=list)
+    costs: list[CallCost] = msgspec.field(default_factory=list)  # one per priced call attempt
     created_at: datetime | None = None
     dialed_at: datetime | None = None
     answered_at: datetime | None = None
@@ -84,6 +96,11 @@ class ProviderState(msgspec.Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.call_status in TERMINAL_CALL_STATUSES
+
+    @property
+    def cost(self) -> float | None:
+        """What this provider's calls cost so far (None before any call was priced)."""
+        return round(sum(c.total for c in self.costs), 6) if self.costs else None
 
 
 def render_transcript(utterances: list[Utterance]) -> str:
@@ -166,7 +183,7 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         return state
 
     attempt = getattr(event, "attempt", state.attempts)
-    if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded):
+    if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded | ev.CallPriced):
         return state  # a late callback from an earlier attempt changes nothing
 
     match event:
@@ -263,6 +280,14 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.extraction_method = event.method
             state.disagreement = event.disagreement
             _settle(state, event.outcome, retryable=event.outcome in ev.RETRYABLE_OUTCOMES)
+        case ev.CallPriced():
+            # Every attempt's cost counts, late or not; one entry per call, so a repeat replaces, never adds.
+            cost = CallCost(attempt=event.attempt, call_sid=event.call_sid, currency=event.currency,
+                            twilio_price=event.twilio_price, realtime_cost=event.realtime_cost, total=event.total)
+            kept = [c for c in state.costs if c.call_sid != event.call_sid]
+            kept.append(cost)
+            kept.sort(key=lambda c: (c.attempt, c.call_sid))
+            state.costs = kept
         case _:
             pass
     return state

@@ -34,6 +34,7 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.QuoteRecorded: "quote",
     ev.CallEnded: "ended",
     ev.PriceExtracted: "price",
+    ev.CallPriced: "priced",
 }
 
 
@@ -144,6 +145,14 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             (provider_event_filter("ended"), provider_event_filter("status")),
             ack_wait_s=120.0,
             description="Extracts the price from each ended call's transcript.",
+        ),
+        ConsumerSpec(
+            "call-cost",
+            (provider_event_filter("status"),),
+            # Twilio may fill in a call's price a while after the call ends: the pricer holds the message
+            # (in_progress) while it asks again.
+            ack_wait_s=30.0,
+            description="Prices each call once its status is final: Twilio's charge plus realtime minutes.",
         ),
         ConsumerSpec(
             "reporter",

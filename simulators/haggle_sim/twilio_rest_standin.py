@@ -20,10 +20,12 @@ import asyncio
 import base64
 import binascii
 import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import format_datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -100,6 +102,22 @@ class RestFaults:
         self.served.append((fault, status, asyncio.get_running_loop().time()))
 
 
+@dataclass
+class CallPricing:
+    """How the stand-in prices calls (docs/call-cost.md): per started minute of answered time, like Twilio's
+    US voice billing, shown as a debit (negative decimal string). A fetch right after the call ended sees
+    `price: null` (`null_reads` times), as Twilio fills the price in a while after the call."""
+
+    per_minute: Decimal = Decimal("0.0140")
+    unit: str = "USD"
+    null_reads: int = 1
+    never_priced: set[str] = field(default_factory=set)  # To numbers whose calls keep `price: null` for good
+
+    def price(self, duration_s: int | None) -> Decimal:
+        minutes = math.ceil((duration_s or 0) / 60)
+        return (self.per_minute * minutes).quantize(Decimal("0.00001"))
+
+
 @dataclass(frozen=True)
 class CallbackRecord:
     """One signed webhook request the stand-in made, and how it was answered."""
@@ -145,6 +163,9 @@ class SimCall:
     notes: list[str] = field(default_factory=list)  # oddities: unsupported verbs, missing AMD callback
     end_reason: str | None = None
     failure_reason: str | None = None
+    price: Decimal | None = None  # the charge, set when the call is final (reported as a negative string)
+    price_null_reads: int = 0  # fetches still to answer `price: null` (Twilio computes the price later)
+    price_fetches: int = 0  # fetches made after the call was final
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the final callback was answered
 
     def param(self, name: str) -> str | None:
@@ -207,8 +228,8 @@ def _formatted(number: str) -> str:
     return number
 
 
-def call_resource(c: SimCall) -> dict[str, Any]:
-    """The Call resource JSON as Twilio's API returns it."""
+def call_resource(c: SimCall, *, price: Decimal | None = None) -> dict[str, Any]:
+    """The Call resource JSON as Twilio's API returns it (`price` once Twilio has computed it)."""
     uri = f"/{API_VERSION}/Accounts/{c.account_sid}/Calls/{c.sid}"
     subresources = {"notifications": "Notifications", "recordings": "Recordings", "payments": "Payments",
                     "events": "Events", "siprec": "Siprec", "streams": "Streams",
@@ -220,7 +241,8 @@ def call_resource(c: SimCall) -> dict[str, Any]:
         "date_updated": rfc2822(c.date_updated), "direction": "outbound-api",
         "duration": None if c.duration is None else str(c.duration), "end_time": rfc2822(c.end_time),
         "forwarded_from": None, "from": c.from_, "from_formatted": _formatted(c.from_), "group_sid": None,
-        "parent_call_sid": None, "phone_number_sid": None, "price": None, "price_unit": "USD",
+        "parent_call_sid": None, "phone_number_sid": None,
+        "price": None if price is None else f"-{price}", "price_unit": "USD",
         "queue_time": "0", "sid": c.sid, "start_time": rfc2822(c.start_time), "status": c.status,
         "subresource_uris": {k: f"{uri}/{v}.json" for k, v in subresources.items()},
         "to": c.to, "to_formatted": _formatted(c.to), "trunk_sid": None, "uri": f"{uri}.json",
@@ -285,11 +307,24 @@ class CallsApi:
         self.calls: dict[str, SimCall] = {}
         self.stats = AccountStats()
         self.faults = RestFaults()
+        self.pricing = CallPricing()
         self.app = self._build_app()
 
     def call_ended(self, call: SimCall) -> None:
         """Bookkeeping when a call reaches its final status."""
         self.stats.live -= 1
+        call.price = self.pricing.price(call.duration)
+        call.price_null_reads = 10**9 if call.to in self.pricing.never_priced else self.pricing.null_reads
+
+    def reported_price(self, call: SimCall) -> Decimal | None:
+        """The price a fetch shows: null until the call is final and for its first `null_reads` fetches after."""
+        if call.price is None:
+            return None
+        call.price_fetches += 1
+        if call.price_null_reads > 0:
+            call.price_null_reads -= 1
+            return None
+        return call.price
 
     def _authenticate(self, request: Request, account_sid: str) -> None:
         header = request.headers.get("authorization", "")
@@ -339,7 +374,8 @@ class CallsApi:
         @app.get(prefix + "/{call_sid}.json")
         async def fetch_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:
             self._authenticate(request, account_sid)
-            return JSONResponse(call_resource(self._find(account_sid, call_sid)))
+            call = self._find(account_sid, call_sid)
+            return JSONResponse(call_resource(call, price=self.reported_price(call)))
 
         @app.post(prefix + "/{call_sid}.json")
         async def update_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:

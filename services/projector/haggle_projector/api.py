@@ -39,6 +39,7 @@ from pydantic import (
 
 from haggle import bus
 
+from .job_cost import call_costs, job_cost
 from .projector import PROJECTION_ERROR, Projector
 from .results_csv import results_csv
 from .stores import ProviderStore
@@ -265,6 +266,8 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "call_sid": s.call_sid,
         "call_transcript": s.call_transcript,
         "transcript": [{"role": u.role, "text": u.text} for u in s.transcript],
+        "cost": s.cost,
+        "costs": call_costs(s),
         "created_at": s.created_at.isoformat() if s.created_at else None,
         "dialed_at": s.dialed_at.isoformat() if s.dialed_at else None,
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,
@@ -294,6 +297,7 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
              "initial_quote": best.initial_quote, "saving": best.saving}
             if best else None
         ),
+        "cost": job_cost(rows),
     }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 COLUMNS = (
     "rank", "provider_id", "service_provider", "phone_number", "call_status", "outcome", "attempts",
     "initial_quote", "negotiated_price", "saving", "price_type", "conditions", "duration_s", "answered_by",
-    "end_reason", "failure_reason", "ended_at", "best",
+    "end_reason", "failure_reason", "ended_at", "cost", "best",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 TEXT_COLUMNS = frozenset({"service_provider", "conditions", "end_reason", "failure_reason", "answered_by",

@@ -107,7 +107,7 @@ class JobFold:
 
     @staticmethod
     def _key(s: st.ProviderState) -> tuple[object, ...]:
-        return (s.call_status, s.outcome, s.negotiated_price, s.initial_quote)
+        return (s.call_status, s.outcome, s.negotiated_price, s.initial_quote, s.cost)  # cost: the job's cost line
 
     def name(self, provider_id: str) -> str:
         s = self.states.get(provider_id)

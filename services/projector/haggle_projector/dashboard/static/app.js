@@ -79,6 +79,13 @@
       status.dataset.status = job.status;
       status.textContent = job.label;
     }
+    const costLine = document.getElementById("job-cost");
+    if (costLine && job.cost) {
+      for (const key of ["total", "calls", "per_dollar_saved"]) {
+        const part = costLine.querySelector('[data-cost="' + key + '"]');
+        if (part && part.textContent !== job.cost[key]) part.textContent = job.cost[key];
+      }
+    }
     const cancel = document.querySelector("#job-actions form.cancel");
     if (cancel && job.status !== "running") cancel.remove();
     const banner = document.getElementById("best");

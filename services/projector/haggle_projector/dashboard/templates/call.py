@@ -16,6 +16,8 @@ FACTS: tuple[tuple[str, str], ...] = (
     ("negotiated_price", "Negotiated"),
     ("terms", "Terms"),
     ("duration", "Duration"),
+    ("cost", "Cost"),
+    ("cost_detail", "Cost per attempt"),
     ("note", "Notes"),
 )
 

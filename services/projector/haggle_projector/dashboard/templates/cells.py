@@ -41,6 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("initial_quote", "First quote"),
     ("negotiated_price", "Negotiated"),
     ("duration", "Duration"),
+    ("cost", "Cost"),
     ("latest", "Latest words"),
 )
 
@@ -49,6 +50,24 @@ def money(x: float | None) -> str:
     if x is None:
         return DASH
     return f"${x:,.0f}" if float(x).is_integer() else f"${x:,.2f}"
+
+
+def cost(x: float | None, currency: str = "USD") -> str:
+    """A call cost: cents matter here, and fractions of them add up over many calls."""
+    if x is None:
+        return DASH
+    sign = "$" if currency in ("USD", "") else f"{currency} "
+    return f"{sign}{x:,.4f}"
+
+
+def cost_detail(doc: dict[str, Any]) -> str:
+    """Each priced attempt's two parts: Twilio's charge and the realtime model's minutes."""
+    parts = []
+    for c in doc.get("costs") or []:
+        twilio = cost(c["twilio_price"], c["currency"]) if c["twilio_price"] is not None else "not reported"
+        parts.append(f"attempt {c['attempt']}: Twilio {twilio} + realtime {cost(c['realtime_cost'], c['currency'])}"
+                     f" = {cost(c['total'], c['currency'])}")
+    return " · ".join(parts) or DASH
 
 
 def duration(seconds: float | None) -> str:
@@ -128,6 +147,8 @@ def row_cells(doc: dict[str, Any]) -> dict[str, str]:
         "initial_quote": money(doc.get("initial_quote")),
         "negotiated_price": money(doc.get("negotiated_price")),
         "duration": duration(doc.get("duration_s")),
+        "cost": cost(doc.get("cost")),
+        "cost_detail": cost_detail(doc),
         "latest": latest_text(doc),
         "terms": terms_text(doc),
         "note": note_text(doc),
@@ -173,7 +194,20 @@ def job_view(doc: dict[str, Any]) -> dict[str, Any]:
         label = f"Completed: {agreed} of {len(providers)} agreed"
     else:
         label = f"Running: {done} of {len(providers)} calls finished"
-    return {"status": status, "label": label, "best": best_view(doc.get("best_offer"))}
+    return {"status": status, "label": label, "best": best_view(doc.get("best_offer")), "cost": cost_view(doc)}
+
+
+def cost_view(doc: dict[str, Any]) -> dict[str, str]:
+    """The job's cost line: the total of every priced call, and what each agreed dollar saved cost."""
+    c = doc.get("cost") or {}
+    currency = c.get("currency") or "USD"
+    total = cost(c.get("total"), currency) if c.get("calls_priced") else DASH
+    per = c.get("per_dollar_saved")
+    return {
+        "total": total,
+        "calls": f"{c.get('calls_priced') or 0} call(s) priced",
+        "per_dollar_saved": cost(per, currency) if per is not None else DASH,
+    }
 
 
 # The columns of the jobs list, in order: (field, heading). "job" is the link cell.

@@ -83,6 +83,12 @@ def best_banner(best: dict[str, Any] | None) -> str:
     )
 
 
+def cost_line(c: dict[str, str]) -> str:
+    return (f'<p id="job-cost" class="cost-line">Cost <strong data-cost="total">{e(c["total"])}</strong> '
+            f'(<span data-cost="calls">{e(c["calls"])}</span>) · per agreed dollar saved '
+            f'<strong data-cost="per_dollar_saved">{e(c["per_dollar_saved"])}</strong></p>')
+
+
 def job_actions(job_id: str, status: str) -> str:
     """The operator's actions on a job. Each is a plain form (works without the script); more buttons (Book)
     go into the same bar. Cancel is offered while calls may still be placed."""
@@ -110,6 +116,7 @@ def job_page(doc: dict[str, Any], *, signed_in: bool) -> str:
 <span id="job-status" class="job-status" data-status="{e(summary["status"])}">{e(summary["label"])}</span>
 <span id="live" class="live" data-state="connecting">connecting…</span></p>
 {best_banner(best)}
+{cost_line(summary["cost"])}
 {job_actions(job_id, summary["status"])}
 <table id="providers" class="providers cards">
 <thead><tr>{heads}</tr></thead>
