@@ -139,6 +139,10 @@ class Settings:
     # Cost: the realtime model's price per connected minute (xAI's published voice rate when written), which the
     # operator sets (docs/call-cost.md)
     realtime_price_per_minute: float = 0.05
+    # Recordings with consent (docs/twilio-recording.md): RECORD_CALLS=on records every call dual-channel through
+    # Twilio, and the agent's opening says so with RECORDING_NOTICE
+    record_calls: bool = False
+    recording_notice: str = "This call is recorded."
     # Results
     results_webhook_url: str | None = None
     results_webhook_secret: str | None = field(default=None, repr=False)
@@ -229,6 +233,8 @@ class Settings:
             reconcile_s=_float("RECONCILE_SECONDS", env, 30.0, minimum=1),
             calling_hours=parse_calling_hours(_env("CALLING_HOURS", env) or "08:00-21:00"),
             realtime_price_per_minute=_float("REALTIME_PRICE_PER_MINUTE", env, 0.05, minimum=0),
+            record_calls=_choice("RECORD_CALLS", env, "off", ("off", "on")) == "on",
+            recording_notice=_env("RECORDING_NOTICE", env) or "This call is recorded.",
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),
         )

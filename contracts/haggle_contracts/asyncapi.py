@@ -31,6 +31,7 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.PriceExtracted: "extractor",
     ev.JobCompleted: "extractor",
     ev.CallPriced: "dispatcher (call-cost consumer)",
+    ev.CallRecorded: "media-gateway (Twilio recording status callback)",
 }
 
 

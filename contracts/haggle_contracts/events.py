@@ -241,6 +241,25 @@ class CallPriced(Event, frozen=True, tag="CallPriced"):
     total: Money = 0.0
 
 
+class CallRecorded(Event, frozen=True, tag="CallRecorded"):
+    """Twilio finished (or gave up on) a call's recording: its recording status callback (docs/twilio-recording.md).
+
+    Only with `RECORD_CALLS=on`. Haggle keeps the recording's address, never the audio: `recording_url` is
+    Twilio's media URL without an extension (append `.wav` or `.mp3`), readable with the account's credentials.
+    `status` is Twilio's `RecordingStatus`: `completed`, or `absent`/`failed` with no audio (`error_code` says why)."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    recording_sid: str
+    status: str = "completed"
+    recording_url: str | None = None
+    duration_s: float | None = None
+    channels: int | None = None  # 2: dual channel, each side of the call on its own channel
+    source: str | None = None  # Twilio's RecordingSource, e.g. OutboundAPI, StartCallRecordingAPI
+    error_code: int | None = None
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -282,6 +301,7 @@ AnyEvent = (
     | PriceExtracted
     | JobCompleted
     | CallPriced
+    | CallRecorded
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -298,6 +318,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     PriceExtracted,
     JobCompleted,
     CallPriced,
+    CallRecorded,
 )
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
@@ -314,6 +335,7 @@ ProviderEvent = (
     | CallEnded
     | PriceExtracted
     | CallPriced
+    | CallRecorded
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

@@ -51,6 +51,18 @@ class CallCost(msgspec.Struct, kw_only=True):
     total: float = 0.0
 
 
+class Recording(msgspec.Struct, kw_only=True):
+    """One call attempt's recording, from its `CallRecorded`: where Twilio keeps it (Haggle keeps no audio)."""
+
+    attempt: int
+    call_sid: str
+    recording_sid: str
+    status: str
+    url: str | None = None
+    duration_s: float | None = None
+    channels: int | None = None
+
+
 class ProviderState(msgspec.Struct, kw_only=True):
     """One row of the `providers` table (the seed's columns first), plus what the log adds."""
 
@@ -85,6 +97,7 @@ class ProviderState(msgspec.Struct, kw_only=True):
     cancelled: bool = False
     transcript: list[Utterance] = msgspec.field(default_factory=list)
     costs: list[CallCost] = msgspec.field(default_factory=list)  # one per priced call attempt
+    recordings: list[Recording] = msgspec.field(default_factory=list)  # with RECORD_CALLS=on
     created_at: datetime | None = None
     dialed_at: datetime | None = None
     answered_at: datetime | None = None
@@ -183,7 +196,8 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         return state
 
     attempt = getattr(event, "attempt", state.attempts)
-    if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded | ev.CallPriced):
+    late_ok = ev.UtteranceTranscribed | ev.CallEnded | ev.CallPriced | ev.CallRecorded  # facts about a past call
+    if attempt < state.attempts and not isinstance(event, late_ok):
         return state  # a late callback from an earlier attempt changes nothing
 
     match event:
@@ -288,6 +302,14 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             kept.append(cost)
             kept.sort(key=lambda c: (c.attempt, c.call_sid))
             state.costs = kept
+        case ev.CallRecorded():
+            rec = Recording(attempt=event.attempt, call_sid=event.call_sid, recording_sid=event.recording_sid,
+                            status=event.status, url=event.recording_url, duration_s=event.duration_s,
+                            channels=event.channels)
+            recordings = [r for r in state.recordings if r.recording_sid != event.recording_sid]
+            recordings.append(rec)
+            recordings.sort(key=lambda r: (r.attempt, r.recording_sid))
+            state.recordings = recordings
         case _:
             pass
     return state

@@ -35,6 +35,7 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.CallEnded: "ended",
     ev.PriceExtracted: "price",
     ev.CallPriced: "priced",
+    ev.CallRecorded: "recorded",
 }
 
 

@@ -17,12 +17,15 @@ Twilio's bad days are switched on through `CallsApi.faults` (a `RestFaults`): ra
 from __future__ import annotations
 
 import asyncio
+import audioop
 import base64
 import binascii
+import io
 import logging
 import math
 import re
 import secrets
+import wave
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,9 +35,10 @@ from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from twilio.request_validator import RequestValidator
 
+from haggle_sim.audio import SAMPLE_RATE
 from haggle_sim.personas import Persona, PersonaBook
 from haggle_sim.twilio_media_client import OutboundMessage, ProviderLine, StreamLog
 
@@ -118,6 +122,25 @@ class CallPricing:
         return (self.per_minute * minutes).quantize(Decimal("0.00001"))
 
 
+@dataclass
+class SimRecording:
+    """A call recording the stand-in made (`<Start><Recording>` or `Record=true` on the create).
+
+    Only the agent's side carries audio (what the gateway played to the callee); the callee's channel is
+    silence: the stand-in's callee speaks in scripted lines, not a recorded track."""
+
+    sid: str
+    channels: int
+    callback: str | None
+    callback_method: str
+    source: str  # Twilio's RecordingSource: StartCallRecordingTwiML or OutboundAPI
+    started_at: float  # loop time
+    duration: int | None = None
+    status: str = "in-progress"
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    media_fetches: int = 0
+
+
 @dataclass(frozen=True)
 class CallbackRecord:
     """One signed webhook request the stand-in made, and how it was answered."""
@@ -166,6 +189,7 @@ class SimCall:
     price: Decimal | None = None  # the charge, set when the call is final (reported as a negative string)
     price_null_reads: int = 0  # fetches still to answer `price: null` (Twilio computes the price later)
     price_fetches: int = 0  # fetches made after the call was final
+    recordings: list[SimRecording] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the final callback was answered
 
     def param(self, name: str) -> str | None:
@@ -377,6 +401,20 @@ class CallsApi:
             call = self._find(account_sid, call_sid)
             return JSONResponse(call_resource(call, price=self.reported_price(call)))
 
+        @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{name}}")
+        async def recording_media(account_sid: str, name: str, request: Request) -> Response:
+            self._authenticate(request, account_sid)
+            sid, _, extension = name.partition(".")
+            found = next(((c, r) for c in self.calls.values() for r in c.recordings if r.sid == sid), None)
+            if found is None or found[1].status != "completed":
+                resource = f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{name}"
+                raise TwilioApiError(404, 20404, f"The requested resource {resource} was not found")
+            if extension != "wav":
+                raise TwilioApiError(415, 20415, "the stand-in serves recordings as .wav only")
+            call, rec = found
+            rec.media_fetches += 1
+            return Response(recording_wav(call, rec), media_type="audio/x-wav")
+
         @app.post(prefix + "/{call_sid}.json")
         async def update_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:
             self._authenticate(request, account_sid)
@@ -475,6 +513,23 @@ class CallsApi:
                 raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
             source = ("url", url, form.get("Method") or "POST") if url else ("twiml", twiml or "", "")
             self._control.redirect(call, source)
+
+
+def recording_wav(call: SimCall, rec: SimRecording) -> bytes:
+    """The recording as a WAV file: 8 kHz 16-bit PCM, `rec.channels` channels, `rec.duration` seconds.
+
+    Dual channel puts the callee on the first channel and the agent on the second, as Twilio lays out an
+    outbound call (the dialled party first)."""
+    frames = SAMPLE_RATE * (rec.duration or 0)
+    agent = audioop.ulaw2lin(bytes(call.played_audio[:frames]), 2).ljust(frames * 2, b"\0")
+    pcm = audioop.tostereo(agent, 2, 0, 1) if rec.channels == 2 else agent
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(rec.channels)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return out.getvalue()
 
 
 def _parse_when(name: str, raw: str) -> datetime:

@@ -42,6 +42,7 @@ from haggle_sim.twilio_rest_standin import (
     AccountStats,
     CallsApi,
     SimCall,
+    SimRecording,
     TwimlSource,
     WebhookSender,
     new_sid,
@@ -76,12 +77,19 @@ class SimOptions:
     allow_insecure_streams: bool = False
 
 
+def recording_url(rest_base: str, account_sid: str, recording_sid: str) -> str:
+    """Twilio's RecordingUrl: the media without an extension (a client appends .wav or .mp3)."""
+    return f"{rest_base}/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
+
+
 class CallRun:
     """The life of one simulated call, from `initiated` to the final status callback."""
 
     def __init__(self, call: SimCall, options: SimOptions, webhooks: WebhookSender,
-                 on_final: Callable[[SimCall], None], on_ended: Callable[[SimCall], Awaitable[None]]) -> None:
+                 on_final: Callable[[SimCall], None], on_ended: Callable[[SimCall], Awaitable[None]],
+                 rest_base: Callable[[], str] = lambda: "") -> None:
         self.call = call
+        self._rest_base = rest_base
         self._options = options
         self._webhooks = webhooks
         self._on_final = on_final
@@ -123,6 +131,7 @@ class CallRun:
         self._status("completed", status)
         if self._cb_tail is not None:
             await asyncio.gather(self._cb_tail, return_exceptions=True)
+        await self._finish_recordings()
         c.ended.set()
         await self._on_ended(c)
 
@@ -167,6 +176,9 @@ class CallRun:
         c.answered_at = self._loop.time()
         c.set_status("in-progress")
         self._status("answered", "in-progress")
+        if (c.param("Record") or "").lower() == "true":
+            self._start_recording(c.param("RecordingChannels") or "mono", c.param("RecordingStatusCallback"),
+                                  c.param("RecordingStatusCallbackMethod"), "OutboundAPI")
         await self._machine_detection()
         return await self._execute()
 
@@ -266,6 +278,17 @@ class CallRun:
                 return self.hangup_reason
             if verb.tag == "Hangup":
                 return "twiml-hangup"
+            if verb.tag == "Pause":  # wait `length` seconds (Twilio's default 1), or until hung up
+                if await self._hung_up_within(float(verb.get("length") or 1)):
+                    return self.hangup_reason or "hangup"
+                continue
+            recording = verb.find("Recording") if verb.tag == "Start" else None
+            if recording is not None:
+                callback = recording.get("recordingStatusCallback")
+                self._start_recording(recording.get("channels") or "mono",
+                                      urljoin(base_url, callback) if callback and base_url else callback,
+                                      recording.get("recordingStatusCallbackMethod"), "StartCallRecordingTwiML")
+                continue
             stream = verb.find("Stream") if verb.tag == "Connect" else None
             if stream is None:
                 self.call.notes.append(f"TwiML <{verb.tag}> is not simulated; skipped")
@@ -278,6 +301,33 @@ class CallRun:
                 return last  # hang-up, time limit, provider hang-up or redirect
             # The server closed the socket (or it never opened): <Connect> ends and the next verb runs.
         return last
+
+    # --- recordings (docs/twilio-recording.md) ------------------------------------------------------
+
+    def _start_recording(self, channels: str, callback: str | None, method: str | None, source: str) -> None:
+        c = self.call
+        c.recordings.append(SimRecording(sid=new_sid("RE"), channels=2 if channels.lower() == "dual" else 1,
+                                         callback=callback, callback_method=(method or "POST").upper(),
+                                         source=source, started_at=self._loop.time()))
+
+    async def _finish_recordings(self) -> None:
+        """Twilio sends the recording status callback once the recording file is ready, after the call ended."""
+        c = self.call
+        for rec in c.recordings:
+            if rec.status != "in-progress":
+                continue
+            ended = c.ended_at if c.ended_at is not None else self._loop.time()
+            rec.duration = max(0, round(ended - rec.started_at))
+            rec.status = "completed" if rec.duration > 0 else "absent"
+            if not rec.callback:
+                continue
+            params = {"AccountSid": c.account_sid, "CallSid": c.sid, "RecordingSid": rec.sid,
+                      "RecordingUrl": recording_url(self._rest_base(), c.account_sid, rec.sid),
+                      "RecordingStatus": rec.status, "RecordingDuration": str(rec.duration),
+                      "RecordingChannels": str(rec.channels), "RecordingSource": rec.source,
+                      "RecordingStartTime": rfc2822(c.start_time or datetime.now(UTC)) or "",
+                      "ErrorCode": "0"}
+            rec.callbacks.append(await self._webhooks.send("recording", rec.callback, rec.callback_method, params))
 
     async def _hold(self) -> str:
         """The call stays up without a media stream until it is hung up or reaches its time limit."""
@@ -523,7 +573,8 @@ class TwilioStandin:
     def start_call(self, call: SimCall) -> None:
         if self._webhooks is None:
             raise RuntimeError("TwilioStandin is not started")
-        run = CallRun(call, self.options, self._webhooks, on_final=self.api.call_ended, on_ended=self._ended)
+        run = CallRun(call, self.options, self._webhooks, on_final=self.api.call_ended, on_ended=self._ended,
+                      rest_base=lambda: self.base_url)
         self._runs[call.sid] = run
         for coro in (run.run(), self._notify()):
             task = asyncio.create_task(coro, name=f"twilio-call-{call.sid}")

@@ -268,6 +268,9 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "transcript": [{"role": u.role, "text": u.text} for u in s.transcript],
         "cost": s.cost,
         "costs": call_costs(s),
+        "recordings": [{"attempt": r.attempt, "call_sid": r.call_sid, "recording_sid": r.recording_sid,
+                        "status": r.status, "url": r.url, "duration_s": r.duration_s, "channels": r.channels}
+                       for r in s.recordings],
         "created_at": s.created_at.isoformat() if s.created_at else None,
         "dialed_at": s.dialed_at.isoformat() if s.dialed_at else None,
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,

@@ -35,6 +35,7 @@ from haggle.audit import detail
 
 from ..api import job_doc, provider_doc
 from ..stores.columns import summarize_jobs
+from .templates.call import recording_view
 from .templates.cells import clock, job_summary_view, job_view, offset, row_view
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,10 @@ class JobFold:
         }
         if isinstance(event, ev.UtteranceTranscribed):
             out["utterance"] = utterance_view(event, self.start_of(event.provider_id, event.attempt))
+        if isinstance(event, ev.CallRecorded):
+            out["recording"] = recording_view(self.job_id, event.provider_id, {
+                "attempt": event.attempt, "recording_sid": event.recording_sid, "status": event.status,
+                "url": event.recording_url, "duration_s": event.duration_s, "channels": event.channels})
         return out
 
     def row(self, provider_id: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from ..stores import ProviderStore
 from . import templates
 from .feed import FeedHub, JobFold, job_feed, jobs_feed, utterance_view
 from .forms import FormError, decode_upload, job_from_form
+from .recording_media import TwilioMedia, playable, stream_recording
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ COOKIE_MAX_AGE_S = SESSION_MAX_AGE_S
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "media-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -83,6 +85,7 @@ class DashboardDeps:
     publish: Publish
     heartbeat_s: float = 15.0
     hub: FeedHub = field(default_factory=FeedHub)
+    twilio_media: TwilioMedia | None = None  # reads call recordings from Twilio for the call page
 
     async def close(self, deadline_s: float | None = None) -> None:
         """End the open live feeds (before the HTTP server stops: it waits for open responses).
@@ -179,6 +182,17 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         job = {"job_id": job_id, "problem": fold.problem or state.problem}
         utterances = [utterance_view(u, fold.start_of(provider_id, u.attempt)) for u in state.transcript]
         return _html(templates.call_page(job, provider_doc(state), utterances, items, signed_in=protected))
+
+    @router.get("/ui/jobs/{job_id}/calls/{provider_id}/recordings/{recording_sid}.wav")
+    async def recording(request: Request, job_id: str, provider_id: str, recording_sid: str) -> Response:
+        if not await signed_in(request):
+            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
+        state = next((r for r in rows if r.id == provider_id), None)
+        rec = playable(state, recording_sid) if state is not None else None
+        if rec is None:
+            return Response("no such recording\n", status_code=404, media_type="text/plain")
+        return await stream_recording(deps.twilio_media, rec, request.headers.get("range"))
 
     @router.get("/ui/jobs/{job_id}/events")
     async def events(request: Request, job_id: str, provider: str | None = None) -> Response:

@@ -220,6 +220,25 @@
     if (tr) jobCells(tr, row);
   }
 
+  function addRecording(r) {
+    const box = document.getElementById("recordings");
+    if (!box) return;
+    const list = box.querySelector("ul");
+    if (Array.from(list.children).some((li) => li.dataset.recordingSid === r.sid)) return;
+    const li = el("li");
+    li.dataset.recordingSid = r.sid;
+    if (r.src) {
+      const audio = el("audio");
+      audio.controls = true;
+      audio.preload = "none";
+      audio.src = r.src;
+      li.appendChild(audio);
+    }
+    li.appendChild(el("span", "", r.label));
+    list.appendChild(li);
+    box.hidden = false;
+  }
+
   function onItem(item) {
     if (seen.has(item.id)) return;
     seen.add(item.id);
@@ -227,6 +246,7 @@
     if (page === "call") {
       addTimeline(item);
       if (item.utterance) addUtterance(item.utterance);
+      if (item.recording) addRecording(item.recording);
     }
   }
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
-from .cells import row_view
-from .jobs import job_url
+from .cells import duration, row_view
+from .jobs import call_url, job_url
 from .layout import attrs, e, page
 
 FACTS: tuple[tuple[str, str], ...] = (
@@ -53,6 +54,28 @@ def timeline_item(item: dict[str, Any]) -> str:
     )
 
 
+def recording_view(job_id: str, provider_id: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One recording for the call page (and the live feed): where the page plays it from, and its label."""
+    ok = r["status"] == "completed" and bool(r.get("url"))
+    label = f"attempt {r['attempt']} · " + (
+        f"{duration(r.get('duration_s'))}" + (" · dual channel" if r.get("channels") == 2 else "")
+        if ok else f"no recording ({r['status']})")
+    src = f"{call_url(job_id, provider_id)}/recordings/{quote(r['recording_sid'])}.wav" if ok else None
+    return {"sid": r["recording_sid"], "src": src, "label": label}
+
+
+def recording_item(v: dict[str, Any]) -> str:
+    player = (f'<audio controls preload="none"{attrs({"src": v["src"]})}></audio>' if v["src"] else "")
+    return f'<li{attrs({"data-recording-sid": v["sid"]})}>{player}<span>{e(v["label"])}</span></li>'
+
+
+def recordings_section(job_id: str, doc: dict[str, Any]) -> str:
+    views = [recording_view(job_id, doc["id"], r) for r in doc.get("recordings") or []]
+    hidden = "" if views else " hidden"
+    return (f'<section id="recordings" class="recording-wrap"{hidden}><h2>Recording</h2>'
+            f'<ul>{"".join(recording_item(v) for v in views)}</ul></section>')
+
+
 def call_page(job: dict[str, Any], doc: dict[str, Any], utterances: list[dict[str, Any]],
               items: list[dict[str, Any]], *, signed_in: bool) -> str:
     job_id, provider_id, name = job["job_id"], doc["id"], doc["service_provider"]
@@ -75,6 +98,7 @@ def call_page(job: dict[str, Any], doc: dict[str, Any], utterances: list[dict[st
 <p class="meta">{e(doc["phone_number"])} · {e(doc["problem"])} ·
 <span id="live" class="live" data-state="connecting">connecting…</span></p>
 <dl{facts_attrs}>{facts}</dl>
+{recordings_section(job_id, doc)}
 <div class="columns">
 <section class="chat-wrap"><h2>Conversation</h2>
 <div id="chat" class="chat" aria-live="polite">{chat(utterances, name)}</div>
