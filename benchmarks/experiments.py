@@ -14,9 +14,9 @@ from starlette.websockets import WebSocketDisconnect
 
 def _tick_100ms() -> None:
     """The per-call ticker wakes every 100 ms instead of 50 ms."""
-    from haggle_gateway import bridge
+    from haggle_gateway import pumps
 
-    bridge.TICK_S = 0.1
+    pumps.TICK_S = 0.1
 
 
 def _raw_asgi_link() -> None:

@@ -128,6 +128,9 @@ class Settings:
     realtime_audio_format: str = "pcmu"
     ai_disclosure: str = "off"
     silence_timeout_s: float = 20.0
+    voicemail_action: str = "hangup"  # VOICEMAIL_ACTION: hangup | message
+    callback_number: str | None = None  # CALLBACK_NUMBER; None: TWILIO_PHONE_NUMBER
+    hold_timeout_s: float = 300.0  # HOLD_TIMEOUT_SECONDS
     drain_s: float = 30.0  # on SIGTERM, how long live calls get to finish
     # Dispatcher policy
     max_concurrent_calls: int = 10
@@ -225,6 +228,9 @@ class Settings:
             realtime_audio_format=_choice("REALTIME_AUDIO_FORMAT", env, "pcmu", ("pcmu", "pcm24k")),
             ai_disclosure=_choice("AI_DISCLOSURE", env, "off", ("off", "upfront")),
             silence_timeout_s=_float("SILENCE_TIMEOUT_SECONDS", env, 20.0, minimum=1),
+            voicemail_action=_choice("VOICEMAIL_ACTION", env, "hangup", ("hangup", "message")),
+            callback_number=_env("CALLBACK_NUMBER", env) or phone,
+            hold_timeout_s=_float("HOLD_TIMEOUT_SECONDS", env, 300.0, minimum=1),
             drain_s=_float("GATEWAY_DRAIN_SECONDS", env, 30.0, minimum=0.1),
             max_concurrent_calls=_int("MAX_CONCURRENT_CALLS", env, 10, minimum=1),
             calls_per_second=_float("CALLS_PER_SECOND", env, 1.0, minimum=0.01),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -24,13 +25,12 @@ from fastapi import FastAPI
 from haggle_contracts import codec
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
-from haggle_contracts.calls import CallContext
 from haggle_gateway import realtime_events as rt
 from haggle_gateway import twilio_media as tm
-from haggle_gateway.bridge import CallBridge, Frame
-from haggle_gateway.outbox import EventOutbox
+from haggle_gateway.links import Frame
 from haggle_gateway.settings import GatewaySettings
 from haggle_projector.api import ApiDeps, build_router
+from haggle_sim.fakes import BridgeRig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
@@ -172,8 +172,9 @@ tool_calls = hs.builds(
     lambda name, args, call_id: as_wire({"type": "response.function_call_arguments.done", "response_id": "r1",
                                          "item_id": "f9", "call_id": call_id, "name": name,
                                          "arguments": as_wire(args)}),
-    hs.sampled_from(["record_quote", "end_call", "other"]),
-    hs.fixed_dictionaries({}, optional={k: json_values for k in ("price", "price_type", "conditions", "agreed")})
+    hs.sampled_from(["record_quote", "end_call", "send_dtmf", "hold", "voicemail", "other"]),
+    hs.fixed_dictionaries({}, optional={k: json_values for k in ("price", "price_type", "conditions", "agreed",
+                                                                 "digits", "state")})
     | json_values,
     hs.sampled_from(["c1", "c2", "c3"]),
 )
@@ -219,77 +220,39 @@ def test_realtime_templates_are_valid() -> None:
     assert not [e for e in events if isinstance(e, rt.UnknownEvent)]
 
 
-class _Link:
-    """The Twilio side of a bridge that only records what it is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    async def receive(self) -> Frame:
-        await asyncio.Event().wait()
-        return Frame(closed=True)
-
-    async def send(self, text: str) -> None:
-        self.sent.append(text)
-
-    async def close(self, code: int = 1000, reason: str = "") -> None:
-        return None
-
-
-class _Realtime:
-    """The model side: records what the bridge sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    async def send(self, event: dict[str, Any]) -> None:
-        self.sent.append(event)
-
-    async def recv(self) -> rt.ServerEvent:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    async def close(self) -> None:
-        return None
-
-
-class _Publisher:
-    def __init__(self) -> None:
-        self.events: list[ev.Event] = []
-
-    async def publish(self, event: ev.Event) -> int:
-        self.events.append(event)
-        return len(self.events)
-
-
 BRIDGE_SETTINGS = GatewaySettings(public_base_url="http://127.0.0.1:9", twilio_account_sid="AC" + "0" * 32,
                                   twilio_auth_token="token")
 
 
+class _Failures(logging.Handler):
+    """Log records that carry an exception (a handler that raised, caught and logged by its pump)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 async def _drive_bridge(frames: list[str]) -> list[ev.Event]:
-    ctx = CallContext(call_id="c_1", job_id="job1", provider_id="p1", attempt=1, service_provider="Joe's Plumbing",
-                      phone_number="+14155550101", problem="leak", zip_code="94110", max_price=180.0, token="t")
-    outbox = EventOutbox(_Publisher())
-
-    async def hangup(call_sid: str) -> None:
-        return None
-
-    bridge = CallBridge(ctx=ctx, call_sid="CA1", stream_sid=SID, link=_Link(), guard=tm.FrameGuard(65536, 200),
-                        realtime=_Realtime(), settings=BRIDGE_SETTINGS, outbox=outbox,  # type: ignore[arg-type]
-                        hangup=hangup)
-    for data in frames:
-        event = check_server_frame(data)
-        if event is not None:
-            await bridge._on_realtime(event)  # what the pump calls; exceptions surface here instead of a log line
-            bridge._release_transcript()
-    for utterance in bridge.transcript.flush(asyncio.get_running_loop().time()):
-        bridge._publish_utterance(utterance)
-    if bridge._bye_fallback is not None:
-        bridge._bye_fallback.cancel()
-    queued: list[ev.Event] = []
-    while outbox.pending:
-        queued.append(outbox._queue.popleft())
-    return queued
+    """A bridge on the in-process fakes: every frame goes through the realtime pump's dispatch (parsed first,
+    as the pump would), then the call ends and everything it published is returned."""
+    catcher = _Failures()
+    failures = catcher.records
+    logging.getLogger("haggle_gateway").addHandler(catcher)
+    try:
+        async with BridgeRig(BRIDGE_SETTINGS) as rig:
+            for data in frames:
+                event = check_server_frame(data)
+                if event is not None:
+                    rig.realtime.push(event)
+            await rig.advance(0.01)
+    finally:
+        logging.getLogger("haggle_gateway").removeHandler(catcher)
+    assert not failures, failures[0].getMessage()  # the pump logs (rather than raises) a failing handler
+    return rig.publisher.events
 
 
 @fuzz(400)
@@ -301,8 +264,11 @@ def test_bridge_handles_any_sequence_of_realtime_events(frames: list[str]) -> No
     published = asyncio.run(_drive_bridge(frames))
     for event in published:
         assert codec.decode(codec.encode(event)) == event
-    seqs = [e.seq for e in published if isinstance(e, ev.UtteranceTranscribed)]
+    lines = [e for e in published if isinstance(e, ev.UtteranceTranscribed)]
+    seqs = [e.seq for e in lines if not e.revision]
     assert seqs == list(range(len(seqs)))
+    first = {e.utterance_id: e.seq for e in lines if not e.revision}
+    assert all(first.get(e.utterance_id) == e.seq for e in lines if e.revision)  # a revision names its line
 
 
 # ------------------------------------------------------------------------------------------------ operator API

@@ -140,8 +140,9 @@ class GatewayHarness:
     async def store(self, ctx: CallContext) -> None:
         await self.kv.put(ctx_key(ctx.call_id), encode_context(ctx))
 
-    async def dial(self, persona: Persona, **ctx_fields: Any) -> CallContext:
-        """What the dispatcher does: context in KV, calls.create through the SDK, then the CallSid in KV."""
+    async def dial(self, persona: Persona, *, amd: str = "Enable", **ctx_fields: Any) -> CallContext:
+        """What the dispatcher does: context in KV, calls.create through the SDK, then the CallSid in KV.
+        `amd`: the MachineDetection mode (Enable or DetectMessageEnd)."""
         ctx = self.context(persona, **ctx_fields)
         await self.store(ctx)
         client = Client(ACCOUNT_SID, AUTH_TOKEN)
@@ -151,7 +152,7 @@ class GatewayHarness:
             client.calls.create, to=persona.phone, from_=FROM_NUMBER, url=f"{base}/twiml?call_id={cid}",
             status_callback=f"{base}/twilio/status?call_id={cid}",
             status_callback_event=["initiated", "ringing", "answered", "completed"],
-            machine_detection="Enable", async_amd="true",
+            machine_detection=amd, async_amd="true",
             async_amd_status_callback=f"{base}/twilio/amd?call_id={cid}", timeout=20, time_limit=120)
         ctx.call_sid = call.sid
         await self.store(ctx)

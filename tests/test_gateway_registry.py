@@ -92,6 +92,12 @@ class FakeCall:
         self.call_sid = call_sid
         self.ended: list[str] = []
         self.ended_event = asyncio.Event()
+        self.verdicts: list[str] = []
+        self.verdict_event = asyncio.Event()
+
+    def machine_verdict(self, answered_by: str) -> None:
+        self.verdicts.append(answered_by)
+        self.verdict_event.set()
 
     def request_end(self, reason: str) -> None:
         self.ended.append(reason)
@@ -101,8 +107,9 @@ class FakeCall:
         await self.ended_event.wait()
 
 
-async def test_amd_verdicts_published_anywhere_end_calls_held_here(nc) -> None:  # type: ignore[no-untyped-def]
-    """Replica A got the AMD webhook and published; replica B holds the stream and must hang up."""
+async def test_amd_verdicts_published_anywhere_reach_calls_held_here(nc) -> None:  # type: ignore[no-untyped-def]
+    """Replica A got the AMD webhook and published; replica B holds the stream and hands the verdict to the call
+    (a verdict is evidence: the call decides whether it is a voicemail, tests/test_bridge_phases.py)."""
     replica_b = LiveCalls()
     await replica_b.subscribe_amd(nc)
     machine, person, early = FakeCall("CA_machine"), FakeCall("CA_person"), FakeCall("CA_early")
@@ -113,11 +120,11 @@ async def test_amd_verdicts_published_anywhere_end_calls_held_here(nc) -> None: 
     for sid, answered_by in (("CA_early", "fax"), ("CA_person", "human"), ("CA_machine", "machine_start")):
         await publisher.publish(ev.MachineDetected(event_id=f"amd-{sid}", job_id="j1", provider_id="p1", attempt=1,
                                                    call_sid=sid, answered_by=answered_by))
-    await asyncio.wait_for(machine.ended_event.wait(), 5)
-    assert machine.ended == ["voicemail"]
+    await asyncio.wait_for(machine.verdict_event.wait(), 5)
+    assert machine.verdicts == ["machine_start"] and machine.ended == []
     # The verdict for a call whose stream had not started yet is remembered until it does.
     replica_b.register(early)
-    assert early.ended == ["voicemail"] and person.ended == []
+    assert early.verdicts == ["fax"] and person.verdicts == [] and person.ended == []
     await replica_b.unsubscribe()
 
 

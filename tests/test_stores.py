@@ -68,6 +68,7 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         answered_by="human",
         twilio_status="completed",
         end_reason="agent_hangup",
+        voicemail_left=True,
         failure_reason="first attempt: busy",
         retry_at=T0 + timedelta(minutes=5, microseconds=1),
         cancelled=True,

@@ -47,6 +47,7 @@ class Outcome(StrEnum):
     NO_ANSWER = "no_answer"
     BUSY = "busy"
     VOICEMAIL = "voicemail"
+    IVR_STUCK = "ivr_stuck"  # a phone menu that never let the agent through
     DECLINED = "declined"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -164,7 +165,11 @@ class MachineDetected(Event, frozen=True, tag="MachineDetected"):
 
 
 class UtteranceTranscribed(Event, frozen=True, tag="UtteranceTranscribed"):
-    """One finished utterance. `seq` orders a call's utterances; `utterance_id` makes re-publishes idempotent."""
+    """One finished utterance. `seq` orders a call's utterances; `utterance_id` makes re-publishes idempotent.
+
+    `revision` > 0: the speech-to-text revised a line after it was published. The event repeats the utterance's
+    id and seq with the new text; the latest revision of an utterance replaces the earlier text (last writer
+    wins per utterance), it is never a second line."""
 
     provider_id: Id
     attempt: int
@@ -175,6 +180,7 @@ class UtteranceTranscribed(Event, frozen=True, tag="UtteranceTranscribed"):
     text: str
     spoken_at: datetime | None = None
     interrupted: bool = False
+    revision: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
 class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
@@ -193,7 +199,9 @@ class CallEnded(Event, frozen=True, tag="CallEnded"):
     """The conversation is over. `reason`: end_call, provider_hangup, silence_timeout, max_duration,
     voicemail, realtime_error (the session dropped twice or could not reopen), twilio_stream_lost (the media
     socket closed without `stop`), protocol_error (a stream over its size, rate or malformed-frame limits),
-    gateway_error, shutdown; gateway_lost is what the extractor records when the gateway died first."""
+    gateway_error, shutdown, ivr_stuck (a phone menu repeated after 0 was pressed), hold_timeout (on hold longer
+    than HOLD_TIMEOUT_SECONDS); gateway_lost is what the extractor records when the gateway died first.
+    `voicemail_left`: a voicemail message was played to the end (VOICEMAIL_ACTION=message)."""
 
     provider_id: Id
     attempt: int
@@ -201,6 +209,7 @@ class CallEnded(Event, frozen=True, tag="CallEnded"):
     reason: str
     duration_s: float = 0.0
     utterances: int = 0
+    voicemail_left: bool = False
 
 
 class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):

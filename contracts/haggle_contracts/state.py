@@ -38,6 +38,7 @@ class Utterance(msgspec.Struct, kw_only=True):
     text: str
     spoken_at: datetime | None = None
     interrupted: bool = False
+    revision: int = 0
 
 
 class CallCost(msgspec.Struct, kw_only=True):
@@ -92,6 +93,7 @@ class ProviderState(msgspec.Struct, kw_only=True):
     answered_by: str | None = None
     twilio_status: str | None = None
     end_reason: str | None = None
+    voicemail_left: bool = False  # a voicemail message was left (VOICEMAIL_ACTION=message)
     failure_reason: str | None = None
     retry_at: datetime | None = None
     cancelled: bool = False
@@ -269,7 +271,10 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 text=event.text,
                 spoken_at=event.spoken_at,
                 interrupted=event.interrupted,
+                revision=event.revision,
             )
+            if any(x.utterance_id == u.utterance_id and x.revision > u.revision for x in state.transcript):
+                return state  # an older text of a line already revised
             kept = [x for x in state.transcript if x.utterance_id != u.utterance_id]
             kept.append(u)
             kept.sort(key=lambda x: (x.attempt, x.seq))
@@ -281,6 +286,7 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         case ev.CallEnded():
             if event.attempt == state.attempts:
                 state.end_reason = event.reason
+                state.voicemail_left = event.voicemail_left
                 state.ended_at = event.occurred_at
                 state.duration_s = event.duration_s
         case ev.PriceExtracted():

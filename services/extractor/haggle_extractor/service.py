@@ -83,6 +83,12 @@ class Extractor:
                 event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
                 call_sid=call_sid, outcome=ev.Outcome.VOICEMAIL, agreed=False, price=None, method="amd",
             )
+        elif reason == "ivr_stuck":  # the gateway gave up on a phone menu; its numbers are not prices
+            result = ev.PriceExtracted(
+                event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,
+                call_sid=call_sid, outcome=ev.Outcome.IVR_STUCK, agreed=False, price=None, method="none",
+                evidence=["the phone menu repeated after 0 was pressed"],
+            )
         elif not any(t["role"] == "user" for t in transcript):
             result = ev.PriceExtracted(
                 event_id=f"price-{call_sid}", job_id=job_id, provider_id=provider_id, attempt=attempt,

@@ -2,7 +2,7 @@
 
 The default `pcmu` format needs nothing: Twilio's mu-law bytes go to the model and back untouched. The
 `pcm24k` fallback (the seed's PCM16 24 kHz path) needs a codec and a 3x rate change, and the seed got it
-wrong in the ways twilio.md §8 lists: `audioop.ratecv(..., None)` per chunk loses the filter state at every
+wrong in two ways: `audioop.ratecv(..., None)` per chunk loses the filter state at every
 frame edge (clicks) and decimation without a low-pass filter folds 4-12 kHz into the phone band (raspy "s").
 
 Here each direction of each call owns one stateful converter:

@@ -7,7 +7,7 @@ stream starts is remembered for a minute. On shutdown, `drain()` lets live calls
 a deadline, then ends the rest with reason "shutdown".
 
 Prewarms: `/twiml` starts opening the realtime session while the call is being connected, so the greeting
-is not late (landscape.md §6, openclaw#85847). The stream picks it up if it lands on this replica; unused
+is not late (opening a session takes a second or more). The stream picks it up if it lands on this replica; unused
 sessions are closed after `prewarm_ttl_s`.
 """
 
@@ -39,6 +39,8 @@ class LiveCall(Protocol):
     call_sid: str
 
     def request_end(self, reason: str) -> None: ...
+
+    def machine_verdict(self, answered_by: str) -> None: ...
 
     async def wait_closed(self) -> None: ...
 
@@ -140,8 +142,8 @@ class LiveCalls:
         self.calls[call.call_sid] = call
         verdict = self._verdicts.pop(call.call_sid, None)
         if verdict is not None and time.monotonic() - verdict[1] < VERDICT_MEMORY_S:
-            log.info("call %s: machine verdict %s arrived before the stream; ending", call.call_sid, verdict[0])
-            call.request_end("voicemail")
+            log.info("call %s: machine verdict %s arrived before the stream", call.call_sid, verdict[0])
+            call.machine_verdict(verdict[0])
 
     def unregister(self, call: LiveCall) -> None:
         if self.calls.get(call.call_sid) is call:
@@ -152,7 +154,8 @@ class LiveCalls:
         self.stats[key] += 1
 
     def on_machine_detected(self, event: ev.MachineDetected) -> bool:
-        """React to an AMD verdict; True if this process held the call and was told to end it."""
+        """Hand an AMD verdict to the call (evidence: the call decides; docs/twilio-media-streams.md, "Answering
+        machine detection"); True if this process held the call."""
         if not event.is_machine:
             return False
         call = self.calls.get(event.call_sid)
@@ -161,8 +164,8 @@ class LiveCalls:
             self._verdicts = {k: v for k, v in self._verdicts.items() if now - v[1] < VERDICT_MEMORY_S}
             self._verdicts[event.call_sid] = (event.answered_by, now)
             return False
-        log.info("call %s answered by %s: ending", event.call_sid, event.answered_by)
-        call.request_end("voicemail")
+        log.info("call %s: AMD says %s", event.call_sid, event.answered_by)
+        call.machine_verdict(event.answered_by)
         return True
 
     async def subscribe_amd(self, nc: NatsClient) -> None:

@@ -1,4 +1,5 @@
-"""What the callee actually heard: mark-based playback tracking with generations (twilio.md §2).
+"""What the callee actually heard: mark-based playback tracking with generations
+(docs/twilio-media-streams.md, "Marks").
 
 Twilio echoes a mark once the audio sent before it has played, but `clear` echoes every pending mark at
 once, so an echo alone does not prove playback. Every outbound chunk gets a unique mark `g<gen>-<seq>`
@@ -31,7 +32,7 @@ class Echo:
     item_id: str | None = None
 
 
-# Echoes are values: the common ones are made once (issue 8: one echo per outbound chunk per call).
+# Echoes are values: the common ones are made once (one echo per outbound chunk per call: the hot path).
 _STALE = Echo(EchoKind.STALE)
 _UNKNOWN = Echo(EchoKind.UNKNOWN)
 
@@ -67,6 +68,7 @@ class PlaybackTracker:
         self._sent_ms: dict[str, float] = {}
         self._content_index: dict[str, int] = {}
         self._audio_echoes: dict[str, Echo] = {}
+        self._stale_due = 0  # echoes a `clear` will return for marks it dropped
 
     def _name(self, label: str | None = None) -> str:
         self._seq += 1
@@ -127,9 +129,21 @@ class PlaybackTracker:
             )
             for item in items
         ]
+        self._stale_due += len(self._pending)
         self._pending.clear()
         self.generation += 1
         return cuts
+
+    def expected(self, name: str) -> bool:
+        """True if `name` is an echo we are owed: a pending mark, or one of the marks a `clear` dropped (each of
+        those counted once). A peer inventing mark names gets False."""
+        if name in self._pending:
+            return True
+        generation = _generation_of(name)
+        if generation is not None and generation < self.generation and self._stale_due > 0:
+            self._stale_due -= 1
+            return True
+        return False
 
     @property
     def playing(self) -> bool:

@@ -1,6 +1,6 @@
 """The WebSocket client for one Grok realtime session.
 
-Handshake (xai-realtime.md §2): connect with `Authorization: Bearer`, wait for the first server event
+Handshake (docs/xai-realtime.md, "Handshake"): connect with `Authorization: Bearer`, wait for the first server event
 (`session.created`, or `conversation.created` from older builds; `ping`s are skipped), send
 `session.update`, wait for `session.updated` and check that it echoes the audio format we asked for (a
 mismatch would put PCM on a mu-law line: static). Events that arrive during the handshake are kept and

@@ -1,6 +1,6 @@
 """xAI Grok realtime events: building client events and parsing server events (OpenAI-Realtime-style JSON).
 
-Why typed parsing with a catch-all: the API changed during 2025-2026 (xai-realtime.md), so parsing must
+Why typed parsing with a catch-all: the API changed during 2025-2026 (docs/xai-realtime.md), so parsing must
 accept both spellings where they differ (`response.output_audio.delta` / beta `response.audio.delta`,
 `session.created` / older `conversation.created`), ignore fields it does not use, and turn event types it
 does not know into `UnknownEvent` instead of failing a live call. Client events are plain dicts built by
@@ -17,7 +17,7 @@ import msgspec
 
 from .settings import GatewaySettings
 
-# Benign errors seen from Grok (xai-realtime.md §5): log and continue.
+# Benign errors seen from Grok (docs/xai-realtime.md, "Errors"): log and continue.
 BENIGN_ERROR_PREFIXES = (
     "Conversation already has an active response in progress",
     "Cancellation failed: no active response found",
@@ -113,9 +113,9 @@ def user_text(text: str) -> dict[str, Any]:
 def history_item(role: str, text: str) -> dict[str, Any]:
     """One line of an earlier session's conversation, replayed into a reopened session.
 
-    User lines are `message` items with `input_text` content, the shape xai-realtime.md §3 documents. Assistant
+    User lines are `message` items with `input_text` content (docs/xai-realtime.md, "Responses"). Assistant
     lines are `message` items with `output_text` content: OpenAI GA's shape for assistant items, and the content
-    type xAI's own `force_message` uses (§8); xAI does not document assistant messages, so a server that refuses
+    type xAI's own `force_message` uses; xAI does not document assistant messages, so a server that refuses
     them answers with an `error` event, which costs only that line of context (the call goes on).
     """
     if role == "assistant":
@@ -341,7 +341,7 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
-# One typed decoder per event type: decoding straight into the Struct builds no intermediate dict (issue 8:
+# One typed decoder per event type: decoding straight into the Struct builds no intermediate dict (for speed:
 # audio deltas arrive 50 times a second per call).
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {kind: msgspec.json.Decoder(cls) for kind, cls in _TYPES.items()}
 

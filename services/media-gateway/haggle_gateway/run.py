@@ -33,6 +33,9 @@ def gateway_settings(rt: Runtime) -> GatewaySettings:
         audio_format=s.realtime_audio_format,  # type: ignore[arg-type]
         ai_disclosure=s.ai_disclosure,  # type: ignore[arg-type]
         silence_timeout_s=s.silence_timeout_s,
+        voicemail_action=s.voicemail_action,  # type: ignore[arg-type]
+        callback_number=s.callback_number or "",
+        hold_timeout_s=s.hold_timeout_s,
         # Just under Twilio's time_limit, so we end the call ourselves and record why (max_duration).
         max_call_s=float(max(15, s.call_time_limit_s - 15)),
     )

@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 AudioFormat = Literal["pcmu", "pcm24k"]
 Disclosure = Literal["off", "upfront"]
 GreetingMode = Literal["force_message", "response"]
+VoicemailAction = Literal["hangup", "message"]
 
-# Pinned rather than `grok-voice-latest`: xai-realtime.md §1 lists grok-voice-think-fast-1.0 as a documented,
-# non-deprecated id, while `-latest` silently moved to a new model on 2026-08-05 (tau2 config); a negotiation
+# Pinned rather than `grok-voice-latest`: xAI's model list has grok-voice-think-fast-1.0 as a documented,
+# non-deprecated id, while `-latest` silently moved to a new model on 2026-08-05; a negotiation
 # agent's behaviour should only change when we change this line.
 DEFAULT_REALTIME_MODEL = "grok-voice-think-fast-1.0"
 
@@ -40,7 +41,7 @@ class GatewaySettings:
     audio_format: AudioFormat = "pcmu"
     ai_disclosure: Disclosure = "off"
     greeting_mode: GreetingMode = "force_message"
-    # Turn detection sent to the model (xAI defaults: 0.85 / 333 / 500 per xai-realtime.md §2).
+    # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
     vad_prefix_padding_ms: int = 333
     vad_silence_ms: int = 500
@@ -65,11 +66,18 @@ class GatewaySettings:
     realtime_reconnect_timeout_s: float = 5.0
     reconnect_buffer_ms: int = 2000
     publish_flush_s: float = 5.0
-    # Coalesce model deltas into Twilio frames of at least one 20 ms frame: tiny deltas stutter (twilio.md §8);
+    # Coalesce model deltas into Twilio frames of at least one 20 ms frame: tiny deltas stutter
+    # (docs/twilio-media-streams.md, "Messages to Twilio");
     # bigger chunks add their length to the playback latency of every other frame (benchmarks/README.md).
     outbound_chunk_ms: int = 20
     truncate_on_barge_in: bool = True
     transcript_settle_s: float = 1.0  # a snapshot without a final status is final after this much quiet
+    # Real phone lines (docs/twilio-media-streams.md, "Answering machine detection").
+    voicemail_action: VoicemailAction = "hangup"  # VOICEMAIL_ACTION: on a voicemail, hang up or leave one message
+    callback_number: str = ""  # CALLBACK_NUMBER (default TWILIO_PHONE_NUMBER): said in a voicemail message
+    hold_timeout_s: float = 300.0  # HOLD_TIMEOUT_SECONDS: the longest the agent waits on hold
+    voicemail_reply_wait_s: float = 6.0  # after our opening line, silence this long on a suspected machine
+    playback_lead_ms: float = 1000.0  # agent audio queued at Twilio at most; the rest waits in the gateway
     max_malformed_frames: int = 20  # after `start`: tolerated before the stream is treated as hostile
 
     def __post_init__(self) -> None:
@@ -84,6 +92,8 @@ class GatewaySettings:
             raise ValueError(f"audio_format must be 'pcmu' or 'pcm24k', got {self.audio_format!r}")
         if self.ai_disclosure not in ("off", "upfront"):
             raise ValueError(f"ai_disclosure must be 'off' or 'upfront', got {self.ai_disclosure!r}")
+        if self.voicemail_action not in ("hangup", "message"):
+            raise ValueError(f"voicemail_action must be 'hangup' or 'message', got {self.voicemail_action!r}")
         if self.greeting_mode not in ("force_message", "response"):
             raise ValueError(f"greeting_mode must be 'force_message' or 'response', got {self.greeting_mode!r}")
         for name in ("greeting_wait_s", "silence_timeout_s", "max_call_s", "start_deadline_s", "hangup_fallback_s",
@@ -118,9 +128,12 @@ class GatewaySettings:
             "xai_api_key": e.get("XAI_API_KEY", ""),
             "xai_realtime_url": e.get("XAI_REALTIME_URL", "wss://api.x.ai/v1/realtime"),
             "realtime_model": e.get("XAI_REALTIME_MODEL", DEFAULT_REALTIME_MODEL),
-            "voice": e.get("XAI_VOICE", "Rex"),
+            "voice": e.get("REALTIME_VOICE", "Rex"),
             "audio_format": e.get("REALTIME_AUDIO_FORMAT", "pcmu"),
             "ai_disclosure": e.get("AI_DISCLOSURE", "off"),
+            "voicemail_action": e.get("VOICEMAIL_ACTION", "hangup"),
+            "callback_number": e.get("CALLBACK_NUMBER") or e.get("TWILIO_PHONE_NUMBER", ""),
+            "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ got any text are dropped after `abandon_s`. The class is pure: callers pass the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from haggle_contracts.events import Role
@@ -31,6 +31,7 @@ class FinalUtterance:
     text: str
     spoken_at: datetime
     interrupted: bool = False
+    revision: int = 0  # > 0: a later text for an utterance already released (same item_id and seq)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class TranscriptAssembler:
         self._slots: list[_Slot] = []
         self._by_id: dict[str, _Slot] = {}
         self._released: set[str] = set()
+        self._published: dict[str, FinalUtterance] = {}  # user lines released, for revisions
+        self._revisions: list[FinalUtterance] = []
         self._next_seq = 0
 
     @property
@@ -77,11 +80,21 @@ class TranscriptAssembler:
         return self._by_id.get(item_id)
 
     def user_snapshot(self, item_id: str, text: str, final: bool | None, now: float, wall: datetime) -> None:
-        """A cumulative input transcription: replaces the previous text for the item, never appends."""
-        slot = self._slot(item_id, Role.USER, now, wall)
-        if slot is None or slot.final:
+        """A cumulative input transcription: replaces the previous text for the item, never appends. The server
+        may revise a transcript after calling it completed (docs/xai-realtime.md, "Input transcripts"): the last
+        text wins, before release by replacing the slot's text, after release as a revision of the utterance."""
+        text = text.strip()
+        published = self._published.get(item_id)
+        if published is not None:
+            if text and text != published.text:
+                revised = replace(published, text=text, revision=published.revision + 1)
+                self._published[item_id] = revised
+                self._revisions.append(revised)
             return
-        slot.text = text.strip()
+        slot = self._slot(item_id, Role.USER, now, wall)
+        if slot is None or (slot.final and not text):
+            return
+        slot.text = text
         slot.has_snapshot = True
         slot.updated = now
         if final:
@@ -115,7 +128,8 @@ class TranscriptAssembler:
             self._slots.remove(slot)
 
     def release(self, now: float) -> list[FinalUtterance]:
-        """Utterances that are final now, in spoken order, each with its seq. Call on every event and tick."""
+        """Utterances that are final now, in spoken order, each with its seq, then revisions of released ones.
+        Call on every event and tick."""
         out: list[FinalUtterance] = []
         while self._slots:
             head = self._slots[0]
@@ -133,7 +147,11 @@ class TranscriptAssembler:
             utterance = self._pop_head(emit=True)
             if utterance is not None:
                 out.append(utterance)
-        return out
+        return out + self._take_revisions()
+
+    def _take_revisions(self) -> list[FinalUtterance]:
+        revisions, self._revisions = self._revisions, []
+        return revisions
 
     def flush(self, now: float) -> list[FinalUtterance]:
         """At call end: everything with text is final (in order), everything without text is dropped."""
@@ -148,7 +166,7 @@ class TranscriptAssembler:
             utterance = self._pop_head(emit=True)
             if utterance is not None:
                 out.append(utterance)
-        return out
+        return out + self._take_revisions()
 
     def _abandon(self, slot: _Slot) -> float:
         return self.abandon_s if slot.role == Role.USER else self.assistant_abandon_s
@@ -168,4 +186,6 @@ class TranscriptAssembler:
             interrupted=slot.interrupted,
         )
         self._next_seq += 1
+        if slot.role == Role.USER:
+            self._published[slot.item_id] = utterance
         return utterance

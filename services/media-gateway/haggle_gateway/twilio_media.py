@@ -213,7 +213,7 @@ def clear_message(stream_sid: str) -> str:
 
 
 class FrameGuard:
-    """Per-stream input limits (issue 7): a maximum frame size and a token-bucket message rate.
+    """Per-stream input limits against a hostile or broken peer: a maximum frame size and a token-bucket message rate.
 
     The burst allowance (two seconds' worth) absorbs the flood of mark echoes a `clear` triggers.
     """
@@ -224,6 +224,10 @@ class FrameGuard:
         self.capacity = max_messages_per_s * burst_s
         self._tokens = self.capacity
         self._last: float | None = None
+
+    def check_size(self, size: int) -> str | None:
+        """For frames that do not count against the rate (the echoes of our own marks)."""
+        return "frame_too_large" if size > self.max_frame_bytes else None
 
     def check(self, size: int, now: float) -> str | None:
         """None if the frame is acceptable, else the violation ("frame_too_large" | "rate_limited")."""

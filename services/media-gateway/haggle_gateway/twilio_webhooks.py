@@ -1,9 +1,9 @@
 """Twilio webhook signature checks (`X-Twilio-Signature`) over the configured public URL.
 
 Why the configured URL: behind a proxy or tunnel the scheme, host and port the app sees are not what Twilio
-signed (twilio.md §5). The URL is rebuilt from `PUBLIC_BASE_URL` + the request path + the raw query string
-(the dispatcher's `?call_id=` is part of what Twilio signs), and every received form parameter is included,
-as the SDK's RequestValidator expects (Twilio may add parameters without notice).
+signed (docs/twilio-media-streams.md, "Webhooks and signatures"). The URL is rebuilt from `PUBLIC_BASE_URL` +
+the request path + the raw query string (the dispatcher's `?call_id=` is part of what Twilio signs), and every
+received form parameter is included, as the SDK's RequestValidator expects (Twilio may add parameters without notice).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ class WebhookValidator:
 
     def stream_signature_ok(self, signature: str | None) -> bool | None:
         """The optional `x-twilio-signature` on the media-stream upgrade, over the ws(s) stream URL with no
-        params (twilio.md §6). None when absent. Advisory only: the single-use token is the real gate."""
+        params (docs/twilio-media-streams.md, "Webhooks and signatures"). None when absent. Advisory only: the
+        single-use token is the real gate."""
         if not signature:
             return None
         return bool(self._validator.validate(self._settings.stream_url, {}, signature))

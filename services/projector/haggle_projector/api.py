@@ -260,6 +260,7 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "max_attempts": s.max_attempts,
         "answered_by": s.answered_by,
         "end_reason": s.end_reason,
+        "voicemail_left": s.voicemail_left,
         "failure_reason": s.failure_reason,
         "retry_at": s.retry_at.isoformat() if s.retry_at else None,
         "duration_s": s.duration_s,

@@ -40,6 +40,7 @@ alter table providers add column if not exists disagreement text;
 alter table providers add column if not exists answered_by text;
 alter table providers add column if not exists twilio_status text;
 alter table providers add column if not exists end_reason text;
+alter table providers add column if not exists voicemail_left boolean not null default false;
 alter table providers add column if not exists failure_reason text;
 alter table providers add column if not exists retry_at timestamptz;
 alter table providers add column if not exists cancelled boolean not null default false;

@@ -1,0 +1,172 @@
+"""Agent audio on its way to Twilio: buffering into chunks, pacing, one mark per chunk, `clear` on a barge-in,
+and labelled markers (the goodbye, the end of a key press). Playback itself is tracked by `PlaybackTracker`
+(docs/twilio-media-streams.md, "Marks" and "Clear").
+
+Pacing: the model may stream a response several times faster than real time (docs/xai-realtime.md,
+"Responses"). Everything sent to Twilio is queued there until played, and a `clear` returns one mark echo per
+queued chunk at once; so at most `lead_ms` of audio is kept queued at Twilio and the rest is held here, released
+as mark echoes say the line has played what came before. A barge-in then drops what is held without sending it.
+
+Sends are serialised with a lock: the Twilio pump (echoes release audio; clear on barge-in) and the realtime pump
+(audio) both write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from haggle import metrics
+
+from . import twilio_media as tm
+from .audio import Transcoder
+from .links import LinkClosed, TwilioLink
+from .playback import PlaybackTracker, Truncation
+
+TWILIO_BYTES_PER_MS = 8  # mu-law 8 kHz
+TWILIO_FRAME_MS = 20
+
+_FRAMES_OUT = metrics.AUDIO_FRAMES.labels(direction="out")
+
+
+@dataclass(slots=True)
+class _Held:
+    item_id: str | None  # None: a labelled marker
+    audio: bytes = b""
+    label: str = ""
+
+
+class AudioOut:
+    def __init__(self, link: TwilioLink, stream_sid: str, transcoder: Transcoder, chunk_ms: int,
+                 on_sent: Callable[[str], None], *, lead_ms: float = 1000.0) -> None:
+        self.tracker = PlaybackTracker()
+        self.media_out = 0
+        self.clears: list[float] = []
+        self.max_queued_ms = 0.0  # the most audio ever queued at Twilio at once (what a clear could drop)
+        self._link = link
+        self._stream_sid = stream_sid
+        self._transcoder = transcoder
+        self._chunk_bytes = chunk_ms * TWILIO_BYTES_PER_MS
+        self._lead_ms = lead_ms
+        self._lock = asyncio.Lock()
+        self._buf = bytearray()
+        self._item: str | None = None
+        self._ended: set[str] = set()
+        self._held: deque[_Held] = deque()
+        self._on_sent = on_sent  # an audio chunk of this item went out
+
+    async def send(self, text: str) -> None:
+        async with self._lock:
+            try:
+                await self._link.send(text)
+            except Exception as exc:
+                raise LinkClosed(str(exc)) from exc
+
+    @property
+    def item(self) -> str | None:
+        """The item whose audio is being buffered (not yet all sent)."""
+        return self._item
+
+    @property
+    def busy(self) -> bool:
+        """Audio is queued at Twilio or held here."""
+        return self.tracker.playing or any(h.item_id is not None for h in self._held)
+
+    @property
+    def pending_ms(self) -> float:
+        """Audio queued at Twilio or held here, in ms: how long until it has all played."""
+        held = sum(len(h.audio) for h in self._held) + len(self._buf)
+        return self.tracker.outstanding_ms + held / TWILIO_BYTES_PER_MS
+
+    def playing_items(self) -> list[str]:
+        """Items queued at Twilio, held here, or still in our buffer."""
+        items = self.tracker.playing_items()
+        for held in self._held:
+            if held.item_id is not None and held.item_id not in items:
+                items.append(held.item_id)
+        if self._buf and self._item is not None and self._item not in items:
+            items.append(self._item)
+        return items
+
+    async def audio(self, item_id: str, model_audio: bytes) -> None:
+        """Queue model audio (converted to the line's mu-law); full chunks go out."""
+        ulaw = self._transcoder.to_twilio(model_audio)
+        if self._item is not None and self._item != item_id:
+            await self.flush()
+        self._item = item_id
+        self._buf += ulaw
+        if len(self._buf) >= self._chunk_bytes:
+            await self.flush()
+
+    async def end_of_item(self, item_id: str) -> None:
+        """An item's audio is complete: send the resampler's tail with it (once per item)."""
+        if item_id != self._item or item_id in self._ended:
+            return
+        self._ended.add(item_id)
+        self._buf += self._transcoder.end_of_utterance()
+        await self.flush()
+
+    async def flush(self) -> None:
+        if self._buf and self._item is not None:
+            self._held.append(_Held(self._item, bytes(self._buf)))
+            self._buf.clear()
+        await self.release()
+
+    async def raw(self, ulaw: bytes, item_id: str) -> None:
+        """Audio we made ourselves (DTMF tones), in frame-sized chunks, queued after everything before it."""
+        await self.flush()
+        step = TWILIO_FRAME_MS * TWILIO_BYTES_PER_MS
+        for start in range(0, len(ulaw), step):
+            self._held.append(_Held(item_id, ulaw[start:start + step]))
+        await self.release()
+
+    async def marker(self, label: str) -> None:
+        """After everything queued so far: a mark whose echo (an Echo with this label) means it has all played."""
+        await self.flush()
+        self._held.append(_Held(None, label=label))
+        await self.release()
+
+    async def release(self) -> None:
+        """Send held audio while less than `lead_ms` is queued at Twilio. Called on every echo and tick."""
+        while self._held and (self._held[0].item_id is None or self.tracker.outstanding_ms < self._lead_ms):
+            held = self._held.popleft()
+            if held.item_id is None:
+                await self.send(tm.mark_message(self._stream_sid, self.tracker.marker(held.label)))
+                continue
+            mark = self.tracker.audio_sent(held.item_id, len(held.audio) / TWILIO_BYTES_PER_MS)
+            await self.send(tm.media_message(self._stream_sid, held.audio))
+            await self.send(tm.mark_message(self._stream_sid, mark))
+            _FRAMES_OUT.inc()
+            self.media_out += 1
+            self.max_queued_ms = max(self.max_queued_ms, self.tracker.outstanding_ms)
+            self._on_sent(held.item_id)
+
+    async def clear(self, now: float) -> list[Truncation]:
+        """Stop the audio at Twilio: forget what is held and buffered, start a new playback generation, send
+        `clear`."""
+        cuts = self.tracker.interrupt()
+        cut_items = {cut.item_id for cut in cuts}
+        for held in self._held:  # audio of an item that never reached Twilio: nothing of it was heard
+            if held.item_id is not None and held.item_id not in cut_items:
+                cut_items.add(held.item_id)
+                cuts.append(Truncation(item_id=held.item_id, content_index=0,
+                                       played_ms=int(self.tracker.played_ms(held.item_id)),
+                                       sent_ms=int(self.tracker.sent_ms(held.item_id))))
+        self._held.clear()
+        self._buf.clear()
+        self._item = None
+        self._transcoder.discard_outbound()
+        await self.send(tm.clear_message(self._stream_sid))
+        self.clears.append(now)
+        return cuts
+
+    async def abandon(self) -> None:
+        """The session is gone: send the audio already here, then forget the item."""
+        if self._item is not None and self._item not in self._ended:
+            self._ended.add(self._item)
+            self._buf += self._transcoder.end_of_utterance()
+            await self.flush()
+        self._item = None
+        self._buf.clear()

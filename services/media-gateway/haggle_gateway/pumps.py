@@ -1,0 +1,196 @@
+"""The three tasks of a live call: the Twilio pump (caller audio in, mark echoes, dtmf, stop), the realtime pump
+(model events, session resumption) and the ticker (greeting gate, limits, transcript settling). Each reads one
+source and hands what it read to the bridge's handlers; each owns only its own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from haggle import metrics
+
+from . import realtime_events as rt
+from . import twilio_media as tm
+from .links import Clock, LinkClosed, TwilioLink
+from .realtime_client import RealtimeError
+
+if TYPE_CHECKING:
+    from .bridge import CallBridge
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.05
+
+_FRAMES_IN = metrics.AUDIO_FRAMES.labels(direction="in")
+
+
+class TwilioPump:
+    def __init__(self, bridge: CallBridge, link: TwilioLink, guard: tm.FrameGuard, clock: Clock,
+                 max_malformed: int) -> None:
+        self._bridge = bridge
+        self._link = link
+        self._guard = guard
+        self._clock = clock
+        self._max_malformed = max_malformed
+        self.malformed = 0
+        self._last_seq = 0
+        self._binary_warned = False
+        self._unknown_seen: set[str] = set()
+
+    async def run(self) -> None:
+        bridge = self._bridge
+        while True:
+            frame = await self._link.receive()
+            if frame.closed:
+                # No `stop` first: the socket died, not the call. It may still be up: the bridge hangs up.
+                log.warning("call %s: Twilio media stream closed without a stop", bridge.call_sid)
+                bridge.request_end("twilio_stream_lost")
+                return
+            violation = self._guard.check_size(frame.size)
+            if violation is None and frame.text is not None:
+                try:
+                    message: tm.TwilioMessage | None = tm.parse_message(frame.text)
+                except tm.MediaMessageError as exc:
+                    log.warning("call %s: %s", bridge.call_sid, exc)
+                    message = None
+            else:
+                message = None
+            # The echoes of our own marks answer what we sent (all at once after a `clear`): they are not the
+            # peer's traffic and do not count against its rate (docs/twilio-media-streams.md, "Marks").
+            if violation is None and not (isinstance(message, tm.Mark) and bridge.out.tracker.expected(
+                    message.mark.name)):
+                violation = self._guard.check(frame.size, self._clock.now())
+            if violation is not None:
+                log.warning("call %s: stream %s; closing", bridge.call_sid, violation)
+                bridge.request_end("protocol_error")
+                return
+            if frame.text is None:
+                if not self._binary_warned:
+                    log.warning("call %s: binary frame on the media stream ignored", bridge.call_sid)
+                    self._binary_warned = True
+                self._malformed()
+                continue
+            if message is None:
+                self._malformed()
+                continue
+            await self._dispatch(message)
+
+    def _malformed(self) -> None:
+        self.malformed += 1
+        if self.malformed > self._max_malformed:
+            self._bridge.request_end("protocol_error")
+
+    async def _dispatch(self, message: tm.TwilioMessage) -> None:
+        bridge = self._bridge
+        if isinstance(message, tm.Media):
+            await self._media(message)
+        elif isinstance(message, tm.Mark):
+            await bridge.on_mark(message.mark.name)
+        elif isinstance(message, tm.Stop):
+            bridge.request_end("provider_hangup")
+        elif isinstance(message, tm.Dtmf):
+            bridge.on_dtmf(message.dtmf.digit)
+        elif isinstance(message, tm.UnknownMessage):
+            if message.event not in self._unknown_seen:
+                self._unknown_seen.add(message.event)
+                log.info("call %s: ignoring unknown Twilio event %r", bridge.call_sid, message.event)
+        else:
+            log.debug("call %s: ignoring repeated %s", bridge.call_sid, type(message).__name__)
+
+    async def _media(self, media: tm.Media) -> None:
+        _FRAMES_IN.inc()
+        try:
+            seq = media.sequence
+            if self._last_seq and seq != self._last_seq + 1:
+                log.debug("call %s: media sequence gap %d -> %d", self._bridge.call_sid, self._last_seq, seq)
+            self._last_seq = seq
+        except tm.MediaMessageError:
+            pass
+        try:
+            ulaw = media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
+        except tm.MediaMessageError:
+            self._malformed()
+            return
+        if ulaw:
+            await self._bridge.on_caller_audio(ulaw, media.media.payload)
+
+
+class RealtimePump:
+    def __init__(self, bridge: CallBridge) -> None:
+        self._bridge = bridge
+        self._unknown_seen: set[str] = set()
+
+    async def run(self) -> None:
+        bridge = self._bridge
+        while True:
+            try:
+                event = await bridge.keeper.recv()
+            except RealtimeError as exc:
+                if await bridge.resume(exc):
+                    continue
+                return
+            try:
+                await self._dispatch(event)
+            except (RealtimeError, LinkClosed, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("call %s: handling %s failed", bridge.call_sid, event.type)
+            bridge.release_transcript()
+            await bridge.line_events()
+
+    async def _dispatch(self, event: rt.ServerEvent) -> None:
+        bridge, kind = self._bridge, event.type
+        if isinstance(event, rt.AudioDelta):
+            await bridge.turns.on_audio_delta(event)
+        elif isinstance(event, rt.SpeechStarted):
+            await bridge.turns.on_speech_started(event)
+        elif isinstance(event, rt.SpeechStopped):
+            bridge.turns.on_speech_stopped()
+        elif isinstance(event, rt.TranscriptDelta):
+            bridge.turns.assistant_delta(event.item_id, event.delta)
+        elif isinstance(event, rt.TranscriptDone):
+            bridge.turns.assistant_done(event.item_id, event.transcript)
+        elif isinstance(event, rt.AudioDone):
+            await bridge.turns.on_audio_done(event.response_id, event.item_id)
+        elif isinstance(event, rt.InputTranscription):
+            bridge.turns.on_input_transcript(event)
+        elif isinstance(event, rt.AudioCommitted):
+            if event.item_id:
+                bridge.turns.open_user_item(event.item_id)
+        elif isinstance(event, rt.ItemAdded):
+            if event.item.role == "user" and event.item.type == "message" and event.item.id and not event.item.is_text:
+                bridge.turns.open_user_item(event.item.id)
+        elif isinstance(event, rt.ResponseCreated):
+            bridge.turns.on_response_created(event)
+        elif isinstance(event, rt.OutputItemAdded):
+            bridge.turns.on_output_item(event)
+        elif isinstance(event, rt.FunctionCallDone):
+            await bridge.turns.on_tool_call(event)
+        elif isinstance(event, rt.ResponseDone):
+            await bridge.turns.on_response_done(event)
+        elif isinstance(event, rt.ErrorEvent):
+            if event.benign:
+                log.debug("call %s: benign realtime error: %s", bridge.call_sid, event.error.message[:120])
+            else:
+                metrics.REALTIME_ERRORS.labels(kind="server_error").inc()
+                log.warning("call %s: realtime error %s: %s", bridge.call_sid, event.error.code,
+                            event.error.message[:200])
+        elif kind in ("ping", "session.updated", "session.created", "conversation.created"):
+            pass  # both handshake events may arrive, in either order (docs/xai-realtime.md, "Handshake")
+        elif kind not in self._unknown_seen:
+            self._unknown_seen.add(kind)
+            log.debug("call %s: realtime event %s not handled", bridge.call_sid, kind)
+
+
+class Ticker:
+    def __init__(self, bridge: CallBridge, clock: Clock) -> None:
+        self._bridge = bridge
+        self._clock = clock
+
+    async def run(self) -> None:
+        while True:
+            await self._clock.sleep(TICK_S)  # a periodic clock, not synchronisation
+            if await self._bridge.tick(self._clock.now()):
+                return
