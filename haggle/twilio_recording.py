@@ -10,18 +10,25 @@ Haggle keeps those, never the audio.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from xml.sax.saxutils import quoteattr
 
 from haggle_contracts import events as ev
+from twilio.twiml.voice_response import Start
 
 CALLBACK_PATH = "/twilio/recording"
 DEFAULT_NOTICE = "This call is recorded."
 
 
-def start_recording_twiml(callback_url: str) -> str:
+def start_recording(callback_url: str) -> Start:
     """The `<Start>` verb to put before `<Connect><Stream>`: both sides of the call, each on its own channel."""
-    return (f"<Start><Recording channels=\"dual\" recordingStatusCallback={quoteattr(callback_url)} "
-            f"recordingStatusCallbackMethod=\"POST\" recordingStatusCallbackEvent=\"completed absent\"/></Start>")
+    start = Start()
+    start.recording(channels="dual", recording_status_callback=callback_url,
+                    recording_status_callback_method="POST", recording_status_callback_event="completed absent")
+    return start
+
+
+def start_recording_twiml(callback_url: str) -> str:
+    """`start_recording` as a TwiML fragment (no XML declaration), for a document built by hand."""
+    return str(start_recording(callback_url).to_xml(xml_declaration=False))
 
 
 def _number(raw: str | None) -> float | None:

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from haggle_contracts import events as ev
@@ -29,6 +30,8 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from haggle import metrics
 from haggle.bus import TRANSIENT_ERRORS
+from haggle.twilio_recording import CALLBACK_PATH as RECORDING_CALLBACK
+from haggle.twilio_recording import recording_event, start_recording
 
 from . import prompt
 from . import realtime_events as rt
@@ -57,7 +60,8 @@ def realtime_opener(settings: GatewaySettings, *, resumed: bool = False) -> Real
 
     async def open_session(ctx: CallContext) -> RealtimeClient:
         brief = prompt.CallBrief.from_context(ctx)
-        instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed)
+        instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed,
+                                                 notice=settings.opening_notice)
         session = rt.session_config(settings, instructions, prompt.tools())
         return await RealtimeClient.open(settings, session)
 
@@ -152,6 +156,8 @@ async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
 
 def _twiml(settings: GatewaySettings, ctx: CallContext) -> str:
     response = VoiceResponse()
+    if settings.record_calls:  # recording starts before the stream, so the notice in the opening is on it
+        response.append(start_recording(settings.public_url(RECORDING_CALLBACK, urlencode({"call_id": ctx.call_id}))))
     connect = Connect()
     stream = connect.stream(url=settings.stream_url)
     stream.parameter(name="call_id", value=ctx.call_id)
@@ -278,6 +284,18 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             answered_by=answered_by,
         )
         registry.on_machine_detected(event)  # other replicas react through the NATS subscription
+        return await publish(event, started)
+
+    @router.post(RECORDING_CALLBACK)
+    async def twilio_recording(request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
+        found = await call_callback(request, "RecordingSid", "recording")
+        if isinstance(found, Response):
+            return found
+        ctx, form, _, _ = found
+        event = recording_event(form, job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt)
+        log.info("call %s: recording %s %s (%ss)", event.call_sid, event.recording_sid, event.status,
+                 event.duration_s)
         return await publish(event, started)
 
     @router.websocket("/media-stream")

@@ -102,10 +102,13 @@ class CallBrief:
         )
 
 
-def greeting_line(brief: CallBrief, disclosure: str = "off") -> str:
-    """The opening line, spoken verbatim. With AI_DISCLOSURE=upfront a short disclosure follows it."""
+def greeting_line(brief: CallBrief, disclosure: str = "off", notice: str = "") -> str:
+    """The opening line, spoken verbatim. With AI_DISCLOSURE=upfront a short disclosure follows it; with
+    RECORD_CALLS=on the recording notice (consent: the callee hears it before anything else is said)."""
     line = f"Hi, is this {brief.business}?"
-    return f"{line} {DISCLOSURE}" if disclosure == "upfront" else line
+    if disclosure == "upfront":
+        line = f"{line} {DISCLOSURE}"
+    return f"{line} {notice}" if notice else line
 
 
 def voicemail_message(brief: CallBrief, callback_number: str) -> str:
@@ -123,7 +126,7 @@ last line was cut off, say briefly that the line dropped for a second and carry 
 answer the business's last words, or wait for them to speak."""
 
 
-def build_instructions(brief: CallBrief, disclosure: str = "off", *, resumed: bool = False) -> str:
+def build_instructions(brief: CallBrief, disclosure: str = "off", *, resumed: bool = False, notice: str = "") -> str:
     """The system instructions. No provider-derived text appears outside the quoted CALL DATA block.
 
     `resumed`: for a session reopened mid-call. The conversation so far goes in as conversation items, not
@@ -132,7 +135,7 @@ def build_instructions(brief: CallBrief, disclosure: str = "off", *, resumed: bo
     resume = f"{RESUMED_NOTE}\n" if resumed else ""
     data = "\n".join([
         f"business_name: {quoted(brief.business)}",
-        f"opening_line: {quoted(greeting_line(brief, disclosure))}",
+        f"opening_line: {quoted(greeting_line(brief, disclosure, notice))}",
         f"zip_code: {quoted(brief.zip_code)}",
         f"problem: {quoted(brief.problem)}",
         f"context_answers: {quoted(brief.context_answers)}",

@@ -36,6 +36,8 @@ def gateway_settings(rt: Runtime) -> GatewaySettings:
         voicemail_action=s.voicemail_action,  # type: ignore[arg-type]
         callback_number=s.callback_number or "",
         hold_timeout_s=s.hold_timeout_s,
+        record_calls=s.record_calls,
+        recording_notice=s.recording_notice,
         # Just under Twilio's time_limit, so we end the call ourselves and record why (max_duration).
         max_call_s=float(max(15, s.call_time_limit_s - 15)),
     )

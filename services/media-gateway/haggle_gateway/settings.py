@@ -40,6 +40,10 @@ class GatewaySettings:
     voice: str = "Rex"
     audio_format: AudioFormat = "pcmu"
     ai_disclosure: Disclosure = "off"
+    # RECORD_CALLS=on: calls are recorded through Twilio (docs/twilio-recording.md) and the opening line ends with
+    # `recording_notice`; off, the notice is not said.
+    record_calls: bool = False
+    recording_notice: str = "This call is recorded."
     greeting_mode: GreetingMode = "force_message"
     # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
@@ -112,6 +116,11 @@ class GatewaySettings:
         scheme, rest = self.public_base_url.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/media-stream"
 
+    @property
+    def opening_notice(self) -> str:
+        """What the opening line must add: the recording notice when calls are recorded, else nothing."""
+        return self.recording_notice if self.record_calls else ""
+
     def public_url(self, path: str, query: str = "") -> str:
         """The URL Twilio signed for a webhook: built from the configured base, never from request headers."""
         return self.public_base_url + path + (f"?{query}" if query else "")
@@ -134,6 +143,8 @@ class GatewaySettings:
             "voicemail_action": e.get("VOICEMAIL_ACTION", "hangup"),
             "callback_number": e.get("CALLBACK_NUMBER") or e.get("TWILIO_PHONE_NUMBER", ""),
             "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
+            "record_calls": e.get("RECORD_CALLS", "off") == "on",
+            "recording_notice": e.get("RECORDING_NOTICE") or "This call is recorded.",
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

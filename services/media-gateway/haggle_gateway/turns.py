@@ -292,10 +292,11 @@ class ModelTurns:
     async def _send_greeting(self, now: float) -> None:
         self.gate.sent(now)
         if self._settings.greeting_mode == "force_message":
-            interruptible = self._settings.ai_disclosure != "upfront"
+            # A disclosure or a recording notice must be heard whole: the callee cannot talk over it.
+            interruptible = self._settings.ai_disclosure != "upfront" and not self._settings.opening_notice
             self.ledger.expect_forced(interruptible)
-            await self._call.keeper.send(rt.force_message(greeting_line(self._call.brief, self._settings.ai_disclosure),
-                                                    interruptible=interruptible))
+            line = greeting_line(self._call.brief, self._settings.ai_disclosure, self._settings.opening_notice)
+            await self._call.keeper.send(rt.force_message(line, interruptible=interruptible))
         else:
             await self._call.keeper.send(rt.response_create())
 
