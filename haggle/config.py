@@ -55,6 +55,13 @@ def _float(name: str, env: dict[str, str], default: float, *, minimum: float = 0
     return value
 
 
+def _e164(name: str, env: dict[str, str]) -> str | None:
+    value = _env(name, env)
+    if value and not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+        raise ConfigError(f"{name} must be an E.164 number like +14155550100 (got {value!r})")
+    return value
+
+
 def _choice(name: str, env: dict[str, str], default: str, choices: tuple[str, ...]) -> str:
     raw = (_env(name, env) or default).lower()
     if raw not in choices:
@@ -146,6 +153,9 @@ class Settings:
     # Twilio, and the agent's opening says so with RECORDING_NOTICE
     record_calls: bool = False
     recording_notice: str = "This call is recorded."
+    # Callbacks (docs/twilio-inbound.md): a call from a number Haggle never called goes here (E.164), or gets
+    # one polite line and a hang-up when unset
+    forward_unknown_to: str | None = None
     # Results
     results_webhook_url: str | None = None
     results_webhook_secret: str | None = field(default=None, repr=False)
@@ -241,6 +251,7 @@ class Settings:
             realtime_price_per_minute=_float("REALTIME_PRICE_PER_MINUTE", env, 0.05, minimum=0),
             record_calls=_choice("RECORD_CALLS", env, "off", ("off", "on")) == "on",
             recording_notice=_env("RECORDING_NOTICE", env) or "This call is recorded.",
+            forward_unknown_to=_e164("FORWARD_UNKNOWN_TO", env),
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),
         )

@@ -32,6 +32,7 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.JobCompleted: "extractor",
     ev.CallPriced: "dispatcher (call-cost consumer)",
     ev.CallRecorded: "media-gateway (Twilio recording status callback)",
+    ev.InboundCallReceived: "media-gateway (Twilio voice webhook of TWILIO_PHONE_NUMBER)",
 }
 
 

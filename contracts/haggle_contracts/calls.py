@@ -27,6 +27,9 @@ class CallContext(msgspec.Struct, kw_only=True):
     context_answers: str = ""
     token: str
     call_sid: str | None = None  # set once Twilio accepted the dial
+    # "inbound": the provider called us back; `callback_context` then holds what was said before and the quote.
+    direction: str = "outbound"
+    callback_context: str = ""
     token_used: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
 

@@ -269,6 +269,17 @@ class CallRecorded(Event, frozen=True, tag="CallRecorded"):
     error_code: int | None = None
 
 
+class InboundCallReceived(Event, frozen=True, tag="InboundCallReceived"):
+    """A provider Haggle called phoned `TWILIO_PHONE_NUMBER` back, and the agent took the call: a new attempt in
+    that provider's history, with the conversation so far and the quote as context (docs/twilio-inbound.md).
+    Calls from numbers Haggle never called belong to no job and are not events (a log line and a metric)."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    from_number: str
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -311,6 +322,7 @@ AnyEvent = (
     | JobCompleted
     | CallPriced
     | CallRecorded
+    | InboundCallReceived
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -328,6 +340,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     JobCompleted,
     CallPriced,
     CallRecorded,
+    InboundCallReceived,
 )
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
@@ -345,6 +358,7 @@ ProviderEvent = (
     | PriceExtracted
     | CallPriced
     | CallRecorded
+    | InboundCallReceived
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

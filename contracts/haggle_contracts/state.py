@@ -226,6 +226,17 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.retry_at = None
             state.outcome = None
             state.twilio_status = "queued"
+        case ev.InboundCallReceived():
+            # The provider called back and the agent answered: a new attempt, live at once (no dialing, no ring).
+            state.attempts = max(state.attempts, event.attempt)
+            state.call_sid = event.call_sid
+            state.call_status = IN_PROGRESS
+            state.twilio_status = "in-progress"
+            state.dialed_at = state.answered_at = event.occurred_at
+            state.ended_at = None
+            state.retry_at = None
+            state.outcome = None
+            state.end_reason = None
         case ev.DialFailed():
             state.attempts = max(state.attempts, event.attempt)
             state.failure_reason = event.reason

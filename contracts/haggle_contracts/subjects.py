@@ -36,6 +36,7 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.PriceExtracted: "price",
     ev.CallPriced: "priced",
     ev.CallRecorded: "recorded",
+    ev.InboundCallReceived: "inbound",
 }
 
 
@@ -173,7 +174,10 @@ KV_DIALS = "haggle_dials"  # one key per dial attempt: the guard that nobody is 
 KV_LIMITS = "haggle_limits"  # call slots and pacing shared by dispatcher replicas
 KV_REPORTS = "haggle_reports"  # which job reports the results webhook has received
 KV_IDS = "haggle_ids"  # provider ids taken by a job (key `provider.<id>`, value the job id): created, never overwritten
-KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS)
+# The job and provider behind each number the gateway called (key `phone.<digits>`, latest call wins): who a
+# callback to TWILIO_PHONE_NUMBER is from.
+KV_CALLERS = "haggle_callers"
+KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS, KV_CALLERS)
 
 
 @dataclass(frozen=True)

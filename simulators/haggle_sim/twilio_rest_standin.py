@@ -190,6 +190,9 @@ class SimCall:
     price_null_reads: int = 0  # fetches still to answer `price: null` (Twilio computes the price later)
     price_fetches: int = 0  # fetches made after the call was final
     recordings: list[SimRecording] = field(default_factory=list)
+    direction: str = "outbound-api"  # "inbound": a call to one of the account's numbers (TwilioStandin.inbound_call)
+    said: list[str] = field(default_factory=list)  # the text of each <Say> the call's TwiML ran
+    dialed: list[str] = field(default_factory=list)  # numbers a <Dial> put the call through to
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the final callback was answered
 
     def param(self, name: str) -> str | None:
@@ -262,7 +265,7 @@ def call_resource(c: SimCall, *, price: Decimal | None = None) -> dict[str, Any]
     return {
         "account_sid": c.account_sid, "annotation": None, "answered_by": c.answered_by,
         "api_version": API_VERSION, "caller_name": None, "date_created": rfc2822(c.date_created),
-        "date_updated": rfc2822(c.date_updated), "direction": "outbound-api",
+        "date_updated": rfc2822(c.date_updated), "direction": c.direction,
         "duration": None if c.duration is None else str(c.duration), "end_time": rfc2822(c.end_time),
         "forwarded_from": None, "from": c.from_, "from_formatted": _formatted(c.from_), "group_sid": None,
         "parent_call_sid": None, "phone_number_sid": None,

@@ -154,6 +154,11 @@ class CallRun:
 
     async def _dial(self) -> tuple[str, str]:
         c = self.call
+        if c.direction == "inbound":  # the caller is already on the line: Twilio asks the voice URL at once
+            c.start_time = datetime.now(UTC)
+            c.answered_at = self._loop.time()
+            c.set_status("in-progress")
+            return await self._execute()
         answer = c.persona.answer if c.persona else "no-answer"
         ring_s = (c.persona.ring_ms if c.persona else self._options.unknown_ring_ms) / 1000
         timeout_s = _int_param(c, "Timeout", 60, 1, 600)
@@ -248,7 +253,7 @@ class CallRun:
             base_url = value
             params = {"AccountSid": c.account_sid, "ApiVersion": API_VERSION, "CallSid": c.sid,
                       "CallStatus": "in-progress", "Called": c.to, "Caller": c.from_,
-                      "Direction": "outbound-api", "From": c.from_, "To": c.to}
+                      "Direction": c.direction, "From": c.from_, "To": c.to}
             if c.answered_by is not None:  # synchronous AMD reports its verdict on the TwiML request
                 params["AnsweredBy"] = c.answered_by
                 params["MachineDetectionDuration"] = str(c.machine_detection_ms)
@@ -278,6 +283,13 @@ class CallRun:
                 return self.hangup_reason
             if verb.tag == "Hangup":
                 return "twiml-hangup"
+            if verb.tag == "Say":  # the words are kept for tests; their speaking time is not simulated
+                self.call.said.append((verb.text or "").strip())
+                continue
+            if verb.tag == "Dial":  # forwarded: the call leaves our hands (the far end is not simulated)
+                number = (verb.text or "").strip() or next((n.text or "" for n in verb.findall("Number")), "")
+                self.call.dialed.append(number.strip())
+                return "dial-forwarded"
             if verb.tag == "Pause":  # wait `length` seconds (Twilio's default 1), or until hung up
                 if await self._hung_up_within(float(verb.get("length") or 1)):
                     return self.hangup_reason or "hangup"
@@ -598,6 +610,22 @@ class TwilioStandin:
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+    async def inbound_call(self, from_: str, to: str, voice_url: str, *, method: str = "POST") -> SimCall:
+        """Someone calls one of the account's numbers: Twilio requests the number's voice URL (what the console
+        holds), signed, with `Direction=inbound`, and runs the TwiML it answers. A persona with the caller's
+        number does the talking if the TwiML connects a stream."""
+        if self._webhooks is None:
+            raise RuntimeError("TwilioStandin is not started")
+        now = datetime.now(UTC)
+        call = SimCall(sid=new_sid("CA"), account_sid=self.account_sid, to=to, from_=from_,
+                       params={"Url": [voice_url], "Method": [method]}, persona=self.api.personas.by_phone(from_),
+                       created_at=asyncio.get_running_loop().time(), date_created=now, date_updated=now,
+                       direction="inbound")
+        self.api.calls[call.sid] = call
+        self.api.stats.live += 1
+        self.start_call(call)
+        return call
 
     # --- for tests ------------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from . import realtime_events as rt
 from . import twilio_media as tm
 from .bridge import CallBridge, Frame, Hangup
 from .contexts import CallContexts, ClaimRejected
+from .inbound import INBOUND_PATH, Callbacks, unknown_caller_twiml
 from .live_calls import LiveCalls
 from .outbox import EventOutbox, EventPublisher
 from .realtime_client import RealtimeClient, RealtimeError
@@ -78,6 +79,7 @@ class GatewayDeps:
     open_realtime: RealtimeOpener | None = None
     reopen_realtime: RealtimeOpener | None = None  # mid-call, after the session was lost
     validator: WebhookValidator | None = field(default=None, repr=False)
+    callbacks: Callbacks | None = None  # callbacks to TWILIO_PHONE_NUMBER (inbound.py); None: not answered
 
     def __post_init__(self) -> None:
         if self.open_realtime is None:
@@ -240,6 +242,40 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             registry.count("twiml_unknown_call")
             log.warning("TwiML for unknown or used call %r: hanging up", (call_id or "")[:64])
             return Response(_hangup_twiml(), media_type="application/xml")
+        if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
+            log.info("call %s: prewarming the realtime session", ctx.call_id)
+        if deps.callbacks is not None:
+            await deps.callbacks.remember(ctx)
+        return Response(_twiml(settings, ctx), media_type="application/xml")
+
+    @router.post(INBOUND_PATH)
+    async def twilio_inbound(request: Request) -> Response:
+        """The voice URL of TWILIO_PHONE_NUMBER: a provider calling back reaches the agent, with its context."""
+        started = asyncio.get_running_loop().time()
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        if registry.draining:
+            registry.count("inbound_draining")
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        call_sid, from_number = form.get("CallSid", ""), form.get("From", "")
+        try:
+            caller = await deps.callbacks.lookup(from_number) if deps.callbacks and from_number else None
+            taken = await deps.callbacks.take(caller, call_sid, from_number) if deps.callbacks and caller else None
+        except TRANSIENT_ERRORS as exc:
+            registry.count("inbound_bus_unavailable")
+            log.error("inbound call: the bus is unavailable (%s); answering 503", exc or type(exc).__name__)
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        if taken is None or not call_sid:
+            registry.count("inbound_unknown_caller")
+            log.info("inbound call %s from a number Haggle did not call: %s", call_sid[:40],
+                     "forwarded" if settings.forward_unknown_to else "one line and a hang-up")
+            return Response(unknown_caller_twiml(settings.forward_unknown_to), media_type="application/xml")
+        ctx, event = taken
+        if (await publish(event, started)).status_code != 204:
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        log.info("call %s: %s called back (job %s, attempt %d)", ctx.call_id, ctx.provider_id, ctx.job_id,
+                 ctx.attempt)
         if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
             log.info("call %s: prewarming the realtime session", ctx.call_id)
         return Response(_twiml(settings, ctx), media_type="application/xml")
@@ -410,6 +446,7 @@ async def start_gateway(
 ) -> GatewayService:
     """Wire the gateway: KV-backed contexts, the live-call registry (subscribed to AMD events), Twilio hang-up."""
     kv = await js.key_value(subjects.KV_CALLS)  # type: ignore[attr-defined]
+    callers = await js.key_value(subjects.KV_CALLERS)  # type: ignore[attr-defined]
     registry = LiveCalls(prewarm_ttl_s=settings.prewarm_ttl_s)
     deps = GatewayDeps(
         settings=settings,
@@ -418,6 +455,7 @@ async def start_gateway(
         hangup=hangup or TwilioHangup(settings),
         registry=registry,
         open_realtime=open_realtime,
+        callbacks=Callbacks(js, callers, kv),  # type: ignore[arg-type]
     )
     await registry.subscribe_amd(nc)  # type: ignore[arg-type]
     return GatewayService(deps=deps, router=build_router(deps))

@@ -38,6 +38,7 @@ def gateway_settings(rt: Runtime) -> GatewaySettings:
         hold_timeout_s=s.hold_timeout_s,
         record_calls=s.record_calls,
         recording_notice=s.recording_notice,
+        forward_unknown_to=s.forward_unknown_to or "",
         # Just under Twilio's time_limit, so we end the call ourselves and record why (max_duration).
         max_call_s=float(max(15, s.call_time_limit_s - 15)),
     )

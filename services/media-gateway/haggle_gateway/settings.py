@@ -44,6 +44,7 @@ class GatewaySettings:
     # `recording_notice`; off, the notice is not said.
     record_calls: bool = False
     recording_notice: str = "This call is recorded."
+    forward_unknown_to: str = ""  # FORWARD_UNKNOWN_TO: a callback from a number Haggle never called is put through
     greeting_mode: GreetingMode = "force_message"
     # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
@@ -144,6 +145,7 @@ class GatewaySettings:
             "callback_number": e.get("CALLBACK_NUMBER") or e.get("TWILIO_PHONE_NUMBER", ""),
             "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
             "record_calls": e.get("RECORD_CALLS", "off") == "on",
+            "forward_unknown_to": e.get("FORWARD_UNKNOWN_TO", ""),
             "recording_notice": e.get("RECORDING_NOTICE") or "This call is recorded.",
         }
         values.update(overrides)
