@@ -141,6 +141,20 @@ class SimRecording:
     media_fetches: int = 0
 
 
+@dataclass
+class SimDial:
+    """One `<Dial>` the call's TwiML ran: whom it rang, what the dialled party heard first (`<Number url>`'s
+    whisper TwiML, its `<Say>` texts), and how it ended (DialCallStatus)."""
+
+    number: str
+    sid: str
+    status: str = "ringing"  # then completed | no-answer | busy | failed
+    duration: int = 0
+    whisper: list[str] = field(default_factory=list)
+    whisper_requests: list[CallbackRecord] = field(default_factory=list)
+    action_requests: list[CallbackRecord] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class CallbackRecord:
     """One signed webhook request the stand-in made, and how it was answered."""
@@ -193,6 +207,7 @@ class SimCall:
     direction: str = "outbound-api"  # "inbound": a call to one of the account's numbers (TwilioStandin.inbound_call)
     said: list[str] = field(default_factory=list)  # the text of each <Say> the call's TwiML ran
     dialed: list[str] = field(default_factory=list)  # numbers a <Dial> put the call through to
+    dials: list[SimDial] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the final callback was answered
 
     def param(self, name: str) -> str | None:

@@ -42,6 +42,7 @@ from haggle_sim.twilio_rest_standin import (
     AccountStats,
     CallsApi,
     SimCall,
+    SimDial,
     SimRecording,
     TwimlSource,
     WebhookSender,
@@ -72,6 +73,7 @@ class SimOptions:
     # Status callbacks as a loaded Twilio can deliver them: `ringing` held back until after the next one
     # (after `in-progress`, or after the final status), and the final status sent twice.
     disorder_status_callbacks: bool = False
+    bridge_s: float = 1.0  # how long a <Dial>led party that answers stays bridged before hanging up
     # Twilio streams only to wss://. A plain ws:// url (what an http:// public base url gives) is refused like
     # Twilio does: the call is answered, no stream opens, <Connect> ends. Loopback test setups allow it.
     allow_insecure_streams: bool = False
@@ -87,9 +89,10 @@ class CallRun:
 
     def __init__(self, call: SimCall, options: SimOptions, webhooks: WebhookSender,
                  on_final: Callable[[SimCall], None], on_ended: Callable[[SimCall], Awaitable[None]],
-                 rest_base: Callable[[], str] = lambda: "") -> None:
+                 rest_base: Callable[[], str] = lambda: "", personas: PersonaBook | None = None) -> None:
         self.call = call
         self._rest_base = rest_base
+        self._api_personas = personas  # who answers a <Dial>
         self._options = options
         self._webhooks = webhooks
         self._on_final = on_final
@@ -286,10 +289,11 @@ class CallRun:
             if verb.tag == "Say":  # the words are kept for tests; their speaking time is not simulated
                 self.call.said.append((verb.text or "").strip())
                 continue
-            if verb.tag == "Dial":  # forwarded: the call leaves our hands (the far end is not simulated)
-                number = (verb.text or "").strip() or next((n.text or "" for n in verb.findall("Number")), "")
-                self.call.dialed.append(number.strip())
-                return "dial-forwarded"
+            if verb.tag == "Dial":
+                outcome = await self._dial_verb(verb, base_url)
+                if outcome is not None:
+                    return outcome
+                continue
             if verb.tag == "Pause":  # wait `length` seconds (Twilio's default 1), or until hung up
                 if await self._hung_up_within(float(verb.get("length") or 1)):
                     return self.hangup_reason or "hangup"
@@ -313,6 +317,62 @@ class CallRun:
                 return last  # hang-up, time limit, provider hang-up or redirect
             # The server closed the socket (or it never opened): <Connect> ends and the next verb runs.
         return last
+
+    # --- <Dial>: forwarding and transfers (docs/twilio-transfer.md) ---------------------------------
+
+    async def _dial_verb(self, verb: ET.Element, base_url: str | None) -> str | None:
+        """Ring the number; a persona owning it answers (unless its `answer` says otherwise) after its ring time,
+        hears the `<Number url>` whisper, and stays bridged for `SimOptions.bridge_s`. Then the `action` URL is
+        requested with DialCallStatus and its TwiML replaces the document; without `action` the next verb runs.
+        Returns the end reason when the call ends here, or None to go on."""
+        c = self.call
+        number_el = verb.find("Number")
+        number = ((number_el.text if number_el is not None else verb.text) or "").strip()
+        c.dialed.append(number)
+        dial = SimDial(number=number, sid=new_sid("CA"))
+        c.dials.append(dial)
+        timeout_s = float(verb.get("timeout") or 30)
+        callee = self._api_personas.by_phone(number) if self._api_personas is not None else None
+        answers = callee is not None and callee.answer not in ("no-answer", "busy", "failed", "invalid-number")
+        ring_s = (callee.ring_ms / 1000) if callee is not None else timeout_s
+        if callee is not None and callee.answer == "busy":
+            dial.status = "busy"
+        elif not answers or ring_s > timeout_s:
+            if await self._hung_up_within(timeout_s):
+                return self.hangup_reason or "hangup"
+            dial.status = "no-answer"
+        else:
+            if await self._hung_up_within(ring_s):
+                return self.hangup_reason or "hangup"
+            whisper_url = number_el.get("url") if number_el is not None else None
+            if whisper_url:
+                url = urljoin(base_url, whisper_url) if base_url else whisper_url
+                params = {"AccountSid": c.account_sid, "CallSid": dial.sid, "ParentCallSid": c.sid,
+                          "CallStatus": "in-progress", "Direction": "outbound-dial", "From": c.from_, "To": number}
+                record = await self._webhooks.send("whisper", url, number_el.get("method") or "POST", params)
+                dial.whisper_requests.append(record)
+                if record.status_code == 200:
+                    with contextlib.suppress(ET.ParseError):
+                        dial.whisper = [(say.text or "").strip() for say in ET.fromstring(record.body).iter("Say")]
+            started = self._loop.time()
+            hung_up = await self._hung_up_within(self._options.bridge_s)
+            dial.duration = round(self._loop.time() - started)
+            dial.status = "completed"
+            if hung_up:
+                return self.hangup_reason or "hangup"
+        action = verb.get("action")
+        if not action:
+            return None
+        url = urljoin(base_url, action) if base_url else action
+        params = {"AccountSid": c.account_sid, "CallSid": c.sid, "DialCallSid": dial.sid,
+                  "DialCallStatus": dial.status, "DialCallDuration": str(dial.duration),
+                  "DialBridged": "true" if dial.status == "completed" else "false"}
+        record = await self._webhooks.send("dial-action", url, verb.get("method") or "POST", params)
+        dial.action_requests.append(record)
+        if record.status_code != 200:
+            raise CallFailed(f"<Dial action> {url} answered {record.status_code} (Twilio 11200)")
+        self.redirect = ("twiml", record.body, "")
+        return "redirect"
 
     # --- recordings (docs/twilio-recording.md) ------------------------------------------------------
 
@@ -586,7 +646,7 @@ class TwilioStandin:
         if self._webhooks is None:
             raise RuntimeError("TwilioStandin is not started")
         run = CallRun(call, self.options, self._webhooks, on_final=self.api.call_ended, on_ended=self._ended,
-                      rest_base=lambda: self.base_url)
+                      rest_base=lambda: self.base_url, personas=self.api.personas)
         self._runs[call.sid] = run
         for coro in (run.run(), self._notify()):
             task = asyncio.create_task(coro, name=f"twilio-call-{call.sid}")
