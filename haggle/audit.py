@@ -43,6 +43,8 @@ def detail(e: ev.Event) -> str:
             twilio = f"${e.twilio_price:.4f}" if e.twilio_price is not None else f"unknown ({e.twilio_price_missing})"
             return (f"{e.currency} {e.total:.4f}: Twilio {twilio} + realtime {e.realtime_minutes:.2f} min "
                     f"x ${e.realtime_price_per_minute:g} = ${e.realtime_cost:.4f}")
+        case ev.HomeownerTransfer():
+            return f"to the homeowner: {e.outcome}" + (f" ({e.dial_status})" if e.dial_status else "")
         case ev.InboundCallReceived():
             return f"attempt {e.attempt}: called back from {e.from_number}, sid {e.call_sid}"
         case ev.CallRecorded():

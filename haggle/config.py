@@ -156,6 +156,7 @@ class Settings:
     # Callbacks (docs/twilio-inbound.md): a call from a number Haggle never called goes here (E.164), or gets
     # one polite line and a hang-up when unset
     forward_unknown_to: str | None = None
+    transfer_ring_s: float = 20.0  # TRANSFER_RING_SECONDS: a transfer rings the homeowner this long
     # Results
     results_webhook_url: str | None = None
     results_webhook_secret: str | None = field(default=None, repr=False)
@@ -252,6 +253,7 @@ class Settings:
             record_calls=_choice("RECORD_CALLS", env, "off", ("off", "on")) == "on",
             recording_notice=_env("RECORDING_NOTICE", env) or "This call is recorded.",
             forward_unknown_to=_e164("FORWARD_UNKNOWN_TO", env),
+            transfer_ring_s=_float("TRANSFER_RING_SECONDS", env, 20.0, minimum=5),
             results_webhook_url=webhook,
             results_webhook_secret=_env("RESULTS_WEBHOOK_SECRET", env),
         )

@@ -33,6 +33,7 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.CallPriced: "dispatcher (call-cost consumer)",
     ev.CallRecorded: "media-gateway (Twilio recording status callback)",
     ev.InboundCallReceived: "media-gateway (Twilio voice webhook of TWILIO_PHONE_NUMBER)",
+    ev.HomeownerTransfer: "media-gateway (transfer_to_homeowner tool, Twilio <Dial> action)",
 }
 
 

@@ -30,6 +30,8 @@ class CallContext(msgspec.Struct, kw_only=True):
     # "inbound": the provider called us back; `callback_context` then holds what was said before and the quote.
     direction: str = "outbound"
     callback_context: str = ""
+    # The homeowner did not answer a transfer: the stream that follows only closes the call politely.
+    transfer_failed: bool = False
     token_used: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
 

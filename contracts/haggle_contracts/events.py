@@ -99,6 +99,8 @@ class JobStarted(Event, frozen=True, tag="JobStarted"):
     context_answers: str = ""
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None  # None: dispatcher default
     source: str = "api"
+    # Where the agent can hand a call to the homeowner (`transfer_to_homeowner`, docs/twilio-transfer.md)
+    homeowner_phone: E164 | None = None
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
@@ -280,6 +282,21 @@ class InboundCallReceived(Event, frozen=True, tag="InboundCallReceived"):
     from_number: str
 
 
+class HomeownerTransfer(Event, frozen=True, tag="HomeownerTransfer"):
+    """The agent handed the call to the homeowner (`transfer_to_homeowner`), and how it went (docs/twilio-transfer.md).
+
+    `outcome`: `connected` (the homeowner answered, heard the one-line brief and was bridged), `not_reached`
+    (no answer, busy or failed: the call went back to the agent, which closed politely; `dial_status` is Twilio's
+    DialCallStatus), or `unavailable` (the job has no homeowner phone: the agent said the homeowner will call back)."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    outcome: str
+    dial_status: str | None = None
+    duration_s: float | None = None
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -323,6 +340,7 @@ AnyEvent = (
     | CallPriced
     | CallRecorded
     | InboundCallReceived
+    | HomeownerTransfer
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = (
@@ -341,6 +359,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CallPriced,
     CallRecorded,
     InboundCallReceived,
+    HomeownerTransfer,
 )
 
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
@@ -359,6 +378,7 @@ ProviderEvent = (
     | CallPriced
     | CallRecorded
     | InboundCallReceived
+    | HomeownerTransfer
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

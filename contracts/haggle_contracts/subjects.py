@@ -37,6 +37,7 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.CallPriced: "priced",
     ev.CallRecorded: "recorded",
     ev.InboundCallReceived: "inbound",
+    ev.HomeownerTransfer: "transfer",
 }
 
 

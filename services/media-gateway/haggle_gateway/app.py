@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import msgspec
 from fastapi import APIRouter, Request, Response, WebSocket
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
-from haggle_contracts.calls import CallContext
+from haggle_contracts.calls import CallContext, ctx_key, encode_context
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -43,6 +45,10 @@ from .live_calls import LiveCalls
 from .outbox import EventOutbox, EventPublisher
 from .realtime_client import RealtimeClient, RealtimeError
 from .settings import GatewaySettings, mask_secret
+from .transfer import ACTION_PATH as TRANSFER_ACTION_PATH
+from .transfer import WHISPER_PATH as TRANSFER_WHISPER_PATH
+from .transfer import HomeownerTransfers, whisper_line
+from .transfer import outcome_of as transfer_outcome
 from .twilio_rest import TwilioHangup
 from .twilio_webhooks import SIGNATURE_HEADER, WebhookValidator
 
@@ -80,6 +86,7 @@ class GatewayDeps:
     reopen_realtime: RealtimeOpener | None = None  # mid-call, after the session was lost
     validator: WebhookValidator | None = field(default=None, repr=False)
     callbacks: Callbacks | None = None  # callbacks to TWILIO_PHONE_NUMBER (inbound.py); None: not answered
+    transfers: HomeownerTransfers | None = None  # transfer_to_homeowner (transfer.py); None: never available
 
     def __post_init__(self) -> None:
         if self.open_realtime is None:
@@ -156,9 +163,9 @@ async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
         raise StreamRejected("unexpected_event_before_start")
 
 
-def _twiml(settings: GatewaySettings, ctx: CallContext) -> str:
+def _twiml(settings: GatewaySettings, ctx: CallContext, *, record: bool = True) -> str:
     response = VoiceResponse()
-    if settings.record_calls:  # recording starts before the stream, so the notice in the opening is on it
+    if settings.record_calls and record:  # recording starts before the stream, so the notice in the opening is on it
         response.append(start_recording(settings.public_url(RECORDING_CALLBACK, urlencode({"call_id": ctx.call_id}))))
     connect = Connect()
     stream = connect.stream(url=settings.stream_url)
@@ -247,6 +254,47 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         if deps.callbacks is not None:
             await deps.callbacks.remember(ctx)
         return Response(_twiml(settings, ctx), media_type="application/xml")
+
+    @router.post(TRANSFER_WHISPER_PATH)
+    async def transfer_whisper(request: Request) -> Response:
+        """The homeowner answered a transfer: the one-line brief they hear before being bridged."""
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        ctx = await context_of(request.query_params.get("call_id"), "transfer")
+        if isinstance(ctx, Response):
+            return ctx
+        response = VoiceResponse()
+        if ctx is not None:
+            response.say(whisper_line(ctx))
+        return Response(str(response.to_xml(xml_declaration=True)), media_type="application/xml")
+
+    @router.post(TRANSFER_ACTION_PATH)
+    async def transfer_done(request: Request) -> Response:
+        """How the transfer's <Dial> ended: bridged, the call is over; not reached, back to the agent to close."""
+        started = asyncio.get_running_loop().time()
+        found = await call_callback(request, "DialCallStatus", "transfer")
+        if isinstance(found, Response):
+            return found
+        ctx, form, call_sid, dial_status = found
+        outcome = transfer_outcome(dial_status)
+        try:
+            duration = float(form["DialCallDuration"]) if form.get("DialCallDuration") else None
+        except ValueError:
+            duration = None
+        published = await publish(ev.HomeownerTransfer(
+            event_id=f"transfer-{call_sid}", job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt,
+            call_sid=call_sid, outcome=outcome, dial_status=dial_status, duration_s=duration), started)
+        if published.status_code != 204:
+            return published
+        if outcome == "connected":
+            return Response(_hangup_twiml(), media_type="application/xml")
+        if deps.callbacks is None:
+            return Response(_hangup_twiml(), media_type="application/xml")
+        back = msgspec.structs.replace(ctx, token=secrets.token_urlsafe(24), token_used=False, transfer_failed=True)
+        await deps.callbacks.calls.put(ctx_key(back.call_id), encode_context(back))
+        log.info("call %s: the homeowner was not reached (%s); back to the agent to close", call_sid, dial_status)
+        return Response(_twiml(settings, back, record=False), media_type="application/xml")
 
     @router.post(INBOUND_PATH)
     async def twilio_inbound(request: Request) -> Response:
@@ -405,7 +453,7 @@ async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: S
 
     bridge = CallBridge(ctx=ctx, call_sid=start.call_sid, stream_sid=start.stream_sid, link=link, guard=guard,
                         realtime=realtime, settings=settings, outbox=outbox, hangup=deps.hangup,
-                        started_at=started_at, reopen=reopen)
+                        started_at=started_at, reopen=reopen, transfers=deps.transfers)
     registry.register(bridge)
     try:
         reason = await bridge.run()
@@ -456,6 +504,7 @@ async def start_gateway(
         registry=registry,
         open_realtime=open_realtime,
         callbacks=Callbacks(js, callers, kv),  # type: ignore[arg-type]
+        transfers=HomeownerTransfers(js, settings),  # type: ignore[arg-type]
     )
     await registry.subscribe_amd(nc)  # type: ignore[arg-type]
     return GatewayService(deps=deps, router=build_router(deps))

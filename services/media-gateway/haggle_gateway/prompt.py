@@ -184,6 +184,9 @@ then say exactly "{AGREED_CLOSING}" and call end_call.
 5. If they will not come down to {max_price} or less, or cannot help, say exactly "{NO_DEAL_CLOSING}" and \
 call end_call.
 If they ask to not be called again, apologise, say goodbye, and call end_call.
+If they insist on speaking with the homeowner (to book, or for details not in CALL DATA), say "Let me connect \
+you with the homeowner, one moment." and call transfer_to_homeowner. If it answers ok=false, do what its error \
+says.
 
 Real phone lines:
 - Phone menu ("for service press 1"): press keys with send_dtmf; never say digits or "I'll press" aloud, and \
@@ -243,6 +246,17 @@ def tools() -> list[dict[str, Any]]:
             "name": "voicemail",
             "description": "An answering machine or voicemail answered, not a person. Say nothing after calling.",
             "parameters": {"type": "object", "properties": {}},
+        },
+        {
+            "type": "function",
+            "name": "transfer_to_homeowner",
+            "description": "Hand the call to the homeowner when the business insists on speaking with them. Say that "
+                           "you are connecting them BEFORE calling this; the call leaves you after that line.",
+            "parameters": {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "description": "why: booking, details, ..."}},
+                "required": ["reason"],
+            },
         },
         {
             "type": "function",

@@ -39,6 +39,7 @@ def gateway_settings(rt: Runtime) -> GatewaySettings:
         record_calls=s.record_calls,
         recording_notice=s.recording_notice,
         forward_unknown_to=s.forward_unknown_to or "",
+        transfer_ring_s=s.transfer_ring_s,
         # Just under Twilio's time_limit, so we end the call ourselves and record why (max_duration).
         max_call_s=float(max(15, s.call_time_limit_s - 15)),
     )

@@ -44,6 +44,7 @@ class GatewaySettings:
     # `recording_notice`; off, the notice is not said.
     record_calls: bool = False
     recording_notice: str = "This call is recorded."
+    transfer_ring_s: float = 20.0  # TRANSFER_RING_SECONDS: how long a transfer rings the homeowner
     forward_unknown_to: str = ""  # FORWARD_UNKNOWN_TO: a callback from a number Haggle never called is put through
     greeting_mode: GreetingMode = "force_message"
     # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
@@ -146,6 +147,7 @@ class GatewaySettings:
             "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
             "record_calls": e.get("RECORD_CALLS", "off") == "on",
             "forward_unknown_to": e.get("FORWARD_UNKNOWN_TO", ""),
+            "transfer_ring_s": float(e.get("TRANSFER_RING_SECONDS", "20")),
             "recording_notice": e.get("RECORDING_NOTICE") or "This call is recorded.",
         }
         values.update(overrides)

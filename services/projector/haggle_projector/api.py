@@ -103,6 +103,10 @@ class ProviderIn(BaseModel):
         return v
 
 
+PhoneText = Annotated[str, StringConstraints(max_length=40),
+                      WithJsonSchema({"type": "string", "maxLength": 40, "pattern": PHONE_PATTERN})]
+
+
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +117,18 @@ class JobIn(BaseModel):
     job_id: Id | None = None
     context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    # Where the agent may hand a call to the homeowner (transfer_to_homeowner); E.164, separators allowed.
+    homeowner_phone: PhoneText | None = None
+
+    @field_validator("homeowner_phone")
+    @classmethod
+    def _homeowner_e164(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = re.sub(PHONE_SEPARATORS, "", v)
+        if not E164.match(v):
+            raise ValueError("must be an E.164 phone number such as +14155550123")
+        return v
 
     @field_validator("job_id")
     @classmethod
@@ -207,6 +223,7 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
         providers=providers,
         max_attempts=body.max_attempts,
         source=source,
+        homeowner_phone=body.homeowner_phone,
     )
 
 
