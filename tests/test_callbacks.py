@@ -67,7 +67,18 @@ async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path
                 inbound = await asyncio.wait_for(until(lambda e: isinstance(e, ev.InboundCallReceived)), 30)
                 second = await asyncio.wait_for(until(
                     lambda e: isinstance(e, ev.PriceExtracted) and e.attempt == 2), 60)
-                doc = (await http.get("/jobs/cb1")).json()
+
+                async def projected() -> dict:  # type: ignore[type-arg]
+                    while True:  # the projection trails the log: until it holds the callback's result
+                        doc = (await http.get("/jobs/cb1")).json()
+                        if doc["providers"][0]["outcome"] == "agreed":
+                            return doc  # type: ignore[no-any-return]
+                        await asyncio.sleep(0.1)
+
+                try:
+                    doc = await asyncio.wait_for(projected(), 15)
+                except TimeoutError:
+                    doc = (await http.get("/jobs/cb1")).json()
                 page = (await http.get("/ui/jobs/cb1/calls/d0")).text
 
                 # A number Haggle never called: one polite line, then the call ends; nothing on any job.
