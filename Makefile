@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(SYNC)
 	touch $(STAMP)
 
-lock: $(UV) ## re-resolve uv.lock on purpose (newest versions within pyproject's ranges, for 3.11 and 3.13 alike)
-	$(UV) lock --upgrade
+# Re-resolve uv.lock on purpose: newest versions within pyproject's ranges, one lock for 3.11 and 3.13 alike.
+# `make lock KEEP=1` keeps every pin it can and only follows an edited pyproject.toml (smallest diff).
+lock: $(UV)
+	$(UV) lock $(if $(KEEP),,--upgrade)
 	rm -f $(STAMP)
 
 freeze: install ## the venv's packages, without the project's own editable line (it names this clone's path)
@@ -67,7 +69,7 @@ eval: install ## score the offline price extractor on ../shared/eval
 eval-negotiation: install ## the offer policy and market rounds against seeded simulated markets (docs/negotiation.md)
 	$(BIN)/python scripts/eval_negotiation.py
 
-bench: install ## gateway vs. a bare relay at 25-200 calls (~10 min): benchmarks/results/, docs/bench.png
+bench: install ## gateway vs. a bare relay at 25-200 calls, then haggle up whole vs. the relay (~12 min): benchmarks/results/, docs/bench.png
 	$(SYNC) --extra bench
 	$(BIN)/python -m benchmarks.gateway_bench
 

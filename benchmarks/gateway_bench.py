@@ -37,7 +37,7 @@ from haggle_contracts.calls import CallContext, ctx_key, encode_context
 from haggle import bus
 from haggle.nats_embedded import EmbeddedNats
 
-from . import event_path, procstat, report
+from . import event_path, procstat, report, system_proc
 from .loadgen import CallSpec, LoadGenerator, business_name, make_call_id
 from .serve import GcPauses
 from .stats import percentile, rounded
@@ -52,7 +52,7 @@ LATENCY_BUDGET_MS = 20.0
 
 @dataclass(frozen=True)
 class Step:
-    target: str  # "gateway" | "relay"
+    target: str  # "gateway" | "relay" | "system" (`haggle up`: the process and its nats-server child)
     calls: int
     duration_s: float
     audio_format: str = "pcmu"
@@ -62,12 +62,37 @@ class Step:
     experiments: tuple[str, ...] = ()
 
 
+@dataclass
+class Subject:
+    """A started process under test. For `system` the measured process tree is it and its descendants."""
+
+    proc: asyncio.subprocess.Process
+    port: int
+    log_path: Path
+    tree: bool = False
+    kv: Any = None  # where the calls' contexts go (None: the bench's own NATS)
+    nc: Any = None
+
+    def pids(self) -> list[int]:
+        return procstat.tree_pids(self.proc.pid) if self.tree else [self.proc.pid]
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds of the main process and of its descendants."""
+        pids = self.pids()
+        return procstat.cpu_seconds(pids[0]), sum(procstat.cpu_seconds(p) for p in pids[1:])
+
+    def rss_bytes(self) -> int:
+        return sum(procstat.rss_bytes(p) for p in self.pids())
+
+
 class Bench:
     """The shared world of a run: one nats-server, one load generator, a log folder."""
 
-    def __init__(self, work: Path, *, profile: Path | None = None, pin: bool = True) -> None:
+    def __init__(self, work: Path, *, profile: Path | None = None, pin: bool = True,
+                 quiet_wait_s: float = 15.0) -> None:
         self.work = work
         self.profile = profile
+        self.quiet_wait_s = quiet_wait_s
         # The process under test gets a core of its own; this process and nats-server share the other. Left to
         # the scheduler, placement changes between runs and with it who is charged for loopback delivery.
         cpus = sorted(os.sched_getaffinity(0))
@@ -98,8 +123,11 @@ class Bench:
         if self.nats is not None:
             self.nats.stop()
 
-    async def _spawn(self, step: Step) -> tuple[asyncio.subprocess.Process, int, Path]:
+    async def _spawn(self, step: Step) -> Subject:
         assert self.nats is not None
+        log_path = self.work / f"{step.target}-{step.calls}-{step.audio_format}-{secrets.token_hex(2)}.log"
+        if step.target == "system":
+            return await self._spawn_system(step, log_path)
         if step.target == "gateway":
             cmd = [sys.executable, "-m", "benchmarks.gateway_proc", "--nats", self.nats.url,
                    "--chunk-ms", str(step.chunk_ms)]
@@ -108,7 +136,6 @@ class Bench:
         else:
             cmd = [sys.executable, "-m", "benchmarks.relay"]
         cmd += ["--realtime-url", self.gen.realtime_url, "--audio-format", step.audio_format, "--loop", step.loop]
-        log_path = self.work / f"{step.target}-{step.calls}-{step.audio_format}-{secrets.token_hex(2)}.log"
         errf = await asyncio.to_thread(open, log_path, "wb")
         try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -127,7 +154,31 @@ class Bench:
             await proc.wait()
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{step.target} did not start (got {line!r}); log tail:\n{tail}")
-        return proc, int(line.split()[1]), log_path
+        return Subject(proc=proc, port=int(line.split()[1]), log_path=log_path)
+
+    async def _spawn_system(self, step: Step, log_path: Path) -> Subject:
+        if step.audio_format != "pcmu" or step.chunk_ms != 20 or step.experiments:
+            raise ValueError("the system step runs haggle up's own settings (pcmu, outbound_chunk_ms=20)")
+        cpus = {self.pin[1]} if self.pin else None
+        proc, port = await system_proc.spawn(log_path.with_suffix(""), self.gen.realtime_url, step.loop, log_path,
+                                             cpus)
+        subject = Subject(proc=proc, port=port, log_path=log_path, tree=True)
+        try:
+            subject.nc = await bus.connect(system_proc.nats_url(proc.pid), name="bench-contexts")
+            subject.kv = await subject.nc.jetstream().key_value(subjects.KV_CALLS)
+        except Exception:
+            await system_proc.stop(proc)
+            raise
+        return subject
+
+    async def _stop_subject(self, subject: Subject) -> dict[str, Any]:
+        if subject.nc is not None:
+            with contextlib.suppress(Exception):
+                await subject.nc.close()
+        if subject.tree:
+            stats = await system_proc.stop(subject.proc)
+            return {**stats, "gc": system_proc.gc_pauses(subject.log_path.with_suffix(""))}
+        return await self._stop(subject.proc)
 
     @staticmethod
     async def _stop(proc: asyncio.subprocess.Process) -> dict[str, Any]:
@@ -145,7 +196,7 @@ class Bench:
                 return json.loads(line[6:])  # type: ignore[no-any-return]
         return {}
 
-    async def _contexts(self, n: int) -> list[CallSpec]:
+    async def _contexts(self, n: int, kv: Any) -> list[CallSpec]:
         specs = []
         for i in range(n):
             spec = CallSpec(index=i, call_id=make_call_id(i, secrets.token_hex(4)), token=secrets.token_urlsafe(24),
@@ -154,7 +205,7 @@ class Bench:
                               service_provider=business_name(i), phone_number="+14155550100",
                               problem="leaking kitchen faucet", zip_code="94110", max_price=180.0,
                               token=spec.token, call_sid=spec.call_sid)
-            await self.kv.put(ctx_key(spec.call_id), encode_context(ctx))
+            await kv.put(ctx_key(spec.call_id), encode_context(ctx))
             specs.append(spec)
         return specs
 
@@ -175,18 +226,19 @@ class Bench:
 
     async def run(self, step: Step) -> dict[str, Any]:
         gen = self.gen
-        quiet_before = await self.quiet()
+        quiet_before = await self.quiet(wait_s=self.quiet_wait_s)
         gen.reset()
         gen.audio_format = step.audio_format
         gen.embedded_ids = step.audio_format == "pcmu"
-        proc, port, log_path = await self._spawn(step)
+        subject = await self._spawn(step)
+        proc, port, log_path = subject.proc, subject.port, subject.log_path
         pid = proc.pid
         errors: list[str] = []
         profiler: asyncio.subprocess.Process | None = None
         try:
             await asyncio.sleep(0.5)  # let the fresh process settle before its idle RSS is read
-            rss_idle = procstat.rss_bytes(pid)
-            specs = await self._contexts(step.calls)
+            rss_idle = subject.rss_bytes()
+            specs = await self._contexts(step.calls, subject.kv or self.kv)
             t_setup = time.perf_counter()
             await gen.open_calls(specs, port)
             if not await gen.wait_streaming(step.calls, 30 + step.calls * 0.1):
@@ -196,14 +248,17 @@ class Bench:
             in0, out0, lag0 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
             assert self.nats is not None and self.nats.proc is not None
             nats_pid = self.nats.proc.pid
-            assert proc.stdin is not None
-            proc.stdin.write(b"window\n")
+            if proc.stdin is not None:
+                proc.stdin.write(b"window\n")
+            elif subject.tree:
+                system_proc.window_opens(proc)
             self.pauses.reset()
             everyone0 = await asyncio.to_thread(procstat.all_cpu_seconds)
-            c0, s0, n0, st0, t0 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                                   procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
+            (c0, k0), s0, n0, st0, t0 = (subject.cpu_seconds(), procstat.self_cpu_seconds(),
+                                         procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
             if self.profile is not None and self.py_spy is not None:
-                out = self.profile / f"{step.target}-{step.calls}-{step.audio_format}.txt"
+                name = f"{step.target}-{step.calls}-{step.audio_format}-{step.loop}-{int(time.time())}"
+                out = self.profile / f"{name}.txt"
                 profiler = await asyncio.create_subprocess_exec(
                     self.py_spy, "record", "--pid", str(pid), "--duration", str(int(step.duration_s)),
                     "--rate", "250", "--format", "raw", "--nonblocking", "-o", str(out),
@@ -212,11 +267,12 @@ class Bench:
             end = t0 + step.duration_s
             while (left := end - time.perf_counter()) > 0:
                 await asyncio.sleep(min(1.0, left))  # sampling RSS once a second through the window
-                rss_peak = max(rss_peak, procstat.rss_bytes(pid))
-            c1, s1, n1, st1, t1 = (procstat.cpu_seconds(pid), procstat.self_cpu_seconds(),
-                                   procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
+                rss_peak = max(rss_peak, subject.rss_bytes())
+            (c1, k1), s1, n1, st1, t1 = (subject.cpu_seconds(), procstat.self_cpu_seconds(),
+                                         procstat.cpu_seconds(nats_pid), procstat.steal_seconds(), time.perf_counter())
             everyone1 = await asyncio.to_thread(procstat.all_cpu_seconds)
-            ours = {pid, os.getpid(), nats_pid}
+            measured = subject.pids()
+            ours = {*measured, os.getpid(), nats_pid}
             if profiler is not None:
                 ours.add(profiler.pid)
             in1, out1, lag1 = gen.inbound.next_id, gen.outbound.next_id, len(gen.tick_lag)
@@ -231,9 +287,10 @@ class Bench:
             if profiler is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(profiler.wait(), 10)
-            child_stats = await self._stop(proc)
+            child_stats = await self._stop_subject(subject)
         window = t1 - t0
-        cpu = c1 - c0
+        kids = k1 - k0  # the system's nats-server (0 for the single-process targets)
+        cpu = c1 - c0 + kids
         errors += counters.connect_errors[:5]
         lag = sorted(gen.tick_lag[lag0:lag1])
         result = {
@@ -256,7 +313,9 @@ class Bench:
             "out_frame_p50_ms": rounded(percentile(out_frame, 0.50)),
             "out_frame_p99_ms": rounded(percentile(out_frame, 0.99)),
             "cpu_s": round(cpu, 3),
-            "cpu_share": round(cpu / window, 3),  # of one core
+            "cpu_share": round(cpu / window, 3),  # of one core (the whole tree for `system`)
+            "children_cpu_share": round(kids / window, 3),
+            "processes": len(measured),  # 2 for `system`: haggle up and its nats-server
             "cpu_s_per_call_min": round(cpu / (step.calls * window / 60.0), 4),
             "rss_idle_mb": round(rss_idle / 2**20, 1),
             "rss_mb": round(rss_peak / 2**20, 1),
@@ -317,7 +376,7 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.time()
     base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup,
             "experiments": tuple(args.experiment)}
-    async with Bench(work, profile=args.profile, pin=args.pin) as bench:
+    async with Bench(work, profile=args.profile, pin=args.pin, quiet_wait_s=args.quiet_wait) as bench:
 
         async def run(step: Step) -> dict[str, Any]:
             tries: list[dict[str, Any]] = []
@@ -335,7 +394,21 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         for n in args.calls:
             for target in args.targets:
-                await run(Step(target=target, calls=n, **base))
+                if target != "system":
+                    await run(Step(target=target, calls=n, **base))
+        system = []
+        if "system" in args.targets:
+            for n in args.system_calls:
+                # The relay right after the system, on the loop haggle up ran on: each pair compares the two
+                # under the same machine load, a minute apart. On a shared machine one pair can still land on
+                # a burst of someone else's work, so the pair is repeated and the report takes medians.
+                for round_ in range(args.system_repeat):
+                    pair = {"round": round_,
+                            "system": await run(Step(target="system", calls=n, **{**base, "loop": args.system_loop})),
+                            "relay": await run(Step(target="relay", calls=n, **{**base, "loop": args.system_loop}))}
+                    steps.remove(pair["system"])
+                    steps.remove(pair["relay"])
+                    system.append(pair)
         saturation = await refine(run, steps, args, base)
         pcm24k: dict[str, Any] | None = None
         if args.pcm24k_calls:
@@ -361,6 +434,7 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "pcm24k": pcm24k,
         "variants": variants,
         "event_path": events,
+        "system": system,
     }
 
 
@@ -373,7 +447,7 @@ def variant_steps(args: argparse.Namespace, base: dict[str, Any]) -> list[Step]:
     if args.chunk_ms != 40:
         out.append(Step(target="gateway", calls=n, **{**base, "chunk_ms": 40}))
     other = "uvloop" if args.loop == "asyncio" else "asyncio"
-    out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets]
+    out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets if t != "system"]
     if max(args.calls) > n:
         out.append(Step(target="gateway", calls=max(args.calls), **{**base, "loop": other}))
     return out
@@ -383,7 +457,7 @@ async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace
                  base: dict[str, Any]) -> dict[str, Any]:
     """For each target: the largest N that held and the smallest that broke, narrowed by bisection."""
     out: dict[str, Any] = {}
-    for target in args.targets:
+    for target in (t for t in args.targets if t != "system"):
         for _ in range(args.refine + 1):
             mine = sorted((s for s in steps if s["target"] == target and s["audio_format"] == "pcmu"),
                           key=lambda s: s["calls"])
@@ -407,11 +481,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", default="25,50,100,200", help="comma-separated concurrent call counts")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of streaming before the window opens")
-    p.add_argument("--targets", default="gateway,relay", help="gateway,relay or one of them")
+    p.add_argument("--targets", default="gateway,relay,system",
+                   help="any of gateway, relay, system (`haggle up` whole; always with a relay right after it)")
+    p.add_argument("--system-calls", default=None,
+                   help="N for the system step (default: 100 when the gateway sweep runs too, else --calls)")
+    p.add_argument("--system-repeat", type=int, default=3,
+                   help="system/relay pairs per N, run alternately (the report takes the median of each ratio)")
+    p.add_argument("--quiet-wait", type=float, default=15.0,
+                   help="seconds to wait, before each step, for other processes to use under 10%% of the machine")
+    p.add_argument("--system-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="HAGGLE_EVENT_LOOP for haggle up, and the relay measured beside it (auto: haggle's default)")
     p.add_argument("--chunk-ms", type=int, default=20,
                    help="the gateway's outbound_chunk_ms (production default 20: one Twilio frame)")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="event loop of both processes under test (haggle run uses asyncio)")
+                   help="event loop of the gateway and relay steps (haggle up itself: --system-loop)")
     p.add_argument("--experiment", action="append", default=[],
                    help="patch the gateway with a what-if from benchmarks.experiments (repeatable)")
     p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
@@ -432,6 +515,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.calls, args.duration, args.warmup = "10,25", 4.0, 1.0
         args.pcm24k_calls, args.event_calls, args.refine, args.variants, args.retries = 10, 20, 0, False, 0
+        args.system_repeat = 1
     try:
         args.calls = [int(x) for x in str(args.calls).split(",") if x.strip()]
     except ValueError:
@@ -439,10 +523,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.calls or min(args.calls) < 1:
         p.error("--calls needs at least one positive count")
     args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
-    if not set(args.targets) <= {"gateway", "relay"} or not args.targets:
-        p.error("--targets must be gateway, relay or both")
+    if not set(args.targets) <= {"gateway", "relay", "system"} or not args.targets:
+        p.error("--targets must be one or more of gateway, relay, system")
+    args.system_only = "system" in args.targets and "gateway" not in args.targets
+    if args.system_only:
+        # The whole system alone (with its relay): none of the gateway-only steps.
+        args.targets = ["system"]
+        args.pcm24k_calls, args.event_calls, args.refine, args.variants = 0, 0, 0, False
+    try:
+        if args.system_calls is not None:
+            args.system_calls = [int(x) for x in str(args.system_calls).split(",") if x.strip()]
+        else:
+            args.system_calls = (args.calls if args.system_only
+                                 else [100] if 100 in args.calls else [max(args.calls)])
+    except ValueError:
+        p.error("--system-calls must be comma-separated integers")
+    from haggle.loop import ENV, choose
+
+    args.system_loop = choose({ENV: args.system_loop})
     if args.duration <= 0:
         p.error("--duration must be > 0")
+    if args.system_repeat < 1:
+        p.error("--system-repeat must be >= 1")
     return args
 
 
@@ -454,17 +556,27 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="haggle-bench-") as tmp:
         results = asyncio.run(sweep(args, Path(tmp)))
-    table = report.markdown(results)
-    print(table)
+    table = "" if args.system_only else report.markdown(results)
+    system_table = report.system_markdown(results)
+    print(table + ("\n" + system_table if system_table else ""))
     if args.quick:  # a smoke run does not replace the published figures
         path = Path(tempfile.gettempdir()) / "haggle-bench-quick.json"
         path.write_text(json.dumps(results, indent=2) + "\n")
         print(f"(quick run: results in {path})")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    readmes = (REPO / "benchmarks" / "README.md", REPO / "README.md")
+    if system_table:  # its own file and markers: a system-only run leaves the gateway sweep's figures alone
+        (args.out / "system.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "system-table.md").write_text(system_table)
+        for readme in readmes:
+            if report.update_readme(readme, system_table, markers=report.SYSTEM_MARKS):
+                print(f"updated the whole-system results in {readme.relative_to(REPO)}")
+    if args.system_only:
+        return 0
     (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "README-table.md").write_text(table)
-    for readme in (REPO / "benchmarks" / "README.md", REPO / "README.md"):
+    for readme in readmes:
         if report.update_readme(readme, table):
             print(f"updated the results in {readme.relative_to(REPO)}")
     if report.plot(results, args.plot) is None:

@@ -67,3 +67,48 @@ def raise_fd_limit(want: int = 8192) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and its descendants (e.g. `haggle up` and the nats-server it started), from /proc's children lists."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    return out
+
+
+def threads(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` and its descendants on `cpus` (affinity is per thread; new ones inherit it)."""
+    for p in tree_pids(pid):
+        for tid in threads(p):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass  # a thread that just exited
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []

@@ -11,6 +11,10 @@ from typing import Any
 BUDGET_MS = 20.0
 START_MARK = "<!-- bench:results:start -->"
 END_MARK = "<!-- bench:results:end -->"
+SYSTEM_MARKS = ("<!-- bench:system:start -->", "<!-- bench:system:end -->")
+# Issue 18's bar for the whole system against the relay at 100 calls.
+SYSTEM_CPU_RATIO = 1.25
+SYSTEM_P99_RATIO = 1.5
 
 
 def _f(v: float | None, digits: int = 1) -> str:
@@ -170,16 +174,116 @@ def done_when(results: dict[str, Any], n: int = 100) -> list[str]:
     return lines
 
 
-def update_readme(path: Path, table: str) -> bool:
+_RATIOS = (("p50 in", "in_p50_ms"), ("p99 in", "in_p99_ms"), ("p50 out", "out_p50_ms"), ("p99 out", "out_p99_ms"),
+           ("CPU per call-min", "cpu_s_per_call_min"), ("RSS per call", "rss_per_call_kb"))
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def system_ratios(pairs: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per N: each metric's haggle up / relay ratio in every pair, and their median (the pairs' own ratios, so
+    a burst of someone else's work lands on both halves of a pair rather than on one side of the comparison)."""
+    out: dict[int, dict[str, Any]] = {}
+    for n in sorted({p["system"]["calls"] for p in pairs}):
+        mine = [p for p in pairs if p["system"]["calls"] == n]
+        row: dict[str, Any] = {"pairs": len(mine),
+                               "in_lost": sum(p["system"]["in_lost"] for p in mine),
+                               "out_lost": sum(p["system"]["out_lost"] for p in mine)}
+        for _, key in _RATIOS:
+            each = [r for p in mine if (r := _ratio(p["system"][key], p["relay"][key])) is not None]
+            row[key] = {"median": _median(each), "min": min(each, default=None), "max": max(each, default=None)}
+        out[n] = row
+    return out
+
+
+def _xr(r: dict[str, Any]) -> str:
+    if r["median"] is None:
+        return "-"
+    if r["min"] == r["max"]:
+        return _x(r["median"])
+    return f"{_x(r['median'])} ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def system_markdown(results: dict[str, Any]) -> str:
+    """The whole-system step: `haggle up` (its process and its nats-server) against a relay measured right after
+    it, in pairs; empty if the run had no system step."""
+    pairs = results.get("system") or []
+    if not pairs:
+        return ""
+    cfg = results["config"]
+    first = pairs[0]["system"]
+    lines = [
+        f"Whole system vs. a bare relay: `haggle up` (gateway, projector on SQLite, dispatcher and extractor in "
+        f"one process, plus the nats-server it starts; CPU and memory are the sum over that process tree) takes N "
+        f"calls streaming 20 ms mu-law frames both ways; the relay takes the same load right after it, and the "
+        f"pair is repeated. {cfg['duration']:g} s measured per step, `{first['loop']}` event loop for both, "
+        f"{results['machine']['cpus']} CPUs"
+        + (": the process tree under test pinned to one, the load generator on the other"
+           if cfg.get("pin") else "")
+        + f" (run {results['started_at']}). The machine was shared with other work (\"other processes\" is what "
+        "it used meanwhile): absolute figures swing with it, so the comparison is the median of the pairs' ratios.",
+        "",
+        "| calls | pair | process | in p50 / p99 ms | out p50 / p99 ms | lost in / out | CPU s per call-min | "
+        "RSS per call KiB | CPU (of one core) | of which nats-server | gen-2 GCs, max ms | other processes | "
+        "load generator lag p99 ms | holds |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for pair in pairs:
+        for name, s in (("haggle up", pair["system"]), ("relay", pair["relay"])):
+            kids = f"{s.get('children_cpu_share', 0):.0%}" if name == "haggle up" else "-"
+            gc = s.get("child", {}).get("gc") or {}
+            full = f"{gc['count'][2]}, {gc['max_ms'][2]:.0f}" if gc.get("count") else "-"
+            lines.append(
+                f"| {s['calls']} | {pair.get('round', 0) + 1} | {name} | {_f(s['in_p50_ms'])} / {_f(s['in_p99_ms'])} | "
+                f"{_f(s['out_p50_ms'])} / {_f(s['out_p99_ms'])} | {s['in_lost']} / {s['out_lost']} | "
+                f"{s['cpu_s_per_call_min']:.3f} | {_f(s['rss_per_call_kb'], 0)} | {s['cpu_share']:.0%} | {kids} | "
+                f"{full} | {s.get('foreign_cpu_share', 0):.0%} | {_f(s.get('tick_lag_p99_ms'))} | "
+                f"{'yes' if s['ok'] else '**no**'}{_retried(s)} |")
+    ratios = system_ratios(pairs)
+    lines += ["", "Ratios haggle up / relay: median over the pairs (range):", "",
+              "| calls | pairs | " + " | ".join(name for name, _ in _RATIOS) + " |",
+              "|---:|---:|" + "---:|" * len(_RATIOS)]
+    for n, row in ratios.items():
+        lines.append(f"| {n} | {row['pairs']} | " + " | ".join(_xr(row[key]) for _, key in _RATIOS) + " |")
+    lines += system_done_when(ratios)
+    return "\n".join(lines) + "\n"
+
+
+def system_done_when(ratios: dict[int, dict[str, Any]], n: int = 100) -> list[str]:
+    row = ratios.get(n)
+    if row is None:
+        return []
+    cpu = row["cpu_s_per_call_min"]["median"]
+    checks = [(f"CPU per call-minute at most {SYSTEM_CPU_RATIO:g}x the relay's",
+               cpu is not None and cpu <= SYSTEM_CPU_RATIO, f"{_f(cpu, 2)}x")]
+    for way in ("in", "out"):
+        ratio = row[f"{way}_p99_ms"]["median"]
+        checks.append((f"p99 {way} at most {SYSTEM_P99_RATIO:g}x the relay's",
+                       ratio is not None and ratio <= SYSTEM_P99_RATIO, f"{_f(ratio, 2)}x"))
+    checks.append(("0 frames lost", row["in_lost"] == 0 and row["out_lost"] == 0,
+                   f"{row['in_lost']} / {row['out_lost']}"))
+    lines = ["", f"Done-when (issue 18) at {n} calls, medians of {row['pairs']} pair(s):", ""]
+    lines += [f"- [{'x' if ok else ' '}] {name}: {value}" for name, ok, value in checks]
+    return lines
+
+
+def update_readme(path: Path, table: str, markers: tuple[str, str] = (START_MARK, END_MARK)) -> bool:
     """Replace what sits between the bench markers in a README with `table`; False if it has no markers."""
+    start_mark, end_mark = markers
     try:
         text = path.read_text()
     except FileNotFoundError:
         return False
-    start, end = text.find(START_MARK), text.find(END_MARK)
+    start, end = text.find(start_mark), text.find(end_mark)
     if start < 0 or end < start:
         return False
-    path.write_text(text[: start + len(START_MARK)] + "\n" + table.rstrip() + "\n" + text[end:])
+    path.write_text(text[: start + len(start_mark)] + "\n" + table.rstrip() + "\n" + text[end:])
     return True
 
 

@@ -10,35 +10,50 @@ from haggle_contracts import events as ev
 from .bus import StoredEvent
 
 
+def _join(*parts: str | None) -> str:
+    """The parts that are there, in order: an event's optional facts are left out rather than shown empty."""
+    return " ".join(p for p in parts if p)
+
+
 def detail(e: ev.Event) -> str:
     """What happened, without the when/what/who columns (the dashboard lays those out itself)."""
     match e:
         case ev.JobStarted():
             return f"{len(e.providers)} provider(s), max ${e.max_price:g}: {e.problem[:60]}"
-        case ev.DialScheduled():
-            text = f"attempt {e.attempt} ({e.reason})"
-            if e.not_before:
-                text += f" not before {e.not_before:%H:%M:%S}"
+        case ev.CallPlanned():
+            text = f"round {e.round} ({e.reason})"
+            if e.competitor is not None:
+                said = "agreed" if e.competitor.agreed else "quoted"
+                text += f" carrying {e.competitor.provider_id}'s {said} ${e.competitor.price:g} (all-in ${e.shown:g})"
             return text
+        case ev.BookingRequested():
+            return f"book at ${e.price:g} in: " + ("; ".join(e.windows) or "any time")
+        case ev.BookingRecorded():
+            return (f"confirmed {e.appointment or 'no time given'}" if e.confirmed else "not confirmed") + (
+                f" ({e.notes})" if e.notes else "")
+        case ev.OfferDecided():
+            offer = f" ${e.offer:g}" if e.offer is not None else ""
+            return f"{e.action}{offer} ({e.reason}): {e.say}"
+        case ev.DialScheduled():
+            return _join(f"attempt {e.attempt} ({e.reason})", e.round > 1 and f"round {e.round}",
+                         e.not_before and f"not before {e.not_before:%H:%M:%S}")
         case ev.CallDialed():
-            return f"attempt {e.attempt} sid {e.call_sid}"
+            return f"attempt {e.attempt} sid {e.call_sid}" + (f" round {e.round}" if e.round > 1 else "")
         case ev.DialFailed():
             return f"attempt {e.attempt}: {e.reason} (code {e.code})"
         case ev.CallStatusChanged():
-            return f"{e.status}" + (f" {e.duration_s:g}s" if e.duration_s else "") + f" [{e.source}]"
+            return _join(e.status, e.duration_s and f"{e.duration_s:g}s", f"[{e.source}]")
         case ev.MachineDetected():
             return e.answered_by
         case ev.UtteranceTranscribed():
             return f"#{e.seq} {e.role.value}: {e.text}"
         case ev.QuoteRecorded():
-            return f"${e.price} {e.price_type.value} {e.conditions}".rstrip()
+            return _join(f"${e.price}", e.price_type.value, e.conditions)
         case ev.CallEnded():
             return f"{e.reason} after {e.duration_s:.1f}s"
         case ev.PriceExtracted():
-            text = f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}"
-            if e.disagreement:
-                text += f" (disagreement: {e.disagreement})"
-            return text
+            return _join(f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}",
+                         e.disagreement and f"(disagreement: {e.disagreement})")
         case ev.CallPriced():
             twilio = f"${e.twilio_price:.4f}" if e.twilio_price is not None else f"unknown ({e.twilio_price_missing})"
             return (f"{e.currency} {e.total:.4f}: Twilio {twilio} + realtime {e.realtime_minutes:.2f} min "

@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_cmd_replay(args))
         if args.command == "projector":
             return asyncio.run(_cmd_rebuild(args))
+        if args.command in ("up", "run"):  # the serving commands run on uvloop where it is installed
+            from .loop import run
+
+            return run(handlers[args.command](args))
         return asyncio.run(handlers[args.command](args))
     except ConfigError as exc:
         print(f"haggle: configuration error: {exc}", file=sys.stderr)

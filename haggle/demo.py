@@ -1,4 +1,8 @@
-"""`haggle demo`: one job for three simulated providers through the real services, shown live, then a table."""
+"""`haggle demo`: one job for five simulated providers through the real services, shown live, then a table.
+
+It runs the market strategy (`NEGOTIATION_STRATEGY=market`): the first call goes out alone, the rest carry its
+real quote, and a second round calls back the providers above the best with the best real offer. Each
+planned call is printed with its round and the quote it carries."""
 
 from __future__ import annotations
 
@@ -22,6 +26,15 @@ def _line(event: ev.Event, names: dict[str, str]) -> str | None:
     match event:
         case ev.JobStarted():
             return f"job {event.job_id}: calling {len(event.providers)} providers about '{event.problem}'"
+        case ev.CallPlanned():
+            why = {"opening": "first call, no price known yet", "informed": "knows an earlier quote",
+                   "callback": "called back", "independent": "on its own"}.get(event.reason, event.reason)
+            text = f"round {event.round}: {who} ({why})"
+            if event.competitor is not None:
+                said = "agreed" if event.competitor.agreed else "quoted"
+                text += (f", carrying {names.get(event.competitor.provider_id, event.competitor.provider_id)}'s "
+                         f"{said} ${event.competitor.price:g}")
+            return text
         case ev.CallDialed():
             return f"  {who:<16} dialing ({event.call_sid[:10]}...)"
         case ev.CallStatusChanged(status=s) if s in ("ringing", "in-progress", "busy", "no-answer", "failed"):
@@ -45,12 +58,12 @@ def _money(x: float | None) -> str:
 
 
 def print_table(doc: dict) -> None:  # type: ignore[type-arg]
-    rows = [("provider", "call_status", "outcome", "first quote", "agreed price", "saving")]
+    rows = [("provider", "rounds", "call_status", "outcome", "first quote", "agreed price", "saving")]
     for p in doc["providers"]:
         first, price = p["initial_quote"], p["negotiated_price"]
         saving = _money(first - price) if first is not None and price is not None else "-"
-        rows.append((p["service_provider"], p["call_status"], p["outcome"] or "-", _money(first), _money(price),
-                     saving))
+        rows.append((p["service_provider"], str(p.get("round", 1)), p["call_status"], p["outcome"] or "-",
+                     _money(first), _money(price), saving))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for i, r in enumerate(rows):
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
@@ -64,9 +77,10 @@ def print_table(doc: dict) -> None:  # type: ignore[type-arg]
         print("\nno provider agreed to a price")
 
 
-async def run_demo(settings: Settings, *, timeout_s: float = 120.0) -> int:
+async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
     # The demo's world includes the harder lines (a long-greeting receptionist, a phone menu): issue 13.
-    async with simulated_world(settings, personas=demo_personas(real_lines=True)) as world:
+    settings = settings.with_(negotiation_strategy="market", negotiation_rounds=max(2, settings.negotiation_rounds))
+    async with simulated_world(settings, personas=demo_personas(real_lines=True, callbacks=True)) as world:
         system = await start_system(world.settings, service_options={"extractor": {"gateway_grace_s": 2.0}})
         try:
             job_id = f"demo_{secrets.token_hex(4)}"

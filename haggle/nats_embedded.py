@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from . import settings_table
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +116,7 @@ class EmbeddedNats:
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("HAGGLE_DATA_DIR", ".haggle")) / "nats"
+    return Path(settings_table.read("HAGGLE_DATA_DIR", os.environ)) / "nats"
 
 
 class NatsCluster:

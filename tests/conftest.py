@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -30,9 +31,24 @@ async def nc(nats_server: EmbeddedNats) -> AsyncIterator[object]:
     client = await bus.connect(nats_server.url, name="test")
     js = client.jetstream()
     await reset_jetstream(js)
-    await bus.ensure_topology(js)
+    await recreate_topology(js)
     yield client
     await client.close()
+
+
+async def recreate_topology(js) -> None:  # type: ignore[no-untyped-def]
+    """`bus.ensure_topology` right after the reset. nats-server can answer 10049 ("error creating store for
+    stream") while it is still removing the deleted stream's files (seen in CI under load): retried, bounded."""
+    from nats.js.errors import ServerError
+
+    for attempt in range(50):
+        try:
+            await bus.ensure_topology(js)
+            return
+        except ServerError as exc:
+            if exc.err_code != 10049 or attempt == 49:
+                raise
+            await asyncio.sleep(0.1)  # the server is deleting files: nothing to await but time
 
 
 async def reset_jetstream(js) -> None:  # type: ignore[no-untyped-def]

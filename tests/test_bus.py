@@ -56,7 +56,8 @@ async def test_malformed_event_goes_to_dead_letter_and_consumer_continues(nc) ->
 
     async def handler(event: ev.Event, delivery) -> None:  # type: ignore[no-untyped-def]
         seen.append(event)
-        done.set()
+        if event.job_id == "x":
+            done.set()
 
     dlq = await nc.subscribe(subjects.deadletter_subject("dispatcher-jobs"))
     await js.publish("haggle.job.x.started", b"{not json", headers={"Nats-Msg-Id": "bad1"})
@@ -76,7 +77,9 @@ async def test_malformed_event_goes_to_dead_letter_and_consumer_continues(nc) ->
         await asyncio.wait_for(task, 5)
     assert any("not JSON" in r for r in reasons)
     assert any("unsupported version 99" in r for r in reasons)
-    assert [type(e).__name__ for e in seen] == ["JobStarted"]
+    # Job x's own event, handled once. Only job x: on a shared worker, a publish still retrying from an earlier
+    # test can land on this test's fresh stream (seen once in CI as a JobStarted at seq 1).
+    assert [type(e).__name__ for e in seen if e.job_id == "x"] == ["JobStarted"]
 
 
 async def test_transient_errors_are_retried_until_the_deadline() -> None:

@@ -53,6 +53,7 @@ async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Pa
                 TcpBalancer([("127.0.0.1", p) for p in gw_ports]) as balancer:
             keep = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "XAI_", "SUPABASE_"))}
             env = {**keep, "NATS_URL": cluster.url, "STREAM_REPLICAS": "3", "CALLING_HOURS": "any",
+                   "NEGOTIATION_STRATEGY": "independent",
                    "TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": SIM_AUTH_TOKEN,
                    "TWILIO_PHONE_NUMBER": SIM_FROM, "TWILIO_API_BASE_URL": twilio.base_url,
                    "XAI_API_KEY": SIM_XAI_KEY, "XAI_REALTIME_URL": realtime.url, "XAI_API_BASE_URL": chat.base_url,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from haggle_extractor.xai_chat import DEFAULT_BASE_URL, DEFAULT_MODEL
+from haggle_gateway.settings import GatewaySettings
 
+from haggle import settings_table
 from haggle.config import ConfigError, Settings
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
@@ -63,3 +67,45 @@ def test_dispatcher_without_twilio_names_the_missing_key(tmp_path: Path, nats_se
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
         "haggle: configuration error: TWILIO_ACCOUNT_SID is not set (needed to place and verify calls)")
+
+
+def _readme_variables() -> set[str]:
+    """The variables named in the first column of the README's configuration table."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first_column = line.split("|")[1]
+            names.update(re.findall(r"`([A-Z][A-Z0-9_]+)`", first_column))
+    return names
+
+
+def test_readme_table_and_settings_table_name_the_same_variables() -> None:
+    documented = _readme_variables()
+    read = {var.env for var in settings_table.SETTINGS}
+    assert documented - read == set(), "documented in the README but read by no row of haggle/settings_table.py"
+    assert read - documented == set(), "read by haggle/settings_table.py but missing from the README's table"
+    assert len(read) == len(settings_table.SETTINGS)  # no variable read twice
+
+
+def test_service_settings_take_the_shared_defaults() -> None:
+    from haggle_gateway.run import gateway_settings
+
+    env = {"PUBLIC_BASE_URL": "https://a.b", "XAI_API_KEY": "k", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+           "TWILIO_AUTH_TOKEN": "t"}
+    shared = Settings.from_env(env, dotenv=False)
+    gateway = gateway_settings(shared)
+    fresh = GatewaySettings(public_base_url="https://a.b", twilio_account_sid="AC", twilio_auth_token="t")
+    for name, source in (("twilio_api_base_url", "twilio_api_base_url"), ("xai_realtime_url", "xai_realtime_url"),
+                         ("realtime_model", "realtime_model"), ("voice", "realtime_voice"),
+                         ("audio_format", "realtime_audio_format"), ("hold_timeout_s", "hold_timeout_s")):
+        assert getattr(gateway, name) == getattr(fresh, name) == getattr(shared, source), name
+    assert DEFAULT_BASE_URL == shared.xai_api_base_url and DEFAULT_MODEL == shared.xai_model
+
+
+def test_switches_say_which_way_they_were_meant() -> None:
+    assert [settings_table.on_off("X", v) for v in ("on", "1", "Yes", "off", "0", "false")] == [
+        True, True, True, False, False, False]
+    with pytest.raises(ConfigError, match="X must be on or off"):
+        settings_table.on_off("X", "maybe")

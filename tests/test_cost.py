@@ -15,12 +15,11 @@ import httpx
 import pytest
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
-from haggle_dispatcher.call_cost import CallCharge, attach, parse_price, priced_event
+from haggle_dispatcher.call_cost import CallCharge, parse_price, priced_event
 from haggle_sim.personas import demo_personas
 from waits import settled
 
 from haggle.config import Settings
-from haggle.runtime import ServiceHandle
 from haggle.simulate import simulated_world
 from haggle.system import start_system
 
@@ -58,9 +57,8 @@ async def test_costs_add_up_per_call_provider_and_job(nc, nats_server, tmp_path:
         twilio.api.pricing.null_reads = 1  # type: ignore[attr-defined]
         twilio.api.pricing.never_priced = {unpriced.phone}  # type: ignore[attr-defined]
         system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        pricer = ServiceHandle("call-cost")
-        attach(pricer, system.rt, price_reads=3, reread_s=0.2)
+                                    service_options={"extractor": {"gateway_grace_s": 1.0},
+                                                     "dispatcher": {"price_reads": 3, "price_reread_s": 0.2}})
         priced: dict[str, ev.CallPriced] = {}
         all_priced = asyncio.Event()
 
@@ -92,7 +90,6 @@ async def test_costs_add_up_per_call_provider_and_job(nc, nats_server, tmp_path:
                 csv_text = (await http.get("/jobs/cost1/results.csv")).text
         finally:
             await sub.unsubscribe()
-            await pricer.stop(5)
             await system.stop(5)
         calls = {c.sid: c for c in twilio.calls}  # type: ignore[attr-defined]
 

@@ -44,7 +44,8 @@ def sim_env(nats_url: str, twilio: TwilioStandin, realtime: RealtimeStandin, pub
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "XAI_", "SUPABASE_", "PROJECTION"))}
     return {**keep, "NATS_URL": nats_url, "TWILIO_ACCOUNT_SID": SIM_ACCOUNT_SID, "TWILIO_AUTH_TOKEN": SIM_AUTH_TOKEN,
             "TWILIO_PHONE_NUMBER": SIM_FROM, "TWILIO_API_BASE_URL": twilio.base_url, "XAI_API_KEY": SIM_XAI_KEY,
-            "XAI_REALTIME_URL": realtime.url, "PUBLIC_BASE_URL": public, "CALLING_HOURS": "any", **extra}
+            "XAI_REALTIME_URL": realtime.url, "PUBLIC_BASE_URL": public, "CALLING_HOURS": "any",
+            "NEGOTIATION_STRATEGY": "independent", **extra}
 
 
 @asynccontextmanager
@@ -70,7 +71,8 @@ async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_serv
     async with standins(personas) as (twilio, realtime):
         port = free_port()
         public = f"http://127.0.0.1:{port}"
-        settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'p.db'}", port=port,
+        settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
+                            projection_url=f"sqlite:///{tmp_path / 'p.db'}", port=port,
                             public_base_url=public, twilio_account_sid=SIM_ACCOUNT_SID,
                             twilio_auth_token=SIM_AUTH_TOKEN, xai_api_key=SIM_XAI_KEY,
                             twilio_api_base_url=twilio.base_url, xai_realtime_url=realtime.url)
@@ -116,7 +118,8 @@ async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
         Persona(business="Wrong Number Plumbing", phone="+14155557004", answer="invalid-number"),
         negotiation("Deal Plumbing", "+14155557005", first_quote=200, counter=150, final=175, ms_per_char=10),
     ]
-    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
+    settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
+                        projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
                         max_call_attempts=3, retry_delay_s=0.3, calling_hours=None)
     async with simulated_world(settings, personas=PersonaBook(personas)) as world:
         system = await start_system(world.settings, nats_url=nats_server.url,
@@ -154,7 +157,8 @@ async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
 
 async def test_repeated_starts_dial_nobody_twice(nc, nats_server, tmp_path: Path) -> None:
     personas = numbered(3, "busy", ring_ms=100, start=100)
-    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'i.db'}", port=0,
+    settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
+                        projection_url=f"sqlite:///{tmp_path / 'i.db'}", port=0,
                         max_call_attempts=1, calling_hours=None)
     async with simulated_world(settings, personas=PersonaBook(personas)) as world:
         system = await start_system(world.settings, nats_url=nats_server.url)
@@ -249,7 +253,8 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
 async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_server, tmp_path: Path) -> None:
     personas = [negotiation(f"Cancel Plumber {i}", f"+1415559{i:04d}", first_quote=200, counter=150, final=175,
                             ms_per_char=10) for i in range(6)]
-    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'c.db'}", port=0,
+    settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
+                        projection_url=f"sqlite:///{tmp_path / 'c.db'}", port=0,
                         max_concurrent_calls=2, calls_per_second=5, max_call_attempts=1, calling_hours=None)
     async with simulated_world(settings, personas=PersonaBook(personas)) as world:
         system = await start_system(world.settings, nats_url=nats_server.url,

@@ -93,7 +93,8 @@ async def test_concurrent_restarts_on_two_replicas_both_land(nc) -> None:
 async def test_two_dispatcher_services_dial_a_provider_that_a_restart_adds(nc, nats_server, tmp_path: Path) -> None:
     """The same through the services' own consumers: two dispatcher replicas next to the rest of the system."""
     first, added = PERSONAS[10], PERSONAS[11]
-    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
+    settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
+                        projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
                         max_call_attempts=1, calling_hours=None)
     async with simulated_world(settings, personas=PersonaBook([first, added])) as world:
         twilio: TwilioStandin = world.twilio  # type: ignore[assignment]

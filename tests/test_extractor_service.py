@@ -17,6 +17,8 @@ from fastapi import FastAPI, Request, Response
 from haggle_contracts import events as ev
 from haggle_contracts import state as st
 from haggle_contracts import subjects
+from haggle_contracts.market import MarketPolicy
+from haggle_extractor.completion import JobCompletion
 from haggle_extractor.service import Extractor, ExtractorSettings
 from haggle_extractor.webhook import ReportSender
 from haggle_sim.http_server import serve_app
@@ -93,7 +95,7 @@ async def test_every_ended_call_gets_a_result_whatever_the_api_does(nc, mode: st
         extractor = Extractor(js, pub, ExtractorSettings(xai_api_key="k", xai_api_base_url=chat.base_url,
                                                          gateway_grace_s=0.2, xai_timeout_s=0.5, xai_retries=1))
         async with running(js, "extractor", extractor.on_call_event, concurrency=2), \
-                running(js, "extractor-jobs", extractor.on_job_progress):
+                running(js, "job-completion", JobCompletion(js, pub, MarketPolicy()).on_job_progress):
             history = await wait_for(nc, job, lambda h: any(isinstance(e, ev.JobCompleted) for e in h), 60)
     extracted = [e for e in history if isinstance(e, ev.PriceExtracted)]
     # Exactly one per call, although CallEnded and "completed" both trigger extraction (a list, so a duplicate shows).
@@ -167,7 +169,7 @@ async def test_results_webhook_gets_the_report_once_across_a_restart(nc) -> None
     async with webhook_receiver(fail_first=1) as (url, received):
         extractor = Extractor(js, pub, ExtractorSettings(gateway_grace_s=0.2))
         async with running(js, "extractor", extractor.on_call_event), \
-                running(js, "extractor-jobs", extractor.on_job_progress):
+                running(js, "job-completion", JobCompletion(js, pub, MarketPolicy()).on_job_progress):
             await wait_for(nc, "hook", lambda h: any(isinstance(e, ev.JobCompleted) for e in h))
         async with running(js, "reporter", recording(ReportSender(js, url, "shh"))):
             await done_with("completed-hook")  # delivered (after the 503 and its retry), not merely handled once

@@ -106,6 +106,7 @@ def system_settings(tmp_path: Path, twilio: TwilioStandin, realtime: RealtimeSta
         twilio_auth_token=SIM_AUTH_TOKEN, twilio_phone_number=SIM_FROM, twilio_api_base_url=twilio.base_url,
         xai_api_key=SIM_XAI_KEY, xai_realtime_url=realtime.url, xai_api_base_url=chat.base_url,
         calling_hours=None, silence_timeout_s=10.0, max_call_attempts=1, calls_per_second=5.0,
+        negotiation_strategy="independent",  # these tests run calls side by side on purpose
     )
 
 
@@ -271,8 +272,13 @@ async def test_twilio_stream_drop_hangs_up_the_call_through_rest(nc, nats_server
     by_call = assert_log_consistent(history, doc)
     row = doc["providers"][0]
     assert row["end_reason"] == "twilio_stream_lost"
-    assert 2 <= len(row["transcript"]) < len(persona.turns)
-    assert row["transcript"] == lines(persona, len(row["transcript"]))
+    got = row["transcript"]
+    assert 2 <= len(got) < len(persona.turns)
+    # Whole lines in order; where the 4 s drop lands depends on the machine's pace, and a line it cuts short is
+    # kept as far as it got.
+    want = lines(persona, len(got))
+    assert got[:-1] == want[:-1]
+    assert got[-1]["role"] == want[-1]["role"] and got[-1]["text"] and want[-1]["text"].startswith(got[-1]["text"])
     assert len(by_call[call.sid]) == ended.utterances
 
 

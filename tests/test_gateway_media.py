@@ -8,7 +8,10 @@ import json
 import pytest
 from haggle_gateway import realtime_events as rt
 from haggle_gateway import twilio_media as tm
+from haggle_gateway.run import gateway_settings
 from haggle_gateway.settings import GatewaySettings, mask_phone, mask_secret
+
+from haggle.config import ConfigError, Settings
 
 START = {
     "event": "start", "sequenceNumber": "1", "streamSid": "MZ1",
@@ -148,8 +151,13 @@ def test_settings_validate_and_keep_secrets_out_of_repr() -> None:
                 {"public_base_url": "https://x/?a=1"}, {"greeting_wait_s": 0}):
         with pytest.raises(ValueError):
             settings(**bad)
-    env = GatewaySettings.from_env({"PUBLIC_BASE_URL": "https://a.b", "REALTIME_AUDIO_FORMAT": "pcm24k",
-                                    "AI_DISCLOSURE": "upfront", "TWILIO_AUTH_TOKEN": "t"})
-    assert (env.audio_format, env.ai_disclosure, env.xai_realtime_url) == ("pcm24k", "upfront",
-                                                                            "wss://api.x.ai/v1/realtime")
+    env = gateway_settings(Settings.from_env({
+        "PUBLIC_BASE_URL": "https://a.b", "REALTIME_AUDIO_FORMAT": "pcm24k", "AI_DISCLOSURE": "upfront",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t", "XAI_API_KEY": "k",
+        "REALTIME_VOICE": "Eve", "TWILIO_PHONE_NUMBER": "+14155550100"}, dotenv=False))
+    assert (env.audio_format, env.ai_disclosure, env.xai_realtime_url, env.voice, env.callback_number) == (
+        "pcm24k", "upfront", "wss://api.x.ai/v1/realtime", "Eve", "+14155550100")
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN"):
+        gateway_settings(Settings.from_env({"PUBLIC_BASE_URL": "https://a.b", "XAI_API_KEY": "k",
+                                            "TWILIO_ACCOUNT_SID": "AC" + "0" * 32}, dotenv=False))
     assert mask_phone("+14155550101") == "+1415***0101" and mask_secret("abcdefghijkl") == "abc…(12)"

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from haggle_contracts.calls import CallContext
+from haggle_contracts.calls import BookingBrief, CallContext
 from haggle_gateway.prompt import (
     AGREED_CLOSING,
     NO_DEAL_CLOSING,
@@ -58,7 +58,7 @@ def test_the_seed_lines_and_the_rules_are_there() -> None:
     assert 'opening_line: "Hi, is this Joe\'s Plumbing?"' in data_block(text)
     assert AGREED_CLOSING == "Great, that works for us. Thank you, goodbye!" and AGREED_CLOSING in text
     assert NO_DEAL_CLOSING == "I understand. Thanks for your time, goodbye!" and NO_DEAL_CLOSING in text
-    assert "$180" in text and "20 to 30 percent" in text and "end_call" in text and "record_quote" in text
+    assert "$180" in text and "end_call" in text and "record_quote" in text
     assert "leaking kitchen faucet" in text and "94110" in text and "Single-handle faucet" in text
 
 
@@ -118,6 +118,28 @@ def test_free_text_fields_are_quoted_and_length_limited() -> None:
     assert 'zip_code: "94110 DROP"' in block
 
 
+def test_the_model_voices_the_policy_s_move_and_asks_what_the_price_includes() -> None:
+    text = build_instructions(CallBrief.from_context(ctx()))
+    assert "Follow the move" in text and "add no numbers, prices, competing quotes" in text
+    for asked in ("call-out or diagnostic fee", "parts", "warranty", "how soon they could come"):
+        assert asked in text
+    assert "follow-up call" not in text and "their_earlier_price_usd" not in text
+
+
+def test_a_callback_says_what_it_is_about_and_a_booking_call_only_books() -> None:
+    callback = ctx(round=2, their_prices=[200.0, 185.0])
+    brief = CallBrief.from_context(callback)
+    assert greeting_line(brief) == ("Hi, is this Joe's Plumbing? It's about the leaking kitchen faucet I called "
+                                    "about earlier.")
+    text = build_instructions(brief)
+    assert "follow-up call" in text and "their_earlier_price_usd: 185.00" in data_block(text)
+    booking = ctx(round=3, booking=BookingBrief(price=175, windows=["Sat 8am-12pm"]))
+    text = build_instructions(CallBrief.from_context(booking))
+    assert "record_booking" in text and "Do not negotiate" in text and "record_quote answers" not in text
+    assert 'homeowner_windows: "Sat 8am-12pm"' in data_block(text) and "agreed_price_usd: 175.00" in text
+    assert "record_booking" in {t["name"] for t in tools(booking=True)}
+
+
 def test_tools_are_flat_function_tools() -> None:
     by_name = {t["name"]: t for t in tools()}
     assert set(by_name) == {"end_call", "record_quote", "send_dtmf", "hold", "voicemail", "transfer_to_homeowner"}
@@ -125,3 +147,4 @@ def test_tools_are_flat_function_tools() -> None:
     quote = by_name["record_quote"]["parameters"]["properties"]
     assert quote["price_type"]["enum"] == ["flat", "hourly", "visit_fee", "unknown"]
     assert quote["agreed"]["type"] == "boolean"
+    assert {"visit_fee", "includes_parts", "warranty", "earliest_availability", "final"} <= set(quote)

@@ -98,6 +98,14 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
         duration_s=171.25,
         updated_at=T0 + timedelta(minutes=3, microseconds=999999),
         last_seq=4242,
+        round=2,
+        booking_status="confirmed",
+        appointment="Sat Jan 10, 9am",
+        booking_round=3,
+        visit_fee=49.0,
+        includes_parts=True,
+        warranty="90 days",
+        earliest_availability="2026-01-10",
     )
 
 

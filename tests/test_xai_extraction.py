@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import msgspec
 import pytest
-from haggle_extractor.extract import extract
+from haggle_contracts import events as ev
+from haggle_extractor.extract import extract, price_extracted, read_call
 from haggle_extractor.offline import TranscriptError
 from haggle_extractor.xai_chat import RESPONSE_SCHEMA, SYSTEM_PROMPT, ExtractionError, extract_with_xai
 from haggle_sim.xai_chat_standin import XaiChatStandin
@@ -204,3 +206,35 @@ async def test_quote_hints_fill_gaps_and_flag_conflicts() -> None:
                            quote_hints=conflicting)
     assert result.price == 100  # a hint never overrides the transcript
     assert result.disagreement == "record_quote hint: agreed at $90; transcript reading: agreed at $100 (visit_fee)"
+
+
+def _said(seq: int, role: ev.Role, text: str, revision: int = 0) -> ev.UtteranceTranscribed:
+    return ev.UtteranceTranscribed(event_id=f"u{seq}.{revision}", job_id="j", provider_id="p", attempt=1,
+                                   call_sid="CA1", utterance_id=f"u{seq}", seq=seq, role=role, text=text,
+                                   revision=revision)
+
+
+async def test_read_call_from_typed_events_and_one_constructor() -> None:
+    quote = ev.QuoteRecorded(event_id="q", job_id="j", provider_id="p", attempt=1, call_sid="CA1", price=100,
+                             price_type=ev.PriceType.VISIT_FEE, conditions="waived if booked", agreed=True)
+    mine: list[ev.Event] = [
+        _said(0, ev.Role.USER, "It'd be $150 for the visit."),
+        _said(1, ev.Role.ASSISTANT, "Could you do 100?"),
+        _said(0, ev.Role.USER, "It'd be $120 for the visit.", revision=1),  # the latest revision is read
+        _said(2, ev.Role.USER, "Sure, 100 works."),
+        quote,
+    ]
+    x = await read_call(mine, "end_call", api_key=None)
+    assert (x.outcome, x.price, x.initial_quote, x.price_type, x.conditions) == (
+        ev.Outcome.AGREED, 100, 120, ev.PriceType.VISIT_FEE, "waived if booked")
+    ids = {"job_id": "j", "provider_id": "p", "attempt": 1, "call_sid": "CA1"}
+    assert price_extracted(x, **ids).agreed is True
+    # AGREED without a price is not a deal, and a price without a deal is not kept.
+    no_price = msgspec.structs.replace(x, price=None)
+    assert (price_extracted(no_price, **ids).outcome, price_extracted(no_price, **ids).agreed) == (
+        ev.Outcome.NO_AGREEMENT, False)
+    unheard = await read_call([_said(0, ev.Role.ASSISTANT, "Hello?")], "silence_timeout", api_key=None)
+    assert (unheard.outcome, unheard.method, unheard.evidence) == (
+        ev.Outcome.NO_AGREEMENT, "none", ["nothing was heard from the provider (call ended: silence_timeout)"])
+    assert (await read_call([], "voicemail", api_key=None)).outcome is ev.Outcome.VOICEMAIL
+    assert (await read_call([], "ivr_stuck", api_key=None)).outcome is ev.Outcome.IVR_STUCK

@@ -12,6 +12,14 @@ from datetime import datetime
 import msgspec
 
 from .events import utcnow
+from .scope import Quote
+
+
+class BookingBrief(msgspec.Struct, kw_only=True, frozen=True):
+    """A booking call: confirm this price and an appointment inside one of these windows (empty: any time)."""
+
+    price: float
+    windows: list[str] = msgspec.field(default_factory=list)
 
 
 class CallContext(msgspec.Struct, kw_only=True):
@@ -34,6 +42,16 @@ class CallContext(msgspec.Struct, kw_only=True):
     transfer_failed: bool = False
     token_used: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
+    # The negotiation this call continues (market strategy; see docs/negotiation.md): its round (2+: a callback),
+    # the real competing quote it carries, what this provider stated and what we offered it in earlier calls, and
+    # the competing all-in prices it has already been told. Together with the call's own record_quote calls,
+    # these are the gateway's `OfferFacts`.
+    round: int = 1
+    competitor: Quote | None = None
+    their_prices: list[float] = msgspec.field(default_factory=list)
+    our_offers: list[float] = msgspec.field(default_factory=list)
+    cited: list[float] = msgspec.field(default_factory=list)
+    booking: BookingBrief | None = None  # set on a booking call (POST /jobs/{id}/book): no negotiating
 
 
 def ctx_key(call_id: str) -> str:

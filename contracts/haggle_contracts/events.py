@@ -20,6 +20,9 @@ from typing import Annotated
 
 import msgspec
 
+from .offer_policy import Decision, OfferFacts
+from .scope import Quote
+
 # Ids travel inside NATS subject tokens: no dots, spaces or wildcards.
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -117,6 +120,9 @@ class DialScheduled(Event, frozen=True, tag="DialScheduled"):
     not_before: datetime | None = None  # retries and calling-hours waits
     reason: str = "initial"
     max_attempts: int | None = None  # the retry policy the dispatcher resolved for this job
+    # The negotiation round this attempt belongs to (1: first call; 2+: a callback planned by CallPlanned).
+    # Attempts are numbered across rounds, so every attempt of a provider has its own number and keys.
+    round: Annotated[int, msgspec.Meta(ge=1)] = 1
 
 
 class CallDialed(Event, frozen=True, tag="CallDialed"):
@@ -126,6 +132,7 @@ class CallDialed(Event, frozen=True, tag="CallDialed"):
     attempt: int
     call_sid: str
     to: str
+    round: int = 1
 
 
 class DialFailed(Event, frozen=True, tag="DialFailed"):
@@ -195,6 +202,12 @@ class QuoteRecorded(Event, frozen=True, tag="QuoteRecorded"):
     price_type: PriceType = PriceType.UNKNOWN
     conditions: str = ""
     agreed: bool | None = None
+    # What the price covers (None: not said); see contracts/haggle_contracts/scope.py.
+    visit_fee: Money | None = None
+    includes_parts: bool | None = None
+    warranty: str | None = None
+    earliest_availability: str | None = None
+    final: bool = False  # the business called this price final / its best
 
 
 class CallEnded(Event, frozen=True, tag="CallEnded"):
@@ -229,6 +242,72 @@ class PriceExtracted(Event, frozen=True, tag="PriceExtracted"):
     evidence: list[str] = msgspec.field(default_factory=list)
     method: str = "offline"  # "xai", "offline", "offline(fallback: <why>)"
     disagreement: str | None = None  # set when the methods disagree
+    # What the price covers, from the call's last record_quote that said it (None: not said).
+    visit_fee: Money | None = None
+    includes_parts: bool | None = None
+    warranty: str | None = None
+    earliest_availability: str | None = None
+
+
+class CallPlanned(Event, frozen=True, tag="CallPlanned"):
+    """The market strategy decided to call this provider in this round, and why (`market.next_calls`).
+
+    `reason`: opening (no price known yet), informed (a real quote of the job exists and the call carries it),
+    callback (a later round: another provider's real quote is below this one's), independent. `competitor` is
+    the real quote the call carries; `shown` is its all-in price.
+    """
+
+    provider_id: Id
+    round: Annotated[int, msgspec.Meta(ge=1)]
+    reason: str
+    competitor: Quote | None = None
+    shown: float | None = None
+    strategy: str = "market"
+
+
+class OfferDecided(Event, frozen=True, tag="OfferDecided"):
+    """The offer policy chose a move in a call (`offer_policy.decide`): its inputs and the decision.
+
+    `facts` and `decision` are the policy's own `OfferFacts` and `Decision`, so a replay shows every number
+    the policy saw and why it said what it said; `action`, `offer`, `say` and `reason` repeat the decision
+    for readers that do not unpack it.
+    """
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    action: str
+    round: int = 1
+    offer: float | None = None
+    say: str = ""
+    reason: str = ""
+    facts: OfferFacts | None = None
+    decision: Decision | None = None
+
+
+class BookingRequested(Event, frozen=True, tag="BookingRequested"):
+    """The homeowner asked to book this provider: call it back to confirm `price` and an appointment inside
+    one of `windows` (as the homeowner wrote them, e.g. "Sat Jan 10, 8am-12pm"; empty: any time it offers).
+
+    `request` counts this provider's booking requests (a failed booking can be requested again)."""
+
+    provider_id: Id
+    price: Money
+    windows: list[Annotated[str, msgspec.Meta(min_length=1, max_length=200)]] = msgspec.field(default_factory=list)
+    request: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+class BookingRecorded(Event, frozen=True, tag="BookingRecorded"):
+    """On a booking call the voice model called `record_booking`: whether the business confirmed the price and
+    an appointment inside the homeowner's windows, and which appointment."""
+
+    provider_id: Id
+    attempt: int
+    call_sid: str
+    confirmed: bool
+    appointment: str | None = None
+    price: Money | None = None
+    notes: str = ""
 
 
 class CallPriced(Event, frozen=True, tag="CallPriced"):
@@ -304,6 +383,8 @@ class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     price: float | None
     initial_quote: float | None
     saving: float | None
+    visit_fee: float | None = None  # a call-out fee on top of `price`
+    all_in: float | None = None  # price + visit_fee: what offers rank on
 
 
 class JobCompleted(Event, frozen=True, tag="JobCompleted"):
@@ -337,6 +418,10 @@ AnyEvent = (
     | CallEnded
     | PriceExtracted
     | JobCompleted
+    | CallPlanned
+    | OfferDecided
+    | BookingRequested
+    | BookingRecorded
     | CallPriced
     | CallRecorded
     | InboundCallReceived
@@ -356,6 +441,10 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     CallEnded,
     PriceExtracted,
     JobCompleted,
+    CallPlanned,
+    OfferDecided,
+    BookingRequested,
+    BookingRecorded,
     CallPriced,
     CallRecorded,
     InboundCallReceived,
@@ -375,6 +464,10 @@ ProviderEvent = (
     | QuoteRecorded
     | CallEnded
     | PriceExtracted
+    | CallPlanned
+    | OfferDecided
+    | BookingRequested
+    | BookingRecorded
     | CallPriced
     | CallRecorded
     | InboundCallReceived

@@ -1,8 +1,13 @@
 """Provider state as a pure fold over the event log.
 
-The projector stores the result of this fold; the dispatcher and extractor fold a job's history
-with it to make decisions (retry or not, is the job settled). Because everyone folds the same
-events with the same function, `haggle projector rebuild` reproduces the stored rows exactly.
+The projector stores the result of this fold; the dispatcher and job completion fold a job's history
+with it and take their decisions from `decisions.py` (the next dial, the market's next calls, whether the
+job is complete). Because everyone folds the same events with the same function, `haggle projector
+rebuild` reproduces the stored rows exactly.
+
+The fold is round-aware: a provider's calls across negotiation rounds (a market callback, a booking call)
+number their attempts on from the last one, and a `DialScheduled` of a later round queues a provider whose
+last call ended.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from . import events as ev
 # The seed's call_status vocabulary.
 QUEUED, DIALING, IN_PROGRESS, COMPLETED, FAILED = "queued", "dialing", "in_progress", "completed", "failed"
 TERMINAL_CALL_STATUSES = frozenset({COMPLETED, FAILED})
+REQUESTED, CONFIRMED, BOOKING_FAILED = "requested", "confirmed", "failed"  # booking_status
 DEFAULT_MAX_ATTEMPTS = 3
 
 # Twilio's call statuses in the order a call moves through them. Status callbacks can arrive out of order
@@ -107,6 +113,18 @@ class ProviderState(msgspec.Struct, kw_only=True):
     duration_s: float | None = None
     updated_at: datetime | None = None
     last_seq: int = 0  # stream sequence of the last event applied (idempotency under redelivery)
+    # The negotiation round of the provider's latest call (2+: a market callback). Attempts are numbered across
+    # rounds; `max_attempts` is the last attempt number the current round may use.
+    round: int = 1
+    # Booking (POST /jobs/{id}/book): requested | confirmed | failed, and the appointment the business confirmed.
+    booking_status: str | None = None
+    appointment: str | None = None
+    booking_round: int = 0  # the round of the call that confirms the latest booking request
+    # What the agreed (or last) price covers, as the business said it (None: not said); see scope.py.
+    visit_fee: float | None = None
+    includes_parts: bool | None = None
+    warranty: str | None = None
+    earliest_availability: str | None = None
 
     @property
     def terminal(self) -> bool:
@@ -133,14 +151,26 @@ def render_transcript(utterances: list[Utterance]) -> str:
 
 
 def _settle(state: ProviderState, outcome: ev.Outcome, *, retryable: bool) -> None:
-    """Record an attempt's outcome; the provider stays queued while a retry is still allowed."""
+    """Record an attempt's outcome; the provider stays queued while a retry is still allowed.
+
+    A callback round that ends without a new agreement leaves the price agreed in an earlier round standing:
+    the provider did not beat the competing quote, but its earlier word still holds.
+    """
     state.outcome = outcome.value
     if retryable and should_retry(state, outcome):
         state.call_status = QUEUED
-    elif outcome == ev.Outcome.AGREED:
+        return
+    if state.booking_status == REQUESTED and state.round >= state.booking_round:
+        state.booking_status = BOOKING_FAILED  # its booking call ended (or could not be made) without a yes
+    if outcome == ev.Outcome.AGREED or _keeps_earlier_agreement(state):
+        state.outcome = ev.Outcome.AGREED.value
         state.call_status = COMPLETED
     else:
         state.call_status = FAILED
+
+
+def _keeps_earlier_agreement(state: ProviderState) -> bool:
+    return state.round > 1 and state.negotiated_price is not None
 
 
 def should_retry(state: ProviderState, outcome: ev.Outcome | str | None) -> bool:
@@ -192,9 +222,14 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
     if isinstance(event, ev.JobCancelled):
         state.cancelled = True
         if state.call_status == QUEUED:
-            state.call_status = FAILED
-            state.outcome = state.outcome or ev.Outcome.CANCELLED.value
             state.retry_at = None
+            if state.booking_status == REQUESTED:
+                state.booking_status = BOOKING_FAILED
+            if _keeps_earlier_agreement(state):
+                state.call_status, state.outcome = COMPLETED, ev.Outcome.AGREED.value
+            else:
+                state.call_status = FAILED
+                state.outcome = state.outcome or ev.Outcome.CANCELLED.value
         return state
 
     attempt = getattr(event, "attempt", state.attempts)
@@ -204,8 +239,13 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
 
     match event:
         case ev.DialScheduled():
-            if state.terminal and state.outcome not in ev.RETRYABLE_OUTCOMES:
+            new_round = event.round > state.round
+            if state.terminal and state.outcome not in ev.RETRYABLE_OUTCOMES and not new_round:
                 return state
+            if new_round:  # a callback: the provider ended its last round and is called again
+                state.round = event.round
+                state.end_reason = None
+                state.failure_reason = None
             state.call_status = QUEUED
             state.retry_at = event.not_before
             if event.max_attempts:
@@ -224,7 +264,8 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.call_status = DIALING
             state.dialed_at = event.occurred_at
             state.retry_at = None
-            state.outcome = None
+            # A callback does not undo the agreement an earlier round reached: it stands until a new one replaces it.
+            state.outcome = ev.Outcome.AGREED.value if _keeps_earlier_agreement(state) else None
             state.twilio_status = "queued"
         case ev.InboundCallReceived():
             # The provider called back and the agent answered: a new attempt, live at once (no dialing, no ring).
@@ -273,6 +314,14 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
                 state.ended_at = state.ended_at or event.occurred_at
         case ev.MachineDetected():
             state.answered_by = event.answered_by
+        case ev.BookingRequested():
+            state.booking_status = REQUESTED
+            state.appointment = None
+            state.booking_round = state.round + 1  # a call still running (the last booking call) is not it
+        case ev.BookingRecorded():
+            if state.booking_status in (REQUESTED, BOOKING_FAILED) and state.round >= state.booking_round:
+                state.booking_status = CONFIRMED if event.confirmed else BOOKING_FAILED
+                state.appointment = event.appointment if event.confirmed else None
         case ev.UtteranceTranscribed():
             u = Utterance(
                 utterance_id=event.utterance_id,
@@ -303,10 +352,16 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         case ev.PriceExtracted():
             if event.attempt != state.attempts:
                 return state
-            state.negotiated_price = event.price if event.agreed else None
-            state.initial_quote = event.initial_quote if event.initial_quote is not None else state.initial_quote
+            if event.agreed or not _keeps_earlier_agreement(state):
+                state.negotiated_price = event.price if event.agreed else None
+            if event.initial_quote is not None and (state.round == 1 or state.initial_quote is None):
+                state.initial_quote = event.initial_quote  # a callback's first price is not the first quote
             state.price_type = event.price_type.value
             state.conditions = event.conditions
+            for name in ("visit_fee", "includes_parts", "warranty", "earliest_availability"):
+                value = getattr(event, name)
+                if value is not None:
+                    setattr(state, name, value)
             state.evidence = list(event.evidence)
             state.extraction_method = event.method
             state.disagreement = event.disagreement
@@ -356,8 +411,15 @@ def job_settled(states: dict[str, ProviderState]) -> bool:
     return bool(states) and all(s.terminal for s in states.values())
 
 
+def all_in(state: ProviderState) -> float | None:
+    """The agreed price plus any call-out fee on top: what the homeowner pays, and what offers rank on."""
+    if state.negotiated_price is None:
+        return None
+    return round(state.negotiated_price + (state.visit_fee or 0.0), 2)
+
+
 def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
-    """Agreed offers first, cheapest first; then everyone else in their original order."""
+    """Agreed offers first, cheapest all-in price first; then everyone else in their original order."""
 
     def saving(s: ProviderState) -> float | None:
         if s.negotiated_price is None or s.initial_quote is None:
@@ -366,7 +428,7 @@ def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
 
     agreed = sorted(
         (s for s in states if s.outcome == ev.Outcome.AGREED and s.negotiated_price is not None),
-        key=lambda s: (s.negotiated_price, s.service_provider),
+        key=lambda s: (all_in(s), s.service_provider),
     )
     rest = [s for s in states if s not in agreed]
     return [
@@ -377,6 +439,8 @@ def rank_offers(states: list[ProviderState]) -> list[ev.OfferSummary]:
             price=s.negotiated_price,
             initial_quote=s.initial_quote,
             saving=saving(s),
+            visit_fee=s.visit_fee,
+            all_in=all_in(s),
         )
         for s in agreed + rest
     ]

@@ -34,6 +34,10 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.QuoteRecorded: "quote",
     ev.CallEnded: "ended",
     ev.PriceExtracted: "price",
+    ev.CallPlanned: "planned",
+    ev.OfferDecided: "offer",
+    ev.BookingRequested: "booking_requested",
+    ev.BookingRecorded: "booking",
     ev.CallPriced: "priced",
     ev.CallRecorded: "recorded",
     ev.InboundCallReceived: "inbound",
@@ -125,7 +129,13 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             "dispatcher-jobs",
             (job_event_filter("started"), job_event_filter("cancelled")),
             ack_wait_s=10.0,
-            description="Turns JobStarted into one DialScheduled per provider.",
+            description="Turns JobStarted into the first calls (all at once, or the market's first plan).",
+        ),
+        ConsumerSpec(
+            "dispatcher-bookings",
+            (provider_event_filter("booking_requested"),),
+            ack_wait_s=10.0,
+            description="Turns BookingRequested into a call back to the provider to confirm price and appointment.",
         ),
         ConsumerSpec(
             "dispatcher-dials",
@@ -141,7 +151,7 @@ CONSUMERS: dict[str, ConsumerSpec] = {
                 provider_event_filter("price"),
             ),
             ack_wait_s=10.0,
-            description="Decides retries when an attempt ends without a conversation, frees call slots.",
+            description="Frees call slots, decides retries, and (market) plans the next calls and rounds.",
         ),
         ConsumerSpec(
             "extractor",
@@ -163,9 +173,9 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             description="POSTs each job's report to RESULTS_WEBHOOK_URL (once per job).",
         ),
         ConsumerSpec(
-            "extractor-jobs",
+            "job-completion",
             (provider_event_filter("price"), provider_event_filter("dial_failed"), provider_event_filter("status")),
-            description="Publishes JobCompleted and sends the results webhook when a job is settled.",
+            description="Publishes JobCompleted when no provider is being called and no round can improve the best.",
         ),
     )
 }

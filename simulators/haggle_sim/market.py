@@ -7,6 +7,8 @@ it), a call-out fee, a warranty and a concession style:
 - splits: meets a counter halfway, down to its reservation;
 - anchors_high: opens far above its reservation, gives a big first concession, then splits;
 - matches: moves little on a bare counter but matches a real competing quote it hears (down to its reservation);
+  called back and told a real lower quote again, it beats that quote by a little (`BEAT_ON_CALLBACK`), still
+  never below its reservation: a business that already lost the job once has a reason to undercut;
 - walks_away: splits, but ends the call (and wants no callback) when a counter is far below its ask.
 
 The simulated voice model does exactly what the move says: it puts the offer (and the competing quote, when
@@ -46,6 +48,9 @@ _WARRANTIES = (None, None, "90 days", "1 year")
 # policy's MIN_COUNTER_SHARE (0.8) sits at the top of: only a counter that cites a real lower quote goes under it.
 WALK_AWAY_BELOW = (0.65, 0.8)
 MAX_TURNS = 12  # per call; the policy ends a call well before this
+# A matching provider called back with a real lower quote beats it by this share (an assumption: real businesses
+# told "I have $X from another licensed plumber, can you beat it?" sometimes do; how often is not measured here).
+BEAT_ON_CALLBACK = 0.03
 _NUMBER_RE = re.compile(r"\$([\d,]+(?:\.\d+)?)")
 
 
@@ -107,6 +112,7 @@ class Mind:
     walked: bool = False
     agreed: float | None = None
     counters_heard: int = 0
+    calls: int = 0  # calls it has taken so far (2+: this is a callback)
 
     def respond(self, offer: float, cited: Quote | None) -> tuple[Literal["accept", "ask", "walk"], float]:
         """Its answer to a counter: take it, name a new price, or hang up."""
@@ -123,6 +129,8 @@ class Mind:
         if p.style == "matches":
             if cited is not None:
                 target = all_in(cited) - extra(p.scope)
+                if self.calls >= 2:  # heard it again on a callback: undercut, never below its floor
+                    target = math.floor(target * (1 - BEAT_ON_CALLBACK))
                 new = min(ask, math.ceil(max(p.reservation, target)))
             else:
                 new = math.ceil(max(p.reservation, ask - 0.2 * (ask - offer)))
@@ -206,6 +214,7 @@ def _call(market: SimMarket, mind: Mind, memory: _Negotiation, known: list[Quote
           cites: bool, quote_seq: list[int], audit: Audit) -> tuple[list[Quote], bool]:
     """One call, the provider restating its current price first. Returns its quotes and whether it walked away."""
     p = mind.provider
+    mind.calls += 1
     quotes: list[Quote] = []
 
     def stated(price: float, agreed: bool = False) -> None:

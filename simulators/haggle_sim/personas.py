@@ -56,6 +56,8 @@ class Persona:
 
     `ms_per_char` sets how long speech lasts (tests use small values to stay fast).
     `hangup_after_turn`: the provider hangs up right after speaking turn index N (a provider hang-up).
+    `callbacks`: the scripts of later calls to this number (the 2nd call plays `callbacks[0]`, ...), so a
+    market callback can go differently from the first call; without one, every call plays `turns`.
     `pause_ms`: silence between two provider lines that follow each other (no agent line between): longer
     than a server VAD's end-of-speech silence, so each line is its own user turn.
     Answering-machine detection hears the first provider line (twilio_standin.amd_verdict): a person with a long
@@ -76,6 +78,13 @@ class Persona:
     menu_timeout_ms: int = 5000
     menu_max_plays: int = 3
     record_max_ms: int = 60000
+    callbacks: tuple[tuple[Turn, ...], ...] = ()
+
+    def for_call(self, number: int) -> Persona:
+        """This persona as it plays its `number`-th call (1-based)."""
+        if number < 2 or number - 2 >= len(self.callbacks):
+            return self
+        return replace(self, turns=self.callbacks[number - 2], callbacks=())
 
     def provider_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.speaker == "provider"]
@@ -100,6 +109,7 @@ class PersonaBook:
 
     def __init__(self, personas: list[Persona] | None = None) -> None:
         self._by_phone: dict[str, Persona] = {}
+        self._calls: dict[str, int] = {}  # calls placed to each number so far
         for p in personas or []:
             self.add(p)
 
@@ -109,13 +119,86 @@ class PersonaBook:
     def by_phone(self, phone: str) -> Persona | None:
         return self._by_phone.get(phone)
 
+    def dialed(self, phone: str) -> Persona | None:
+        """A call is placed to `phone` (the Twilio side): the persona as it plays this call."""
+        persona = self._by_phone.get(phone)
+        if persona is None:
+            return None
+        self._calls[phone] = self._calls.get(phone, 0) + 1
+        return persona.for_call(self._calls[phone])
+
     def by_instructions(self, instructions: str) -> Persona | None:
-        """The persona whose business name the session instructions mention (longest name wins)."""
+        """The persona whose business name the session instructions mention (longest name wins), as it plays
+        its latest call: the realtime session of a call opens after the call was placed, and one provider's calls
+        never overlap."""
         hits = [p for p in self._by_phone.values() if p.business.lower() in instructions.lower()]
-        return max(hits, key=lambda p: len(p.business)) if hits else None
+        if not hits:
+            return None
+        persona = max(hits, key=lambda p: len(p.business))
+        return persona.for_call(self._calls.get(persona.phone, 1))
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self._by_phone.values())
+
+
+SPOKEN = {100: "a hundred", 125: "a hundred twenty five", 150: "one fifty", 165: "one sixty five",
+          170: "one seventy", 175: "one seventy five", 180: "one eighty", 200: "two hundred",
+          225: "two twenty five", 250: "two fifty", 300: "three hundred"}
+
+
+def say(n: int) -> str:
+    """A price the way a person says it on the phone."""
+    return SPOKEN.get(n, f"{n} dollars")
+
+
+def quote(price: int, **extra: object) -> ToolCall:
+    """A `record_quote` call for a flat price (plus scope fields, `final`, `agreed`)."""
+    return ToolCall("record_quote", {"price": price, "price_type": "flat", "conditions": "", **extra})
+
+
+def follow_policy(business: str, phone: str, *, first_quote: int, final: int, ms_per_char: int = 25,
+                  **scope: object) -> Persona:
+    """A first call where the agent follows the offer policy: it records each price the business states and says
+    the move it gets back (`{say}`). The business quotes `first_quote`, then answers any counter with `final` as
+    its best price, so the move voiced after that is the policy's (accept within the maximum)."""
+    return Persona(
+        business=business,
+        phone=phone,
+        ms_per_char=ms_per_char,
+        turns=(
+            Turn("provider", "Hello?"),
+            Turn("agent", "Hi, is this {business}?"),
+            Turn("provider", f"Yes, this is {business}. How can I help you?"),
+            Turn("agent", "I have a leaking kitchen faucet and I'm looking for an estimate to fix it."),
+            Turn("provider", f"For a faucet repair we usually charge {say(first_quote)}."),
+            Turn("agent", "", tools=(quote(first_quote, **scope),)),
+            Turn("agent", "{say}"),
+            Turn("provider", f"I could do it for {say(final)}, that's my best price."),
+            Turn("agent", "", tools=(quote(final, final=True, **scope),)),
+            Turn("agent", "{say} Thank you, goodbye!",
+                 tools=(quote(final, agreed=True, **scope), ToolCall("end_call", {"reason": "agreed"}))),
+        ),
+    )
+
+
+def callback(*, standing: int, answer: int | None) -> tuple[Turn, ...]:
+    """The script of a market callback (round 2). The agent opens with the follow-up line; the business restates
+    its `standing` price; the agent says the policy's move (which carries the best real quote); the business beats
+    it with `answer`, or (None) keeps its price; the agent says the final move and closes."""
+    last = standing if answer is None else answer
+    reply = (f"Sorry, {say(standing)} is really the lowest I can go." if answer is None
+             else f"Alright, I can do it for {say(answer)}.")
+    return (
+        Turn("provider", "Hello?"),
+        Turn("agent", "Hi, is this {business}? It's about the leaking kitchen faucet I called about earlier."),
+        Turn("provider", f"Oh yes, hi. We said {say(standing)} for that one."),
+        Turn("agent", "", tools=(quote(standing),)),
+        Turn("agent", "{say}"),
+        Turn("provider", reply),
+        Turn("agent", "", tools=(quote(last, final=answer is None),)),
+        Turn("agent", "{say} Thank you, goodbye!",
+             tools=(quote(last, agreed=True), ToolCall("end_call", {"reason": "callback done"}))),
+    )
 
 
 def negotiation(
@@ -128,12 +211,6 @@ def negotiation(
     ms_per_char: int = 25,
 ) -> Persona:
     """The common happy path: hello, quote, agent counters, provider meets in the middle, agent accepts."""
-    words = {100: "a hundred", 125: "a hundred twenty five", 150: "one fifty", 175: "one seventy five",
-             180: "one eighty", 200: "two hundred", 225: "two twenty five", 250: "two fifty", 300: "three hundred"}
-
-    def say(n: int) -> str:
-        return words.get(n, f"{n} dollars")
-
     return Persona(
         business=business,
         phone=phone,
@@ -239,11 +316,13 @@ def voicemail(business: str, phone: str, *, greeting_ms: int = 4000, beep_ms: in
     )
 
 
-def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> PersonaBook:
+def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False, callbacks: bool = False) -> PersonaBook:
     """Three providers for `make demo`: two deals at different prices and one that will not go low enough.
 
     `real_lines` adds two harder lines a newcomer should see handled: a receptionist whose long greeting Twilio's
-    answering-machine detection takes for a machine, and a business behind a phone menu."""
+    answering-machine detection takes for a machine, and a business behind a phone menu.
+    `callbacks` scripts the market's second round: the phone-menu business beats the first quote in round 1
+    ($170), Bay Pipe Pros beats that when called back with it ($150), and everyone else keeps its price."""
     refuse = Persona(
         business="Drip Masters",
         phone="+14155550103",
@@ -269,6 +348,16 @@ def demo_personas(ms_per_char: int = 25, *, real_lines: bool = False) -> Persona
     if real_lines:
         book.add(receptionist("Summit Plumbing and Drain", "+14155550104", first_quote=225, counter=150, final=180,
                               ms_per_char=ms_per_char))
-        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150, final=175,
-                            ms_per_char=ms_per_char))
+        book.add(phone_menu("Ace Drain", "+14155550105", first_quote=200, counter=150,
+                            final=170 if callbacks else 175, ms_per_char=ms_per_char))
+    if callbacks:
+        # The two plain negotiations follow the offer policy here, so the demo shows its moves (and the real
+        # earlier quote it puts to Bay Pipe Pros); the harder lines keep their scripts.
+        book.add(follow_policy("Joe's Plumbing", "+14155550101", first_quote=200, final=175, ms_per_char=ms_per_char))
+        book.add(follow_policy("Bay Pipe Pros", "+14155550102", first_quote=250, final=180, ms_per_char=ms_per_char))
+        later = {"Joe's Plumbing": (None, 175), "Bay Pipe Pros": (150, 180), "Drip Masters": (None, 300),
+                 "Summit Plumbing and Drain": (None, 180), "Ace Drain": (None, 170)}
+        for persona in list(book):
+            answer, standing = later[persona.business]
+            book.add(replace(persona, callbacks=(callback(standing=standing, answer=answer),)))
     return book

@@ -40,6 +40,9 @@ voicemail greeting and its beep). A scripted `send_dtmf` the session's tools do 
 ("I'll press 1."), as a model without the tool does; `undeclared_tools` records it. A menu that plays again
 (a user turn as long as the last menu, unlike the next line) is answered again with the menu's turn
 (`menu_replays` counts it), so the two stand-ins stay in step when a key is lost.
+The offer policy's move: a `record_quote` output carries `{"action", "offer", "say"}`; a script line containing
+`{say}` speaks the latest `say` there (a model following the brief), and a silent turn that only recorded a quote
+is followed at once by the next agent turn on the gateway's `response.create`.
 
 Fault knobs: `drop_after_s` (close the socket that long after the handshake) or `drop_after_responses` (close
 it right after the N-th `response.done`), both limited to the first `drop_sessions` sessions when set;
@@ -166,6 +169,7 @@ class StandinSession:
         self.revisions: list[tuple[str, str, str]] = []  # (item_id, first transcript, revised transcript)
         self.undeclared_tools: list[str] = []  # scripted calls of tools the session did not offer
         self.tool_outputs: dict[str, dict[str, Any]] = {}  # call_id -> function_call_output item
+        self.last_say: str | None = None  # the latest `say` a tool output gave (the offer policy's move)
         self.tool_calls: list[dict[str, Any]] = []  # {call_id, name, arguments, response_id}
 
     # ---------------------------------------------------------------------------------------------- recording
@@ -489,6 +493,7 @@ class StandinSession:
             self._replay(item)
         else:
             self.tool_outputs[str(item.get("call_id"))] = item
+            self._note_move(item)
         item_id = item.get("id") or self._new_id("item")
         await self.send({"type": "conversation.item.added", "previous_item_id": None,
                          "item": dict(item, id=item_id)})
@@ -505,6 +510,15 @@ class StandinSession:
         turns = self.persona.provider_turns()
         if self._provider_turn < len(turns) and turns[self._provider_turn].text.lower() in text.lower():
             self._provider_turn += 1
+
+    def _note_move(self, item: dict[str, Any]) -> None:
+        """A `record_quote` output is the next move: a script line "{say}" voices its `say`, as the brief asks."""
+        try:
+            output = json.loads(item.get("output") or "")
+        except (TypeError, ValueError):
+            return
+        if isinstance(output, dict) and isinstance(output.get("say"), str):
+            self.last_say = output["say"]
 
     def _consume_matching_agent_turn(self, text: str) -> None:
         turns = self.persona.agent_turns()
@@ -536,12 +550,13 @@ class StandinSession:
 
     def _fill(self, text: str) -> str:
         filled = text.replace("{business}", self.business or self.persona.business or "there")
-        if _OPENER.fullmatch(filled.strip()):
+        filled = filled.replace("{say}", self.last_say or "").strip()
+        if _OPENER.fullmatch(filled):
             found = _OPENING_LINE.search(self.instructions)
             if found:  # the opening line as instructed (a recording notice or disclosure after the question)
                 with contextlib.suppress(ValueError):
                     line = json.loads(found.group(1))
-                    if isinstance(line, str) and line.startswith(filled.strip()):
+                    if isinstance(line, str) and line.startswith(filled):
                         return line
         return filled
 
@@ -558,7 +573,9 @@ class StandinSession:
                     self.undeclared_tools.append(tool.name)
                     text = (text + " " if text else "") + f"I'll press {tool.arguments.get('digits', '')}."
             tools = tuple(t for t in tools if t.name != "send_dtmf" or "send_dtmf" in offered)
-            self._awaiting_input = not text
+            # A silent turn that only pressed keys waits for what the line says next; one that recorded a quote is
+            # followed at once by the next line (the gateway's response.create), which voices the move.
+            self._awaiting_input = not text and not any(t.name == "record_quote" for t in tools)
             self._start_response(text, tools)
         else:
             self._start_response(FALLBACK_AGENT_LINE, ())

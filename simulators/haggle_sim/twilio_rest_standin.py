@@ -463,7 +463,7 @@ class CallsApi:
             raise TwilioApiError(400, 21201, "No 'To' number is specified")
         if not from_:
             raise TwilioApiError(400, 21213, "No 'From' number is specified")
-        persona = self.personas.by_phone(to)
+        persona = self.personas.dialed(to)
         if not E164.match(to) or (persona is not None and persona.answer == "invalid-number"):
             raise TwilioApiError(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not url and not twiml:

@@ -7,7 +7,10 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
+from haggle_contracts.decisions import retry_delay
 from phonenumbers import timezone as pn_timezone
+
+__all__ = ["is_permanent", "next_window_start", "provider_timezone", "retry_delay", "transient_delay"]
 
 # Twilio REST error codes that no retry can fix (bad or unreachable numbers, account/permission problems).
 PERMANENT_TWILIO_CODES = frozenset({
@@ -69,11 +72,6 @@ def _wait_in_zone(now: datetime, window: tuple[time, time], tz: ZoneInfo) -> dat
         return None
     day = local.date() if local.time() < start else local.date() + timedelta(days=1)
     return datetime.combine(day, start, tzinfo=tz).astimezone(now.tzinfo)
-
-
-def retry_delay(base_s: float, attempt: int) -> float:
-    """Wait before dial `attempt + 1`: the base after the first try, doubling after each further one."""
-    return base_s * (2 ** max(0, attempt - 1))
 
 
 TRANSIENT_BASE_S = 1.0

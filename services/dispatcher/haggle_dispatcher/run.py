@@ -1,4 +1,4 @@
-"""The dispatcher service shell: three durable consumers and a periodic reconciliation with Twilio."""
+"""The dispatcher service shell: four durable consumers and a periodic reconciliation with Twilio."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 import logging
 
 from haggle.runtime import Runtime, ServiceHandle
+from haggle.settings_table import pick
 
+from . import call_cost
 from .service import Dispatcher, DispatcherSettings
 from .twilio_dialer import TwilioDialer
 
@@ -16,26 +18,16 @@ log = logging.getLogger(__name__)
 def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
     s = rt.settings
     s.require_twilio()
-    assert s.twilio_phone_number and s.public_base_url
-    return DispatcherSettings(
-        twilio_phone_number=s.twilio_phone_number,
-        public_base_url=s.public_base_url,
-        max_concurrent_calls=s.max_concurrent_calls,
-        calls_per_second=s.calls_per_second,
-        max_call_attempts=s.max_call_attempts,
-        retry_delay_s=s.retry_delay_s,
-        calling_hours=s.calling_hours,
-        ring_timeout_s=s.ring_timeout_s,
-        call_time_limit_s=s.call_time_limit_s,
-        dial_retry_window_s=s.dial_retry_window_s,
-    )
+    return pick(s, DispatcherSettings, market=s.market_policy())
 
 
 # A call younger than this is still being connected; asking Twilio about it would only cost a request.
 RECONCILE_MIN_AGE_S = 10.0
 
 
-async def start(rt: Runtime) -> ServiceHandle:
+async def start(rt: Runtime, *, price_reads: int = 6, price_reread_s: float = 10.0) -> ServiceHandle:
+    """`price_reads`, `price_reread_s`: how often and how far apart the call-cost consumer asks Twilio for a
+    call's price while it is still null (docs/call-cost.md)."""
     settings = dispatcher_settings(rt)
     s = rt.settings
     assert s.twilio_account_sid and s.twilio_auth_token
@@ -45,8 +37,10 @@ async def start(rt: Runtime) -> ServiceHandle:
     handle = ServiceHandle("dispatcher")
     handle.dispatcher = dispatcher  # type: ignore[attr-defined]
     handle.consume(rt, "dispatcher-jobs", dispatcher.on_job)
+    handle.consume(rt, "dispatcher-bookings", dispatcher.on_booking)
     handle.consume(rt, "dispatcher-dials", dispatcher.on_dial, concurrency=max(4, settings.max_concurrent_calls * 2))
     handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
+    call_cost.attach(handle, rt, price_reads=price_reads, reread_s=price_reread_s)
 
     async def reconcile_loop() -> None:
         # At start: calls that were live while no dispatcher ran. Then periodically: a status callback that was in

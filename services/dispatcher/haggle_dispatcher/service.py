@@ -2,9 +2,13 @@
 
 Three durable consumers (see `haggle_contracts.subjects.CONSUMERS`), each safe to run on several
 replicas at once:
-- jobs: JobStarted -> one DialScheduled per provider (guarded in KV so a re-started job dials nobody twice);
+- jobs: JobStarted -> the first calls. `independent`: one DialScheduled per provider at once. `market`: the
+  job's log is folded and `decisions.plan_calls` (the market's `next_calls`) says whom to call now; each
+  planned call is a CallPlanned (why, which round, which real quote it carries) and its DialScheduled.
+  Both are guarded in KV, so a re-started job dials nobody twice;
 - dials: DialScheduled -> wait for its time, the calling window, a call slot and a pacing turn, then dial;
-- outcomes: a terminal call status frees the slot; busy / no-answer / voicemail schedule the next attempt.
+- outcomes: a terminal call status frees the slot; the folded state says whether a retry is due
+  (`decisions.next_dial`); in `market`, every settling outcome re-plans (staggered first round, callbacks).
 
 All state lives in JetStream (the log and the `haggle_dials` / `haggle_limits` KV buckets), so a
 dispatcher can be killed at any point and another (or the same, restarted) carries on. Nothing is cached
@@ -24,19 +28,24 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import msgspec
-from haggle_contracts import codec, subjects
+from haggle_contracts import codec, decisions, subjects
 from haggle_contracts import events as ev
-from haggle_contracts.calls import CallContext, ctx_key, decode_context, encode_context
+from haggle_contracts import state as st
+from haggle_contracts.calls import BookingBrief, CallContext, ctx_key, decode_context, encode_context
+from haggle_contracts.market import MarketPolicy
+from haggle_contracts.scope import Quote
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from haggle import bus
 from haggle.bus import Publisher, kv_read
 from haggle.consumer import Delivery, Later
 from haggle.metrics import DIALS
+from haggle.settings_table import DEFAULTS
 
 from . import policy
 from .limits import SharedLimits
@@ -45,18 +54,45 @@ from .twilio_dialer import DialError, DialRequest, TwilioDialer
 log = logging.getLogger(__name__)
 
 
+INDEPENDENT = MarketPolicy(strategy="independent")
+
+
 @dataclass(frozen=True)
 class DispatcherSettings:
     twilio_phone_number: str
     public_base_url: str
-    max_concurrent_calls: int = 10
-    calls_per_second: float = 1.0
-    max_call_attempts: int = 3
-    retry_delay_s: float = 600.0
-    calling_hours: tuple | None = None  # (time, time) or None for any time
-    ring_timeout_s: int = 25
-    call_time_limit_s: int = 900
-    dial_retry_window_s: float = 600.0
+    max_concurrent_calls: int = DEFAULTS["max_concurrent_calls"]
+    calls_per_second: float = DEFAULTS["calls_per_second"]
+    max_call_attempts: int = DEFAULTS["max_call_attempts"]
+    retry_delay_s: float = DEFAULTS["retry_delay_s"]
+    calling_hours: tuple | None = None  # (time, time) or None for any time; a service built in code calls any time
+    ring_timeout_s: int = DEFAULTS["ring_timeout_s"]
+    call_time_limit_s: int = DEFAULTS["call_time_limit_s"]
+    dial_retry_window_s: float = DEFAULTS["dial_retry_window_s"]
+    # How the job negotiates. The service default is `independent` (every provider at once); the environment's
+    # NEGOTIATION_STRATEGY default is `market` (haggle/config.py).
+    market: MarketPolicy = INDEPENDENT
+
+
+class PlanRecord(msgspec.Struct, kw_only=True):
+    """KV record of one planned call (`plan.<job>.<provider>.<round>`): the guard that it is placed once, and
+    what its call context carries (the competing quote, and what the provider and we said in earlier calls)."""
+
+    planned: ev.CallPlanned
+    dial: ev.DialScheduled
+    their_prices: list[float] = msgspec.field(default_factory=list)
+    our_offers: list[float] = msgspec.field(default_factory=list)
+    cited: list[float] = msgspec.field(default_factory=list)
+    published: bool = False
+
+
+def plan_key(job_id: str, provider_id: str, round_: int) -> str:
+    return f"plan.{job_id}.{provider_id}.{round_}"
+
+
+def booking_key(job_id: str, provider_id: str, round_: int) -> str:
+    """The booking a round's call confirms (its dials read it for the call context)."""
+    return f"book.{job_id}.{provider_id}.{round_}"
 
 
 class DialState(msgspec.Struct, kw_only=True):
@@ -156,8 +192,49 @@ class Dispatcher:
         if not isinstance(event, ev.JobStarted):
             return
         merged = await self._merge_job(event)
+        if self.settings.market.strategy == "market":
+            await self.plan(event.job_id)
+            return
         for spec in event.providers:
             await self.schedule(merged, spec.id, attempt=1, not_before=None, reason="initial")
+
+    async def plan(self, job_id: str) -> int:
+        """Market strategy: place the calls `decisions.plan_calls` plans on the folded job log now."""
+        job = await self.job(job_id)
+        if job is None or await self.cancelled(job_id):
+            return 0
+        history = await bus.job_history(self.js, job_id)
+        market, _ = decisions.fold_market(history)
+        placed = 0
+        for item in decisions.plan_calls(history, self.settings.market, attempts_per_round=self.max_attempts(job)):
+            mine = market.get(item.planned.provider_id, decisions.ProviderMarket())
+            record = PlanRecord(planned=item.planned, dial=item.dial, their_prices=mine.their_prices,
+                                our_offers=mine.our_offers, cited=mine.cited)
+            if await self._place(record):
+                placed += 1
+                log.info("job %s: round %d call to %s (%s, carrying %s)", job_id, item.planned.round,
+                         item.planned.provider_id, item.planned.reason, item.planned.shown)
+        return placed
+
+    async def _place(self, record: PlanRecord) -> bool:
+        """Publish a planned call and its dial once per (job, provider, round), however often it is planned."""
+        planned = record.planned
+        key = plan_key(planned.job_id, planned.provider_id, planned.round)
+        if not await self._create(key, msgspec.json.encode(record)):
+            raw, _ = await self._get(key)
+            if raw is None:
+                return False
+            record = msgspec.json.decode(raw, type=PlanRecord)
+            if record.published:
+                return False  # placed already (another replica, or a repeated outcome)
+        await self.publisher.publish(record.planned)
+        await self._schedule_dial(record.dial)
+        await self.dials.put(key, msgspec.json.encode(msgspec.structs.replace(record, published=True)))
+        return True
+
+    async def plan_record(self, job_id: str, provider_id: str, round_: int) -> PlanRecord | None:
+        raw, _ = await self._get(plan_key(job_id, provider_id, round_))
+        return msgspec.json.decode(raw, type=PlanRecord) if raw is not None else None
 
     async def _merge_job(self, event: ev.JobStarted) -> ev.JobStarted:
         """Store the job, merged with what KV holds, by compare-and-set: concurrent re-starts on two replicas
@@ -186,13 +263,8 @@ class Dispatcher:
         self, job: ev.JobStarted, provider_id: str, *, attempt: int, not_before: datetime | None, reason: str
     ) -> bool:
         """Publish DialScheduled once per (provider, attempt), however often this is called."""
-        guard = f"sched.{job.job_id}.{provider_id}.{attempt}"
-        if not await self._create(guard, b"pending"):
-            raw, _ = await self._get(guard)
-            if raw != b"pending":
-                return False  # already published: a repeated JobStarted or outcome
-        await self.publisher.publish(ev.DialScheduled(
-            event_id=f"dial-{job.job_id}-{provider_id}-{attempt}",
+        return await self._schedule_dial(ev.DialScheduled(
+            event_id=decisions.dial_event_id(job.job_id, provider_id, attempt),
             job_id=job.job_id,
             provider_id=provider_id,
             attempt=attempt,
@@ -200,8 +272,45 @@ class Dispatcher:
             reason=reason,
             max_attempts=self.max_attempts(job),
         ))
+
+    async def _schedule_dial(self, dial: ev.DialScheduled) -> bool:
+        guard = f"sched.{dial.job_id}.{dial.provider_id}.{dial.attempt}"
+        if not await self._create(guard, b"pending"):
+            raw, _ = await self._get(guard)
+            if raw != b"pending":
+                return False  # already published: a repeated JobStarted or outcome
+        await self.publisher.publish(dial)
         await self.dials.put(guard, b"published")
         return True
+
+    # ---- bookings ---------------------------------------------------------------------------------------------
+    async def on_booking(self, event: ev.Event, delivery: Delivery) -> Later | None:
+        """BookingRequested -> a call back to the provider (a new round) to confirm the price and an appointment."""
+        if not isinstance(event, ev.BookingRequested):
+            return None
+        job = await self.job(event.job_id)
+        if job is None:
+            return Later(1.0)
+        if await self.cancelled(event.job_id):
+            return None
+        state = st.fold_job(await bus.job_history(self.js, event.job_id)).get(event.provider_id)
+        if state is None:
+            return None
+        if not state.terminal and state.booking_status == st.REQUESTED:
+            return Later(5.0)  # its last call is still running: book once it has ended
+        dial = decisions.booking_dial(state, attempts_per_round=self.max_attempts(job))
+        if dial is None:
+            return None
+        brief = BookingBrief(price=event.price, windows=list(event.windows))
+        await self.dials.put(booking_key(event.job_id, event.provider_id, dial.round), msgspec.json.encode(brief))
+        if await self._schedule_dial(dial):
+            log.info("job %s: booking call to %s (round %d) for $%g", event.job_id, event.provider_id, dial.round,
+                     event.price)
+        return None
+
+    async def booking_brief(self, job_id: str, provider_id: str, round_: int) -> BookingBrief | None:
+        raw, _ = await self._get(booking_key(job_id, provider_id, round_))
+        return msgspec.json.decode(raw, type=BookingBrief) if raw is not None else None
 
     # ---- dials ------------------------------------------------------------------------------------------------
     async def on_dial(self, event: ev.Event, delivery: Delivery) -> Later | None:
@@ -311,6 +420,8 @@ class Dispatcher:
         await self._mark(key, state)  # claimed and unsure before the request: a crash from here is looked up
         ctx = await self.call_context(call_id)
         if ctx is None:
+            plan = await self.plan_record(event.job_id, event.provider_id, event.round)
+            competitor: Quote | None = plan.planned.competitor if plan is not None else None
             ctx = CallContext(
                 call_id=call_id,
                 job_id=event.job_id,
@@ -323,6 +434,12 @@ class Dispatcher:
                 max_price=spec.max_price if spec.max_price is not None else job.max_price,
                 context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
                 token=secrets.token_urlsafe(32),
+                round=event.round,
+                competitor=competitor,
+                their_prices=plan.their_prices if plan is not None else [],
+                our_offers=plan.our_offers if plan is not None else [],
+                cited=plan.cited if plan is not None else [],
+                booking=await self.booking_brief(event.job_id, event.provider_id, event.round),
             )
             await self.calls.put(ctx_key(call_id), encode_context(ctx))
         request = DialRequest(
@@ -399,6 +516,7 @@ class Dispatcher:
             attempt=event.attempt,
             call_sid=sid,
             to=to,
+            round=event.round,
         ))
 
     # ---- outcomes ---------------------------------------------------------------------------------------------
@@ -408,23 +526,30 @@ class Dispatcher:
                 await self.limits.release_slot(dial_key(event.job_id, event.provider_id, event.attempt))
                 outcome = ev.UNANSWERED_OUTCOMES.get(status)
                 if outcome in ev.RETRYABLE_OUTCOMES:
-                    await self.maybe_retry(event.job_id, event.provider_id, event.attempt, outcome)
+                    await self.maybe_retry(event.job_id, event.provider_id, event.attempt)
             case ev.DialFailed():
                 await self.limits.release_slot(dial_key(event.job_id, event.provider_id, event.attempt))
             case ev.PriceExtracted(outcome=outcome) if outcome in ev.RETRYABLE_OUTCOMES:
-                await self.maybe_retry(event.job_id, event.provider_id, event.attempt, outcome)
-            case _:
+                await self.maybe_retry(event.job_id, event.provider_id, event.attempt)
+            case ev.PriceExtracted():
                 pass
+            case _:
+                return
+        if self.settings.market.strategy == "market":
+            await self.plan(event.job_id)  # a settled call may free a slot, bring a quote, or end a round
 
-    async def maybe_retry(self, job_id: str, provider_id: str, attempt: int, outcome: ev.Outcome) -> bool:
-        job = await self.job(job_id)
-        if job is None or await self.cancelled(job_id) or attempt >= self.max_attempts(job):
+    async def maybe_retry(self, job_id: str, provider_id: str, attempt: int) -> bool:
+        """Schedule the retry the folded state says is due after `attempt` (`decisions.next_dial`), once."""
+        state = st.fold_job(await bus.job_history(self.js, job_id)).get(provider_id)
+        if state is None:
             return False
-        delay = policy.retry_delay(self.settings.retry_delay_s, attempt)
-        when = datetime.now(UTC) + timedelta(seconds=delay)
-        scheduled = await self.schedule(job, provider_id, attempt=attempt + 1, not_before=when, reason=outcome.value)
+        dial = decisions.next_dial(state, retry_delay_s=self.settings.retry_delay_s, now=datetime.now(UTC))
+        if dial is None or dial.attempt != attempt + 1:
+            return False  # no retry left, or this outcome is not of the provider's latest attempt
+        scheduled = await self._schedule_dial(dial)
         if scheduled:
-            log.info("provider %s: %s on attempt %s; retry at %s", provider_id, outcome.value, attempt, when)
+            log.info("provider %s: %s on attempt %s; retry at %s", provider_id, state.outcome, attempt,
+                     dial.not_before)
         return scheduled
 
     # ---- reconciliation ---------------------------------------------------------------------------------------

@@ -10,48 +10,29 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from haggle.config import Settings
 
 from .extract import extract
+from .offline import Line
+
+_TRANSCRIPT = msgspec.json.Decoder(list[Line])
 
 
-class TranscriptError(ValueError):
-    pass
-
-
-def parse_transcript(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list):
-        raise TranscriptError("a transcript must be a JSON list of {role, text} objects")
-    out = []
-    for i, turn in enumerate(value):
-        if not isinstance(turn, dict) or turn.get("role") not in ("assistant", "user") or not isinstance(
-            turn.get("text"), str
-        ):
-            raise TranscriptError(f"turn {i} must be {{\"role\": \"assistant\"|\"user\", \"text\": str}}")
-        out.append({"role": turn["role"], "text": turn["text"]})
-    return out
-
-
-def read_transcripts(path: Path) -> list[tuple[int, list[dict[str, str]] | TranscriptError]]:
+def read_transcripts(path: Path) -> list[tuple[int, list[Line] | msgspec.DecodeError]]:
+    """(line number, transcript or why it is not one) for a `.json` file (one) or a `.jsonl` file (one a line)."""
     text = path.read_text(encoding="utf-8")
-    items: list[tuple[int, list[dict[str, str]] | TranscriptError]] = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((n, parse_transcript(json.loads(line))))
-            except (json.JSONDecodeError, TranscriptError) as exc:
-                items.append((n, TranscriptError(str(exc))))
-        return items
-    try:
-        items.append((1, parse_transcript(json.loads(text))))
-    except (json.JSONDecodeError, TranscriptError) as exc:
-        items.append((1, TranscriptError(str(exc))))
+    lines = enumerate(text.splitlines(), start=1) if path.suffix == ".jsonl" else [(1, text)]
+    items: list[tuple[int, list[Line] | msgspec.DecodeError]] = []
+    for n, line in lines:
+        if not line.strip() and path.suffix == ".jsonl":
+            continue
+        try:
+            items.append((n, _TRANSCRIPT.decode(line)))
+        except msgspec.DecodeError as exc:
+            items.append((n, exc))
     return items
 
 
@@ -61,10 +42,11 @@ async def extract_file(path: Path, *, settings: Settings, offline: bool) -> int:
         return 2
     failures = 0
     for line_no, item in read_transcripts(path):
-        if isinstance(item, TranscriptError):
+        if isinstance(item, msgspec.DecodeError):
             failures += 1
-            print(f"haggle extract-price: {path}:{line_no}: {item}", file=sys.stderr)
-            print(json.dumps({"line": line_no, "error": str(item), "agreed": None, "price": None}))
+            why = f"a transcript must be a JSON list of {{role: assistant|user, text}}: {item}"
+            print(f"haggle extract-price: {path}:{line_no}: {why}", file=sys.stderr)
+            print(json.dumps({"line": line_no, "error": why, "agreed": None, "price": None}))
             continue
         result = await extract(
             item,

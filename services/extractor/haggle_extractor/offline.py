@@ -17,31 +17,44 @@ from statistics import median
 from typing import Literal
 
 import msgspec
+from haggle_contracts import events as ev
 
 from haggle_extractor import phrases
 from haggle_extractor.spoken_numbers import Mention, MentionKind, find_mentions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Extraction", "TranscriptError", "extract_offline", "normalise_transcript"]
+__all__ = ["Extraction", "Line", "Reading", "Transcript", "TranscriptError", "extract_offline", "normalise_transcript"]
 
 Role = Literal["buyer", "seller"]
 _ROLE_OF = {"assistant": "buyer", "user": "seller", "buyer": "buyer", "seller": "seller", "agent": "buyer",
             "provider": "seller"}  # fmt: skip
 
 
-class Extraction(msgspec.Struct, kw_only=True):
-    """What one call came to. `price` is the agreed price (None without a deal)."""
+class Reading(msgspec.Struct, kw_only=True):
+    """What a reader (this module, or the xAI model's JSON reply) says one call came to."""
 
     agreed: bool
-    price: float | None
+    price: float | None  # the agreed price; None without a deal
     initial_quote: float | None
-    price_type: str  # "flat" | "hourly" | "visit_fee" | "unknown"
+    price_type: ev.PriceType
     conditions: str
     evidence: list[str]
-    outcome: str  # "agreed" | "no_agreement" | "declined"
+    outcome: ev.Outcome  # a transcript reading gives AGREED, NO_AGREEMENT or DECLINED
+
+
+class Extraction(Reading, kw_only=True):
+    """A reading with how it was made and, when two readers differ, how."""
+
     method: str = "offline"
     disagreement: str | None = None
+
+
+class Line(msgspec.Struct, frozen=True):
+    """One line of a transcript as a file gives it (`UtteranceTranscribed` has the same two fields)."""
+
+    role: ev.Role
+    text: str
 
 
 class TranscriptError(ValueError):
@@ -55,12 +68,23 @@ class _Turn:
     text: str
 
 
-def normalise_transcript(transcript: object) -> list[_Turn]:
-    """Validate the transcript shape and map roles to buyer/seller; empty utterances are dropped."""
+Transcript = Sequence[Line] | Sequence[ev.UtteranceTranscribed] | Sequence[Mapping[str, object]]
+
+
+def normalise_transcript(transcript: Transcript | object) -> list[_Turn]:
+    """Validate the transcript shape and map roles to buyer/seller; empty utterances are dropped.
+
+    Typed lines (`Line`, `UtteranceTranscribed`) were validated when they were decoded; plain mappings (a test's
+    or a data set's dicts) are checked here, and may also name the roles buyer/seller.
+    """
     if not isinstance(transcript, Sequence) or isinstance(transcript, str | bytes):
         raise TranscriptError(f"transcript must be a list of turns, got {type(transcript).__name__}")
     turns: list[_Turn] = []
     for n, item in enumerate(transcript):
+        if isinstance(item, Line | ev.UtteranceTranscribed):
+            if item.text.strip():
+                turns.append(_Turn(len(turns), _ROLE_OF[item.role.value], item.text.strip()))  # type: ignore[arg-type]
+            continue
         if not isinstance(item, Mapping):
             raise TranscriptError(f"turn {n} must be an object with role and text, got {type(item).__name__}")
         role = item.get("role")
@@ -361,7 +385,7 @@ def _converges(info: _TurnInfo, history: list[_TurnInfo]) -> _Offer | None:
     return None
 
 
-def extract_offline(transcript: list[dict]) -> Extraction:
+def extract_offline(transcript: Transcript) -> Extraction:
     """Who agreed to what: the deterministic reading of a buyer (assistant) / seller (user) negotiation."""
     turns = normalise_transcript(transcript)
     infos = [_analyse(t) for t in turns]
@@ -453,14 +477,14 @@ def _backs_out(info: _TurnInfo) -> bool:
     return bool(phrases.BACK_OUT.search(info.turn.text))
 
 
-def _price_type(kind: MentionKind | None) -> str:
+def _price_type(kind: MentionKind | None) -> ev.PriceType:
     if kind is MentionKind.HOURLY:
-        return "hourly"
+        return ev.PriceType.HOURLY
     if kind is MentionKind.FEE:
-        return "visit_fee"
+        return ev.PriceType.VISIT_FEE
     if kind is None:
-        return "unknown"
-    return "flat"
+        return ev.PriceType.UNKNOWN
+    return ev.PriceType.FLAT
 
 
 def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo | None) -> Extraction:
@@ -486,7 +510,7 @@ def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo |
             price_type=_price_type(deal.offer.kind),
             conditions=conditions,
             evidence=evidence,
-            outcome="agreed",
+            outcome=ev.Outcome.AGREED,
         )
 
     declined = any(i.decline for i in infos) and not seller_offers
@@ -510,7 +534,7 @@ def _result(infos: list[_TurnInfo], deal: _Deal | None, last_reject: _TurnInfo |
         price_type=_price_type(first_quote.kind if first_quote else None),
         conditions=_collect_conditions(infos, len(infos), first_quote.kind if first_quote else None),
         evidence=_evidence(infos, ev_turns),
-        outcome="declined" if declined else "no_agreement",
+        outcome=ev.Outcome.DECLINED if declined else ev.Outcome.NO_AGREEMENT,
     )
 
 

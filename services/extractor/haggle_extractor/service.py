@@ -1,4 +1,4 @@
-"""The extractor's event handlers: every ended call gets a PriceExtracted, every settled job a JobCompleted.
+"""The extractor's event handler: every ended call gets a PriceExtracted (job completion is `completion.py`).
 
 The transcript is rebuilt from the call's UtteranceTranscribed events on the log, not taken from
 CallEnded, so a call whose gateway died still gets its result: the Twilio status callback
@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 
 from haggle_contracts import events as ev
-from haggle_contracts import state as st
 from haggle_contracts import subjects
 from nats.js import JetStreamContext
 
@@ -34,6 +33,20 @@ class ExtractorSettings:
     gateway_grace_s: float = 5.0  # how long a "completed" status waits for the gateway's CallEnded
     xai_timeout_s: float = 20.0
     xai_retries: int = 2
+
+
+SCOPE_FIELDS = ("visit_fee", "includes_parts", "warranty", "earliest_availability")
+
+
+def said_scope(quotes: list[ev.QuoteRecorded]) -> dict[str, object]:
+    """What the price covers, as the call's record_quote calls said it (the latest mention of each field wins)."""
+    scope: dict[str, object] = {}
+    for quote in quotes:
+        for name in SCOPE_FIELDS:
+            value = getattr(quote, name)
+            if value is not None:
+                scope[name] = value
+    return scope
 
 
 def provider_filter(job_id: str, provider_id: str) -> str:
@@ -77,6 +90,7 @@ class Extractor:
             {"price": q.price, "price_type": q.price_type.value, "conditions": q.conditions, "agreed": q.agreed}
             for q in mine if isinstance(q, ev.QuoteRecorded)
         ]
+        scope = said_scope([q for q in mine if isinstance(q, ev.QuoteRecorded)])
         machine = any(isinstance(e, ev.MachineDetected) and e.is_machine for e in mine)
         if reason == "voicemail" or (machine and not any(t["role"] == "user" for t in transcript[1:])):
             result = ev.PriceExtracted(
@@ -118,30 +132,10 @@ class Extractor:
                 price_type=ev.PriceType(x.price_type) if x.price_type in ev.PriceType._value2member_map_
                 else ev.PriceType.UNKNOWN,
                 conditions=x.conditions or "", evidence=list(x.evidence), method=x.method,
-                disagreement=x.disagreement,
+                disagreement=x.disagreement, **scope,
             )
         await self.publisher.publish(result)
         OUTCOMES.labels(result.outcome.value).inc()
         log.info("call %s of provider %s: %s %s (%s)", call_sid, provider_id, result.outcome.value,
                  result.price, result.method)
         return result
-
-    async def on_job_progress(self, event: ev.Event, delivery: Delivery) -> None:
-        """After any event that can settle a provider, publish JobCompleted once the whole job is settled."""
-        if isinstance(event, ev.CallStatusChanged) and event.status not in ev.TERMINAL_TWILIO_STATUSES:
-            return
-        history = await bus.job_history(self.js, event.job_id)
-        if any(isinstance(e, ev.JobCompleted) for e in history):
-            return
-        states = st.fold_job(history)
-        if not st.job_settled(states):
-            return
-        offers = st.rank_offers(list(states.values()))
-        best = next((o for o in offers if o.outcome == ev.Outcome.AGREED and o.price is not None), None)
-        await self.publisher.publish(ev.JobCompleted(
-            event_id=f"completed-{event.job_id}",
-            job_id=event.job_id,
-            offers=offers,
-            best_provider_id=best.provider_id if best else None,
-            best_price=best.price if best else None,
-        ))

@@ -12,20 +12,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import msgspec
+from haggle_contracts import events as ev
 
-from haggle_extractor.offline import Extraction, normalise_transcript
+from haggle.settings_table import DEFAULTS
+from haggle_extractor.offline import Extraction, Reading, Transcript, normalise_transcript
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RESPONSE_SCHEMA", "SYSTEM_PROMPT", "ExtractionError", "build_request", "extract_with_xai"]
 
-DEFAULT_BASE_URL = "https://api.x.ai/v1"
-DEFAULT_MODEL = "grok-4.3"
+DEFAULT_BASE_URL: str = DEFAULTS["xai_api_base_url"]
+DEFAULT_MODEL: str = DEFAULTS["xai_model"]
 _MAX_RETRY_AFTER_S = 5.0
+# What a transcript can show; no_answer, busy, voicemail and the rest are known before anyone reads one.
+READ_OUTCOMES = (ev.Outcome.AGREED, ev.Outcome.NO_AGREEMENT, ev.Outcome.DECLINED)
 
 RESPONSE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -33,14 +37,14 @@ RESPONSE_SCHEMA: dict[str, Any] = {
         "agreed": {"type": "boolean", "description": "true only if both sides accepted one price"},
         "price": {"type": ["number", "null"], "description": "the agreed price in dollars; null without a deal"},
         "initial_quote": {"type": ["number", "null"], "description": "the provider's first quoted price"},
-        "price_type": {"type": "string", "enum": ["flat", "hourly", "visit_fee", "unknown"]},
+        "price_type": {"type": "string", "enum": [t.value for t in ev.PriceType]},
         "conditions": {"type": "string", "description": "e.g. 'plus parts', '2 hour minimum'; '' if none"},
         "evidence": {
             "type": "array",
             "items": {"type": "string"},
             "description": "the exact utterances the answer rests on, copied from the transcript",
         },
-        "outcome": {"type": "string", "enum": ["agreed", "no_agreement", "declined"]},
+        "outcome": {"type": "string", "enum": [o.value for o in READ_OUTCOMES]},
     },
     "required": ["agreed", "price", "initial_quote", "price_type", "conditions", "evidence", "outcome"],
     "additionalProperties": False,
@@ -79,19 +83,11 @@ class ExtractionError(Exception):
         self.reason = reason
 
 
-class _Reply(msgspec.Struct, forbid_unknown_fields=True):
+class _Reply(Reading, forbid_unknown_fields=True):
     """The model's JSON, checked field by field (the schema, in msgspec's terms)."""
 
-    agreed: bool
-    price: float | None
-    initial_quote: float | None
-    price_type: Literal["flat", "hourly", "visit_fee", "unknown"]
-    conditions: str
-    evidence: list[str]
-    outcome: Literal["agreed", "no_agreement", "declined"]
 
-
-def build_request(transcript: list[dict], *, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+def build_request(transcript: Transcript, *, model: str = DEFAULT_MODEL) -> dict[str, Any]:
     """The chat-completions body for one transcript (exposed so tests and the stand-in can share it)."""
     turns = normalise_transcript(transcript)
     data = {"transcript": [{"role": "assistant" if t.speaker == "buyer" else "user", "text": t.text} for t in turns]}
@@ -128,24 +124,19 @@ def parse_reply(body: Any) -> Extraction:
         reply = msgspec.json.decode(content, type=_Reply)
     except msgspec.DecodeError as exc:
         raise ExtractionError(f"reply is not JSON matching the schema: {exc}") from exc
+    if reply.outcome not in READ_OUTCOMES:
+        raise ExtractionError(f"reply is not JSON matching the schema: outcome {reply.outcome.value!r}")
     for name in ("price", "initial_quote"):
         value = getattr(reply, name)
         if value is not None and not (0 <= value < 1e7):
             raise ExtractionError(f"reply {name} out of range: {value}")
-    if reply.agreed != (reply.outcome == "agreed"):
-        raise ExtractionError(f"reply is inconsistent: agreed={reply.agreed} but outcome={reply.outcome}")
+    if reply.agreed != (reply.outcome is ev.Outcome.AGREED):
+        raise ExtractionError(f"reply is inconsistent: agreed={reply.agreed} but outcome={reply.outcome.value}")
     if reply.agreed and reply.price is None:
         raise ExtractionError("reply says agreed but gives no price")
-    return Extraction(
-        agreed=reply.agreed,
-        price=reply.price if reply.agreed else None,
-        initial_quote=reply.initial_quote,
-        price_type=reply.price_type,
-        conditions=reply.conditions,
-        evidence=reply.evidence,
-        outcome=reply.outcome,
-        method="xai",
-    )
+    fields = msgspec.structs.asdict(reply)
+    fields["price"] = reply.price if reply.agreed else None  # a price without a deal is not one
+    return Extraction(**fields, method="xai")
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -166,7 +157,7 @@ def _error_message(response: httpx.Response) -> str:
 
 
 async def extract_with_xai(
-    transcript: list[dict],
+    transcript: Transcript,
     *,
     api_key: str,
     base_url: str = DEFAULT_BASE_URL,

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import msgspec
 from fastapi import APIRouter, Request, Response, WebSocket
 from haggle_contracts import events as ev
-from haggle_contracts import subjects
+from haggle_contracts import ids, subjects
 from haggle_contracts.calls import CallContext, ctx_key, encode_context
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -39,7 +39,7 @@ from . import prompt
 from . import realtime_events as rt
 from . import twilio_media as tm
 from .bridge import CallBridge, Frame, Hangup
-from .contexts import CallContexts, ClaimRejected
+from .contexts import CallContexts, ClaimRejected, about_call
 from .inbound import INBOUND_PATH, Callbacks, unknown_caller_twiml
 from .live_calls import LiveCalls
 from .outbox import EventOutbox, EventPublisher
@@ -69,7 +69,7 @@ def realtime_opener(settings: GatewaySettings, *, resumed: bool = False) -> Real
         brief = prompt.CallBrief.from_context(ctx)
         instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed,
                                                  notice=settings.opening_notice)
-        session = rt.session_config(settings, instructions, prompt.tools())
+        session = rt.session_config(settings, instructions, prompt.tools(booking=ctx.booking is not None))
         return await RealtimeClient.open(settings, session)
 
     return open_session
@@ -343,11 +343,8 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         if status in ev.TERMINAL_TWILIO_STATUSES and call_sid in registry.calls:
             registry.calls[call_sid].request_end("provider_hangup")
         return await publish(ev.CallStatusChanged(
-            event_id=f"status-{call_sid}-{status}",
-            job_id=ctx.job_id,
-            provider_id=ctx.provider_id,
-            attempt=ctx.attempt,
-            call_sid=call_sid,
+            **about_call(ctx, call_sid),
+            event_id=ids.call_status_event_id(call_sid, status),
             status=status,
             duration_s=duration,
         ), started)
@@ -360,11 +357,8 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return found
         ctx, _, call_sid, answered_by = found
         event = ev.MachineDetected(
-            event_id=f"amd-{call_sid}",
-            job_id=ctx.job_id,
-            provider_id=ctx.provider_id,
-            attempt=ctx.attempt,
-            call_sid=call_sid,
+            **about_call(ctx, call_sid),
+            event_id=ids.machine_detected_event_id(call_sid),
             answered_by=answered_by,
         )
         registry.on_machine_detected(event)  # other replicas react through the NATS subscription
@@ -438,8 +432,7 @@ async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: S
                       extra={"call_sid": start.call_sid, "job_id": ctx.job_id, "provider_id": ctx.provider_id})
             metrics.REALTIME_ERRORS.labels(kind="connect_failed").inc()
             registry.count("ended:realtime_error")
-            outbox.put(ev.CallEnded(event_id=f"end-{start.call_sid}", job_id=ctx.job_id,
-                                    provider_id=ctx.provider_id, attempt=ctx.attempt, call_sid=start.call_sid,
+            outbox.put(ev.CallEnded(**about_call(ctx, start.call_sid), event_id=ids.call_ended_event_id(start.call_sid),
                                     reason="realtime_error"))
             try:
                 await deps.hangup(start.call_sid)

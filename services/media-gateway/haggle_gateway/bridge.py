@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
 
 from haggle import metrics
@@ -48,7 +49,9 @@ from haggle import metrics
 from . import twilio_media as tm
 from .audio import Transcoder, transcoder_for
 from .call_flow import CallFlow
+from .contexts import about_call
 from .links import Clock, Frame, LinkClosed, LoopClock, RealtimeSession, TwilioLink
+from .negotiation import CallNegotiation
 from .outbound import AudioOut
 from .outbox import EventOutbox
 from .phases import PhaseState
@@ -97,6 +100,7 @@ class CallBridge:
         self.clock: Clock = clock or LoopClock()
         self.started_at = started_at if started_at is not None else self.clock.now()
         self.brief = CallBrief.from_context(ctx)
+        self.negotiation = CallNegotiation(ctx, call_sid, use_competing_quotes=settings.use_competing_quotes)
         self.transcript = TranscriptAssembler(settle_s=settings.transcript_settle_s)
         self.end_reason: str | None = None
         self.end_detail: str | None = None  # why, for logs (e.g. what broke the realtime session)
@@ -191,8 +195,7 @@ class CallBridge:
         self.flush_transcript()
         await self._outbox.flush(self.settings.publish_flush_s)
         self._outbox.put(ev.CallEnded(
-            event_id=f"end-{self.call_sid}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
-            attempt=self.ctx.attempt, call_sid=self.call_sid, reason=reason,
+            **about_call(self.ctx, self.call_sid), event_id=ids.call_ended_event_id(self.call_sid), reason=reason,
             duration_s=round(max(0.0, now - self.started_at), 3), utterances=self.transcript.released_count,
             voicemail_left=self.flow.voicemail_left,
         ))
@@ -320,8 +323,8 @@ class CallBridge:
         if u.role == ev.Role.USER:
             self._heard.append(u)
         self._outbox.put(ev.UtteranceTranscribed(
-            event_id=f"utt-{self.call_sid}-{u.item_id}" + (f"-r{u.revision}" if u.revision else ""),
-            job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
-            attempt=self.ctx.attempt, call_sid=self.call_sid, utterance_id=u.item_id, seq=u.seq, role=u.role,
+            **about_call(self.ctx, self.call_sid),
+            event_id=ids.utterance_event_id(self.call_sid, u.item_id, u.revision),
+            utterance_id=u.item_id, seq=u.seq, role=u.role,
             text=u.text, spoken_at=u.spoken_at, interrupted=u.interrupted, revision=u.revision,
         ))

@@ -19,6 +19,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from haggle_contracts.calls import CallContext, ctx_key, decode_context, encode_context
@@ -29,6 +30,11 @@ from nats.js.kv import KeyValue
 from haggle.bus import retry_transient
 
 log = logging.getLogger(__name__)
+
+
+def about_call(ctx: CallContext, call_sid: str) -> dict[str, Any]:
+    """The fields every event about one call carries, taken from its context (for the event's constructor)."""
+    return {"job_id": ctx.job_id, "provider_id": ctx.provider_id, "attempt": ctx.attempt, "call_sid": call_sid}
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CAS_ATTEMPTS = 4

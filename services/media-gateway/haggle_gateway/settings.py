@@ -1,28 +1,24 @@
 """Everything the media gateway can be tuned with, in one frozen value.
 
-Why a dataclass and not env reads scattered through the code: the composition root maps environment
-variables onto it once (see `from_env`), tests build it directly with small timeouts, and a frozen value
+Why a dataclass and not env reads scattered through the code: the composition root builds it once from the
+shared settings (`run.gateway_settings`, from haggle/settings_table.py, which also holds the defaults of the
+fields an environment variable sets), tests build it directly with small timeouts, and a frozen value
 cannot drift while calls are live. Secrets are excluded from `repr` so a logged settings object leaks
 nothing; `mask_phone` / `mask_secret` are the helpers every module uses before logging such values.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
+
+from haggle.settings_table import DEFAULTS
 
 AudioFormat = Literal["pcmu", "pcm24k"]
 Disclosure = Literal["off", "upfront"]
 GreetingMode = Literal["force_message", "response"]
 VoicemailAction = Literal["hangup", "message"]
-
-# Pinned rather than `grok-voice-latest`: xAI's model list has grok-voice-think-fast-1.0 as a documented,
-# non-deprecated id, while `-latest` silently moved to a new model on 2026-08-05; a negotiation
-# agent's behaviour should only change when we change this line.
-DEFAULT_REALTIME_MODEL = "grok-voice-think-fast-1.0"
 
 
 @dataclass(frozen=True)
@@ -30,22 +26,22 @@ class GatewaySettings:
     public_base_url: str
     twilio_account_sid: str
     twilio_auth_token: str = field(repr=False)
-    twilio_api_base_url: str = "https://api.twilio.com"
+    twilio_api_base_url: str = DEFAULTS["twilio_api_base_url"]
     xai_api_key: str = field(default="", repr=False)
-    xai_realtime_url: str = "wss://api.x.ai/v1/realtime"
-    realtime_model: str = DEFAULT_REALTIME_MODEL
+    xai_realtime_url: str = DEFAULTS["xai_realtime_url"]
+    realtime_model: str = DEFAULTS["realtime_model"]  # pinned: see its row in the table
     # Send `?model=` (all 2026 sources do); if the handshake is refused, the client retries once without it.
     realtime_model_in_query: bool = True
     reasoning_effort: str | None = None  # think models: "none" | "high"; None leaves the server default
-    voice: str = "Rex"
-    audio_format: AudioFormat = "pcmu"
-    ai_disclosure: Disclosure = "off"
+    voice: str = DEFAULTS["realtime_voice"]
+    audio_format: AudioFormat = DEFAULTS["realtime_audio_format"]
+    ai_disclosure: Disclosure = DEFAULTS["ai_disclosure"]
     # RECORD_CALLS=on: calls are recorded through Twilio (docs/twilio-recording.md) and the opening line ends with
     # `recording_notice`; off, the notice is not said.
-    record_calls: bool = False
-    recording_notice: str = "This call is recorded."
-    transfer_ring_s: float = 20.0  # TRANSFER_RING_SECONDS: how long a transfer rings the homeowner
-    forward_unknown_to: str = ""  # FORWARD_UNKNOWN_TO: a callback from a number Haggle never called is put through
+    record_calls: bool = DEFAULTS["record_calls"]
+    recording_notice: str = DEFAULTS["recording_notice"]
+    transfer_ring_s: float = DEFAULTS["transfer_ring_s"]  # how long a transfer rings the homeowner
+    forward_unknown_to: str | None = DEFAULTS["forward_unknown_to"]  # a caller Haggle never called is put through
     greeting_mode: GreetingMode = "force_message"
     # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
@@ -56,7 +52,7 @@ class GatewaySettings:
     greeting_wait_s: float = 1.5
     greeting_auto_grace_s: float = 0.8  # after the hello ends, how long the server gets to auto-respond
     greeting_voice_rms: float = 700.0  # local energy (16-bit RMS) that counts as the callee talking
-    silence_timeout_s: float = 20.0
+    silence_timeout_s: float = DEFAULTS["silence_timeout_s"]
     max_call_s: float = 600.0
     start_deadline_s: float = 5.0
     max_frame_bytes: int = 65536
@@ -79,12 +75,13 @@ class GatewaySettings:
     truncate_on_barge_in: bool = True
     transcript_settle_s: float = 1.0  # a snapshot without a final status is final after this much quiet
     # Real phone lines (docs/twilio-media-streams.md, "Answering machine detection").
-    voicemail_action: VoicemailAction = "hangup"  # VOICEMAIL_ACTION: on a voicemail, hang up or leave one message
+    voicemail_action: VoicemailAction = DEFAULTS["voicemail_action"]  # VOICEMAIL_ACTION: hang up, or leave one message
     callback_number: str = ""  # CALLBACK_NUMBER (default TWILIO_PHONE_NUMBER): said in a voicemail message
-    hold_timeout_s: float = 300.0  # HOLD_TIMEOUT_SECONDS: the longest the agent waits on hold
+    hold_timeout_s: float = DEFAULTS["hold_timeout_s"]  # HOLD_TIMEOUT_SECONDS: the longest wait on hold
     voicemail_reply_wait_s: float = 6.0  # after our opening line, silence this long on a suspected machine
     playback_lead_ms: float = 1000.0  # agent audio queued at Twilio at most; the rest waits in the gateway
     max_malformed_frames: int = 20  # after `start`: tolerated before the stream is treated as hostile
+    use_competing_quotes: bool = DEFAULTS["use_competing_quotes"]  # the offer policy may cite a real competing quote
 
     def __post_init__(self) -> None:
         base = self.public_base_url.rstrip("/")
@@ -126,32 +123,6 @@ class GatewaySettings:
     def public_url(self, path: str, query: str = "") -> str:
         """The URL Twilio signed for a webhook: built from the configured base, never from request headers."""
         return self.public_base_url + path + (f"?{query}" if query else "")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> GatewaySettings:
-        """Read the documented environment variables; `overrides` win (for the composition root and tests)."""
-        e = os.environ if env is None else env
-        values: dict[str, object] = {
-            "public_base_url": e.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
-            "twilio_account_sid": e.get("TWILIO_ACCOUNT_SID", ""),
-            "twilio_auth_token": e.get("TWILIO_AUTH_TOKEN", ""),
-            "twilio_api_base_url": e.get("TWILIO_API_BASE_URL", "https://api.twilio.com"),
-            "xai_api_key": e.get("XAI_API_KEY", ""),
-            "xai_realtime_url": e.get("XAI_REALTIME_URL", "wss://api.x.ai/v1/realtime"),
-            "realtime_model": e.get("XAI_REALTIME_MODEL", DEFAULT_REALTIME_MODEL),
-            "voice": e.get("REALTIME_VOICE", "Rex"),
-            "audio_format": e.get("REALTIME_AUDIO_FORMAT", "pcmu"),
-            "ai_disclosure": e.get("AI_DISCLOSURE", "off"),
-            "voicemail_action": e.get("VOICEMAIL_ACTION", "hangup"),
-            "callback_number": e.get("CALLBACK_NUMBER") or e.get("TWILIO_PHONE_NUMBER", ""),
-            "hold_timeout_s": float(e.get("HOLD_TIMEOUT_SECONDS", "300")),
-            "record_calls": e.get("RECORD_CALLS", "off") == "on",
-            "forward_unknown_to": e.get("FORWARD_UNKNOWN_TO", ""),
-            "transfer_ring_s": float(e.get("TRANSFER_RING_SECONDS", "20")),
-            "recording_notice": e.get("RECORDING_NOTICE") or "This call is recorded.",
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
 
 
 def mask_phone(number: str | None) -> str:

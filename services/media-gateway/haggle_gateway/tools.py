@@ -6,7 +6,10 @@ import math
 from typing import Any
 
 from haggle_contracts import events as ev
+from haggle_contracts import ids
 from haggle_contracts.calls import CallContext
+
+from .contexts import about_call
 
 _PRICE_TYPES = frozenset(ev.PriceType)
 
@@ -19,17 +22,42 @@ def quote_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[s
         ev.PriceType.UNKNOWN
     conditions = args.get("conditions")
     agreed = args.get("agreed")
+    parts = args.get("includes_parts")
     return ev.QuoteRecorded(
-        event_id=f"quote-{call_sid}-{tool_call_id}",
-        job_id=ctx.job_id,
-        provider_id=ctx.provider_id,
-        attempt=ctx.attempt,
-        call_sid=call_sid,
+        **about_call(ctx, call_sid),
+        event_id=ids.quote_event_id(call_sid, tool_call_id),
         price=price(args.get("price")),
         price_type=price_type,
         conditions=conditions[:500] if isinstance(conditions, str) else "",
         agreed=agreed if isinstance(agreed, bool) else None,
+        visit_fee=price(args.get("visit_fee")),
+        includes_parts=parts if isinstance(parts, bool) else None,
+        warranty=_short(args.get("warranty")),
+        earliest_availability=_short(args.get("earliest_availability")),
+        final=args.get("final") is True,
     )
+
+
+def booking_event(ctx: CallContext, call_sid: str, tool_call_id: str, args: dict[str, Any]) -> ev.BookingRecorded:
+    """`record_booking`: only an explicit `confirmed: true` confirms; the appointment is kept as said."""
+    notes = args.get("notes")
+    return ev.BookingRecorded(
+        event_id=f"booking-{call_sid}-{tool_call_id}",
+        job_id=ctx.job_id,
+        provider_id=ctx.provider_id,
+        attempt=ctx.attempt,
+        call_sid=call_sid,
+        confirmed=args.get("confirmed") is True,
+        appointment=_short(args.get("appointment")),
+        price=price(args.get("price")),
+        notes=notes[:500] if isinstance(notes, str) else "",
+    )
+
+
+def _short(value: object, limit: int = 200) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()[:limit]
 
 
 def price(value: object) -> float | None:

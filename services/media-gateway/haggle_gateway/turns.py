@@ -23,7 +23,7 @@ from .links import Clock, Timer
 from .phases import CallPhase
 from .prompt import greeting_line
 from .settings import GatewaySettings
-from .tools import quote_event
+from .tools import booking_event
 from .transfer import FALLBACK_LINE as TRANSFER_FALLBACK_LINE
 from .transfer import TOOL as TRANSFER_TOOL
 
@@ -247,7 +247,11 @@ class ModelTurns:
         args = event.parsed_arguments()
         output: dict[str, Any]
         if event.name == "record_quote":
-            self._call.publish(quote_event(self._call.ctx, self._call.call_sid, event.call_id, args))
+            events, output = self._call.negotiation.on_quote(event.call_id, args)
+            for recorded in events:
+                self._call.publish(recorded)
+        elif event.name == "record_booking" and self._call.ctx.booking is not None:
+            self._call.publish(booking_event(self._call.ctx, self._call.call_sid, event.call_id, args))
             output = {"ok": True}
         elif event.name in self._call.flow.TOOLS:
             result = await self._call.flow.on_tool(event.name, event.call_id, args, state)

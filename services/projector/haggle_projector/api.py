@@ -22,8 +22,8 @@ import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from haggle_contracts import events as ev
+from haggle_contracts import ids, subjects, text
 from haggle_contracts import state as st
-from haggle_contracts import subjects, text
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
 from pydantic import (
@@ -39,6 +39,8 @@ from pydantic import (
 
 from haggle import bus
 
+from .booking import RESPONSES as BOOK_RESPONSES
+from .booking import BookIn, booking_doc, booking_request
 from .job_cost import call_costs, job_cost
 from .projector import PROJECTION_ERROR, Projector
 from .results_csv import results_csv
@@ -71,7 +73,13 @@ def Text(field: str, *, required: bool = False) -> Any:
     ]
 
 
-Id = Annotated[str, WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
+def _valid_id(v: str) -> str:
+    if not JOB_ID.match(v):
+        raise ValueError("must be 1-64 letters, digits, '-' or '_'")
+    return v
+
+
+Id = Annotated[str, AfterValidator(_valid_id), WithJsonSchema({"type": "string", "pattern": ev.ID_PATTERN})]
 
 
 class ProviderIn(BaseModel):
@@ -93,13 +101,6 @@ class ProviderIn(BaseModel):
         v = re.sub(PHONE_SEPARATORS, "", v)
         if not E164.match(v):
             raise ValueError("must be an E.164 phone number such as +14155550123")
-        return v
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
         return v
 
 
@@ -128,13 +129,6 @@ class JobIn(BaseModel):
         v = re.sub(PHONE_SEPARATORS, "", v)
         if not E164.match(v):
             raise ValueError("must be an E.164 phone number such as +14155550123")
-        return v
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, v: str | None) -> str | None:
-        if v is not None and not JOB_ID.match(v):
-            raise ValueError("must be 1-64 letters, digits, '-' or '_'")
         return v
 
 
@@ -214,7 +208,7 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
             context_answers=p.context_answers, timezone=p.timezone,
         ))
     return ev.JobStarted(
-        event_id=ev.new_id("evt"),
+        event_id=ids.fresh_event_id(),
         job_id=job_id,
         problem=body.problem,
         zip_code=body.zip_code,
@@ -229,14 +223,14 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
 
 def job_cancelled(job_id: str) -> ev.JobCancelled:
     """The operator's cancel, from the API or the dashboard. One event id per job: cancelling twice is one event."""
-    return ev.JobCancelled(event_id=f"cancel-{job_id}", job_id=job_id)
+    return ev.JobCancelled(event_id=ids.job_cancelled_event_id(job_id), job_id=job_id)
 
 
 def job_started_from_rows(job_id: str, rows: list[st.ProviderState]) -> ev.JobStarted:
     """Seed compatibility: a job whose provider rows were written straight into the table."""
     first = rows[0]
     return ev.JobStarted(
-        event_id=ev.new_id("evt"),
+        event_id=ids.fresh_event_id(),
         job_id=job_id,
         problem=first.problem,
         zip_code=first.zip_code,
@@ -275,6 +269,14 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "disagreement": s.disagreement,
         "attempts": s.attempts,
         "max_attempts": s.max_attempts,
+        "round": s.round,
+        "booking_status": s.booking_status,
+        "appointment": s.appointment,
+        "visit_fee": s.visit_fee,
+        "includes_parts": s.includes_parts,
+        "warranty": s.warranty,
+        "earliest_availability": s.earliest_availability,
+        "all_in": st.all_in(s),
         "answered_by": s.answered_by,
         "end_reason": s.end_reason,
         "voicemail_left": s.voicemail_left,
@@ -310,14 +312,17 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
         "providers": [provider_doc(r) for r in rows],
         "offers": [
             {"provider_id": o.provider_id, "service_provider": o.service_provider, "outcome": o.outcome,
-             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving}
+             "price": o.price, "initial_quote": o.initial_quote, "saving": o.saving, "visit_fee": o.visit_fee,
+             "all_in": o.all_in}
             for o in offers
         ],
         "best_offer": (
             {"provider_id": best.provider_id, "service_provider": best.service_provider, "price": best.price,
-             "initial_quote": best.initial_quote, "saving": best.saving}
+             "initial_quote": best.initial_quote, "saving": best.saving, "visit_fee": best.visit_fee,
+             "all_in": best.all_in}
             if best else None
         ),
+        **booking_doc(rows),
         "cost": job_cost(rows),
     }
 
@@ -446,8 +451,24 @@ def restart_event(job_id: str, rows: list[st.ProviderState], history: list[ev.Ev
             specs[spec.id] = spec
     last = starts[-1]
     max_attempts = next((s.max_attempts for s in reversed(starts) if s.max_attempts), None)
-    return msgspec.structs.replace(last, event_id=ev.new_id("evt"), occurred_at=ev.utcnow(),
+    return msgspec.structs.replace(last, event_id=ids.fresh_event_id(), occurred_at=ev.utcnow(),
                                    providers=list(specs.values()), max_attempts=max_attempts, source="start-job")
+
+
+async def request_booking(deps: ApiDeps, job_id: str, rows: list[st.ProviderState], body: BookIn
+                          ) -> ev.BookingRequested:
+    """Publish the job's BookingRequested (shared by the API and the dashboard's Book button)."""
+    if deps.js is None:
+        raise HTTPException(status_code=503, detail="the event log is unavailable")
+    try:
+        history = await bus.job_history(deps.js, job_id)
+    except Exception as exc:
+        raise HTTPException(status_code=503, detail=f"the event log is unavailable: {exc}") from None
+    if history:
+        rows = list(st.fold_job(history).values())  # the projection may trail the log by a moment
+    event = booking_request(job_id, rows, history, body)
+    await deps.publish(event)
+    return event
 
 
 def build_router(deps: ApiDeps) -> APIRouter:
@@ -497,6 +518,23 @@ def build_router(deps: ApiDeps) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
         await deps.publish(job_cancelled(job_id))
         return {"status": "cancelling", "job_id": job_id}
+
+    @router.post("/jobs/{job_id}/book", status_code=202, dependencies=[auth, Depends(require_json)],
+                 responses=BOOK_RESPONSES, openapi_extra={"requestBody": {
+                     "required": True, "content": {"application/json": {"schema": inline_schema(BookIn)}}}})
+    async def book(job_id: str, request: Request) -> dict[str, Any]:
+        try:
+            body = BookIn.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=[
+                {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)]) from None
+        rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
+        event = await request_booking(deps, job_id, rows, body)
+        return {"status": st.REQUESTED, "job_id": job_id, "provider_id": event.provider_id, "price": event.price,
+                "windows": event.windows}
 
     @router.get("/jobs/{job_id}", dependencies=[auth], responses=_responses(401, 404))
     async def get_job(job_id: str) -> dict[str, Any]:

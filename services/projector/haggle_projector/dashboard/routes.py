@@ -45,9 +45,11 @@ from ..api import (
     job_doc,
     job_started_from,
     provider_doc,
+    request_booking,
     require_api_key,
     session_token,
 )
+from ..booking import BookIn
 from ..stores import ProviderStore
 from . import templates
 from .feed import FeedHub, JobFold, job_feed, jobs_feed, utterance_view
@@ -119,6 +121,13 @@ async def _job_rows(deps: DashboardDeps, job_id: str) -> list[st.ProviderState]:
     return await deps.store.list_job(job_id)
 
 
+async def _job_completed(deps: DashboardDeps, job_id: str) -> bool:
+    try:
+        return any(isinstance(e, ev.JobCompleted) for e in await bus.job_history(deps.js, job_id))
+    except LOG_ERRORS:
+        return False
+
+
 def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     check_key = require_api_key(ApiDeps(store=deps.store, publish=deps.publish, api_key=deps.api_key))
@@ -154,7 +163,28 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         if not rows:
             return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
                                                 signed_in=protected), 404)
-        return _html(templates.job_page(job_doc(job_id, rows), signed_in=protected))
+        completed = await _job_completed(deps, job_id)
+        return _html(templates.job_page({**job_doc(job_id, rows), "job_completed": completed}, signed_in=protected))
+
+    @router.post("/ui/jobs/{job_id}/book")
+    async def book(request: Request, job_id: str) -> Response:
+        """The Book button: book the best offer inside the windows typed (one per line), then back to the job."""
+        if not await signed_in(request):
+            return to_login(request)
+        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
+                                                signed_in=protected), 404)
+        form = await request.form()
+        windows = [w.strip() for w in str(form.get("windows") or "").splitlines() if w.strip()]
+        try:
+            body = BookIn(windows=windows)
+            await request_booking(ApiDeps(store=deps.store, publish=deps.publish, js=deps.js), job_id, rows, body)
+        except (HTTPException, ValueError) as exc:
+            reason = str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
+            doc = {**job_doc(job_id, rows), "job_completed": await _job_completed(deps, job_id)}
+            return _html(templates.job_page(doc, signed_in=protected, booking_error=reason), 409)
+        return RedirectResponse(f"/ui/jobs/{quote(job_id)}", status_code=303)
 
     @router.get("/ui/jobs/{job_id}/calls/{provider_id}")
     async def call_page(request: Request, job_id: str, provider_id: str) -> Response:

@@ -38,6 +38,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "Status"),
     ("outcome", "Outcome"),
     ("attempts", "Attempts"),
+    ("round", "Round"),
     ("initial_quote", "First quote"),
     ("negotiated_price", "Negotiated"),
     ("duration", "Duration"),
@@ -126,8 +127,16 @@ def latest_text(doc: dict[str, Any]) -> str:
 
 
 def terms_text(doc: dict[str, Any]) -> str:
-    parts = [p for p in (doc.get("price_type"), doc.get("conditions")) if p and p != "unknown"]
-    return " · ".join(str(p).replace("_", " ") for p in parts) or DASH
+    parts = [str(p).replace("_", " ") for p in (doc.get("price_type"), doc.get("conditions")) if p and p != "unknown"]
+    if doc.get("visit_fee"):
+        parts.append(f"plus a {money(doc['visit_fee'])} call-out fee ({money(doc.get('all_in'))} all-in)")
+    if doc.get("includes_parts") is not None:
+        parts.append("parts included" if doc["includes_parts"] else "parts extra")
+    if doc.get("warranty"):
+        parts.append(f"warranty {doc['warranty']}")
+    if doc.get("earliest_availability"):
+        parts.append(f"earliest {doc['earliest_availability']}")
+    return " · ".join(parts) or DASH
 
 
 def note_text(doc: dict[str, Any]) -> str:
@@ -144,6 +153,7 @@ def row_cells(doc: dict[str, Any]) -> dict[str, str]:
         "status": status_text(doc),
         "outcome": outcome_text(doc),
         "attempts": f"{doc.get('attempts') or 0}/{doc.get('max_attempts') or '?'}",
+        "round": str(doc.get("round") or 1),
         "initial_quote": money(doc.get("initial_quote")),
         "negotiated_price": money(doc.get("negotiated_price")),
         "duration": duration(doc.get("duration_s")),

@@ -103,7 +103,33 @@ def job_actions(job_id: str, status: str) -> str:
             f'Export CSV</a></div>')
 
 
-def job_page(doc: dict[str, Any], *, signed_in: bool) -> str:
+BOOKING_LABELS = {"requested": "Booking requested: calling back to confirm", "confirmed": "Booked",
+                  "failed": "Booking failed"}
+
+
+def booking_section(doc: dict[str, Any], *, error: str | None = None) -> str:
+    """The booking state and, when the job can be booked, the Book button (the best offer, inside the windows)."""
+    job_id, status = doc["job_id"], doc.get("booking_status")
+    parts = ['<section id="booking" class="booking" aria-live="polite">']
+    if status:
+        who = next((p["service_provider"] for p in doc["providers"] if p["id"] == doc.get("booking_provider_id")), "")
+        when = f" for {e(doc['appointment'])}" if doc.get("appointment") else ""
+        parts.append(f'<p data-booking-status="{e(status)}"><strong>{e(BOOKING_LABELS.get(status, status))}</strong>'
+                     f" {e(who)}{when}</p>")
+    if error:
+        parts.append(f'<div class="errors" role="alert"><p>{e(error)}</p></div>')
+    best = doc.get("best_offer")
+    if best and doc.get("job_completed") and status in (None, "failed"):
+        parts.append(
+            f'<form method="post" action="{e(job_url(job_id))}/book" class="form narrow" id="book">'
+            f'<label for="windows">When can they come? One window per line (empty: any time)</label>'
+            f'<textarea id="windows" name="windows" rows="2" placeholder="Sat Jan 10, 8am-12pm"></textarea>'
+            f'<button type="submit">Book {e(best["service_provider"])} at {e(money(best["price"]))}</button></form>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def job_page(doc: dict[str, Any], *, signed_in: bool, booking_error: str | None = None) -> str:
     job_id = doc["job_id"]
     summary = job_view(doc)
     best = summary["best"]
@@ -118,6 +144,7 @@ def job_page(doc: dict[str, Any], *, signed_in: bool) -> str:
 {best_banner(best)}
 {cost_line(summary["cost"])}
 {job_actions(job_id, summary["status"])}
+{booking_section(doc, error=booking_error)}
 <table id="providers" class="providers cards">
 <thead><tr>{heads}</tr></thead>
 <tbody>
