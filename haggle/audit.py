@@ -55,6 +55,18 @@ def detail(e: ev.Event) -> str:
         case ev.PriceExtracted():
             return _join(f"{e.outcome.value} price={e.price} first={e.initial_quote} via {e.method}",
                          e.disagreement and f"(disagreement: {e.disagreement})")
+        case ev.CallPriced():
+            twilio = f"${e.twilio_price:.4f}" if e.twilio_price is not None else f"unknown ({e.twilio_price_missing})"
+            return (f"{e.currency} {e.total:.4f}: Twilio {twilio} + realtime {e.realtime_minutes:.2f} min "
+                    f"x ${e.realtime_price_per_minute:g} = ${e.realtime_cost:.4f}")
+        case ev.HomeownerTransfer():
+            return f"to the homeowner: {e.outcome}" + (f" ({e.dial_status})" if e.dial_status else "")
+        case ev.InboundCallReceived():
+            return f"attempt {e.attempt}: called back from {e.from_number}, sid {e.call_sid}"
+        case ev.CallRecorded():
+            if e.status != "completed":
+                return f"recording {e.recording_sid} {e.status}" + (f" (error {e.error_code})" if e.error_code else "")
+            return f"recording {e.recording_sid}: {e.duration_s or 0:g}s, {e.channels or 1} channel(s)"
         case ev.JobCompleted():
             return f"best {e.best_provider_id} at {e.best_price}"
         case ev.JobCancelled():

@@ -16,6 +16,7 @@ from haggle_contracts import events as ev
 from haggle_sim.personas import demo_personas
 
 from .config import Settings
+from .demo_callback import provider_calls_back
 from .simulate import simulated_world
 from .system import start_system
 
@@ -43,6 +44,8 @@ def _line(event: ev.Event, names: dict[str, str]) -> str | None:
             return f"  {who:<16} {speaker:>8}: {event.text}"
         case ev.CallEnded():
             return f"  {who:<16} call ended ({event.reason}, {event.duration_s:.1f}s)"
+        case ev.InboundCallReceived():
+            return f"  {who:<16} called back (attempt {event.attempt}, {event.call_sid[:10]}...)"
         case ev.PriceExtracted():
             price = f"${event.price:g}" if event.price is not None else "-"
             return f"  {who:<16} => {event.outcome.value} {price} (via {event.method})"
@@ -83,12 +86,16 @@ async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
             job_id = f"demo_{secrets.token_hex(4)}"
             names: dict[str, str] = {}
             done = asyncio.Event()
+            seen: list[ev.Event] = []
+            changed = asyncio.Event()
 
             async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
                 try:
                     event = codec.decode(msg.data)
                 except codec.EventDecodeError:
                     return
+                seen.append(event)
+                changed.set()
                 if isinstance(event, ev.JobCompleted):
                     done.set()
                     return
@@ -116,6 +123,15 @@ async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
                     print(f"demo: the job did not finish within {timeout_s:.0f}s")
                 deadline = time.monotonic() + 10
                 while True:  # the projection trails the log by a moment
+                    doc = (await http.get(f"/jobs/{job_id}")).json()
+                    if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
+                        break
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                await provider_calls_back(world, doc, seen, changed)
+                deadline = time.monotonic() + 10
+                while True:
                     doc = (await http.get(f"/jobs/{job_id}")).json()
                     if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
                         break

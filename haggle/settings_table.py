@@ -226,6 +226,12 @@ SETTINGS: tuple[Var, ...] = (
     Var("callback_number", "CALLBACK_NUMBER", text),  # unset: TWILIO_PHONE_NUMBER
     Var("hold_timeout_s", "HOLD_TIMEOUT_SECONDS", number(1), 300.0),
     Var("drain_s", "GATEWAY_DRAIN_SECONDS", number(0.1), 30.0),  # on SIGTERM, how long live calls get to finish
+    # The homeowner and the operator in the loop
+    Var("record_calls", "RECORD_CALLS", on_off, False),  # docs/twilio-recording.md
+    Var("recording_notice", "RECORDING_NOTICE", text, "This call is recorded."),  # said in the opening when on
+    Var("forward_unknown_to", "FORWARD_UNKNOWN_TO", e164),  # docs/twilio-inbound.md
+    Var("transfer_ring_s", "TRANSFER_RING_SECONDS", number(5), 20.0),  # docs/twilio-transfer.md
+    Var("realtime_price_per_minute", "REALTIME_PRICE_PER_MINUTE", number(0), 0.05),  # docs/call-cost.md
     # Dispatcher policy
     Var("max_concurrent_calls", "MAX_CONCURRENT_CALLS", whole(1), 10),
     Var("calls_per_second", "CALLS_PER_SECOND", number(0.01), 1.0),

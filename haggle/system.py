@@ -39,7 +39,7 @@ async def start_service(name: str, rt: Runtime, **options: object) -> ServiceHan
     if name == "dispatcher":
         from haggle_dispatcher import run as dispatcher
 
-        return await dispatcher.start(rt)
+        return await dispatcher.start(rt, **options)  # type: ignore[arg-type]
     if name == "media-gateway":
         from haggle_gateway import run as gateway
 

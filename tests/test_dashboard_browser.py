@@ -12,9 +12,12 @@ Screenshots land in test-artifacts/; with HAGGLE_UPDATE_SCREENSHOTS=1 also docs/
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -268,5 +271,126 @@ async def test_scripted_call_updates_the_page_step_by_step(nc, nats_server, tmp_
         assert not page.js_errors and not call.js_errors, page.js_errors + call.js_errors
         await page.screenshot(path=screenshot_path("dashboard-scripted-phone.png"), full_page=True,
                               animations="disabled")
+    finally:
+        await system.stop(5)
+
+
+def timed_call(job_id: str, pid: str, start: datetime) -> list[ev.Event]:
+    """A call whose lines were spoken 2 s and 9 s after it was answered (the chat shows 0:02 and 0:09)."""
+    sid = f"CA{pid}"
+    common: dict[str, Any] = {"job_id": job_id, "provider_id": pid, "attempt": 1}
+    return [
+        ev.DialScheduled(event_id=f"{pid}-sched", **common),
+        ev.CallDialed(event_id=f"{pid}-dial", call_sid=sid, to="+14155550101", **common),
+        ev.CallStatusChanged(event_id=f"{pid}-live", call_sid=sid, status="in-progress", occurred_at=start,
+                             **common),
+        ev.UtteranceTranscribed(event_id=f"{pid}-u0", call_sid=sid, utterance_id=f"{pid}-u0", seq=0,
+                                role=ev.Role.USER, text="Plumbing, hello?", spoken_at=start + timedelta(seconds=2),
+                                **common),
+        ev.UtteranceTranscribed(event_id=f"{pid}-u1", call_sid=sid, utterance_id=f"{pid}-u1", seq=1,
+                                role=ev.Role.ASSISTANT, text="Hi! Could you fix a leaking faucet for $150?",
+                                spoken_at=start + timedelta(seconds=9), **common),
+        ev.CallEnded(event_id=f"{pid}-end", call_sid=sid, reason="end_call", duration_s=48.0, utterances=2,
+                     **common),
+        ev.PriceExtracted(event_id=f"{pid}-price", call_sid=sid, outcome=ev.Outcome.AGREED, agreed=True,
+                          price=160.0, initial_quote=210.0, conditions="=cmd|' /C calc'!A0", **common),
+    ]
+
+
+async def test_operator_view_live_jobs_list_cancel_csv_and_timed_transcript(nc, nats_server, tmp_path: Path,
+                                                                            browser: Any) -> None:
+    """The operator's view: the jobs list follows the log live (a new job appears, its counts move), the job
+    page shows the job's cost live and cancels a job (the button goes once the job is over), its results
+    download as CSV, and the call page shows each line with how far into the call it was said, the call's cost,
+    and every event of the call."""
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'op.db'}", port=0, api_key=KEY)
+    system = await start_system(settings, ["projector"], nats_url=nats_server.url, port=0)
+    try:
+        publish = system.rt.publisher.publish
+        page = await new_page(browser, system.base_url)
+        await sign_in(page)
+        await page.wait_for_selector("#live[data-state=live]")
+        assert await page.locator("#jobs tbody tr[data-job-id=op1]").count() == 0
+
+        # A job started elsewhere (the API, another operator) appears without a reload.
+        await publish(ev.JobStarted(
+            event_id="start-op1", job_id="op1", problem="Leaking faucet", zip_code="94110", max_price=180,
+            providers=[ev.ProviderSpec(id="q0", service_provider="Joe's Plumbing", phone_number="+14155550101"),
+                       ev.ProviderSpec(id="q1", service_provider="=HYPERLINK(\"x\")", phone_number="+14155550102")],
+        ))
+        job_row = page.locator("#jobs tbody tr[data-job-id=op1]")
+        await job_row.wait_for()
+        assert await job_row.locator("[data-field=done]").inner_text() == "0/2"
+        assert await job_row.locator("a").inner_text() == "Leaking faucet"
+        assert await page.locator("#no-jobs").is_hidden()
+
+        start = datetime(2026, 1, 5, 15, 0, 0, tzinfo=UTC)
+        call = timed_call("op1", "q0", start)
+        for event in call:
+            await publish(event)
+        await page.wait_for_selector("#jobs tbody tr[data-job-id=op1] [data-field=done]:text-is('1/2')")
+        assert await job_row.locator("[data-field=agreed]").inner_text() == "1"
+        assert await job_row.locator("[data-field=best_price]").inner_text() == "$160"
+        assert await job_row.get_attribute("data-state") == "running"
+
+        # The job page: the cost line follows the calls' prices live ...
+        await job_row.locator("a").click()
+        await page.wait_for_url("**/ui/jobs/op1")
+        await page.wait_for_selector("#live[data-state=live]")
+        assert await page.locator("#job-cost [data-cost=total]").inner_text() == "–"
+        await publish(ev.CallPriced(event_id="priced-CAq0", job_id="op1", provider_id="q0", attempt=1,
+                                    call_sid="CAq0", twilio_price=0.014, billed_duration_s=48.0,
+                                    realtime_minutes=0.8, realtime_price_per_minute=0.05, realtime_cost=0.04,
+                                    total=0.054))
+        await page.wait_for_selector("#job-cost [data-cost=total]:text-is('$0.0540')")
+        # 50 dollars saved (210 -> 160) for $0.054 of calls
+        assert await page.locator("#job-cost [data-cost=per_dollar_saved]").inner_text() == "$0.0011"
+        await page.wait_for_selector("#providers tr[data-provider-id=q0] [data-field=cost]:text-is('$0.0540')")
+
+        # ... and Cancel (confirmed in a dialog) stops the rest of the job.
+        dialogs: list[str] = []
+
+        async def accept(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.accept()
+
+        page.on("dialog", accept)
+        await page.click("#cancel-job")
+        await page.wait_for_url("**/ui/jobs/op1")
+        await page.wait_for_selector("#job-status[data-status=completed]")
+        assert dialogs and "Cancel this job" in dialogs[0]
+        await page.wait_for_selector("#providers tr[data-provider-id=q1][data-outcome=cancelled]")
+        assert await page.locator("#cancel-job").count() == 0  # nothing left to cancel
+        assert await page.locator("#job-actions").count() == 1  # the bar other actions (Book) share
+
+        # The results as CSV, best offer first; a formula-looking name is defused.
+        async with page.expect_download() as info:
+            await page.click("#export-csv")
+        download = await info.value
+        saved = Path(await download.path())
+        lines = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))  # noqa: ASYNC240
+        assert [r["provider_id"] for r in lines] == ["q0", "q1"]
+        assert lines[0]["negotiated_price"] == "160.0" and lines[0]["best"] == "yes" and lines[0]["cost"] == "0.054"
+        assert lines[0]["conditions"].startswith("'=")
+        assert lines[1]["service_provider"] == "'=HYPERLINK(\"x\")" and lines[1]["outcome"] == "cancelled"
+
+        # The call page: the lines with their timings, and every event of this call in the timeline.
+        await page.click("#providers a:text-is(\"Joe's Plumbing\")")
+        await page.wait_for_url("**/calls/q0")
+        await page.wait_for_selector("#live[data-state=live]")
+        assert await page.locator("#chat .msg.provider time").inner_text() == "0:02"
+        assert await page.locator("#chat .msg.agent time").inner_text() == "0:09"
+        assert await page.locator("#chat .msg.agent time").get_attribute("title") == "15:00:09 UTC"
+        assert await page.locator("#facts [data-field=cost]").inner_text() == "$0.0540"
+        assert (await page.locator("#facts [data-field=cost_detail]").inner_text()
+                == "attempt 1: Twilio $0.0140 + realtime $0.0400 = $0.0540")
+        types = await page.locator("#timeline li").evaluate_all("els => els.map(e => e.dataset.type)")
+        assert types == ["JobStarted"] + [type(e).__name__ for e in call] + ["CallPriced", "JobCancelled"]
+
+        # The jobs list, reloaded, agrees with what the feed showed.
+        await page.goto("/")
+        await page.wait_for_selector("#jobs tbody tr[data-job-id=op1][data-state=completed]")
+        assert not page.js_errors, page.js_errors
+        await page.screenshot(path=screenshot_path("dashboard-operator.png"), full_page=True, animations="disabled")
     finally:
         await system.stop(5)

@@ -142,7 +142,7 @@ def test_a_callback_says_what_it_is_about_and_a_booking_call_only_books() -> Non
 
 def test_tools_are_flat_function_tools() -> None:
     by_name = {t["name"]: t for t in tools()}
-    assert set(by_name) == {"end_call", "record_quote", "send_dtmf", "hold", "voicemail"}
+    assert set(by_name) == {"end_call", "record_quote", "send_dtmf", "hold", "voicemail", "transfer_to_homeowner"}
     assert all(t["type"] == "function" and "function" not in t for t in tools())
     quote = by_name["record_quote"]["parameters"]["properties"]
     assert quote["price_type"]["enum"] == ["flat", "hourly", "visit_fee", "unknown"]

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import psycopg
 import pytest
-from haggle_contracts.state import ProviderState, Utterance
+from haggle_contracts.state import CallCost, ProviderState, Recording, Utterance
 from haggle_projector.stores.base import ProviderStore
 from haggle_projector.stores.columns import COLUMN_NAMES, COLUMNS, ORDINAL, SEED_COLUMNS, Kind, from_row, to_row
 from haggle_projector.stores.postgres_store import PostgresStore
@@ -84,6 +84,13 @@ def full_state(provider_id: str = "prov-1", job_id: str = "job-1") -> ProviderSt
                 interrupted=True,
             ),
         ],
+        costs=[
+            CallCost(attempt=1, call_sid="CA1", twilio_price=None, realtime_cost=0.0125, total=0.0125),
+            CallCost(attempt=2, call_sid="CA2", twilio_price=0.028, realtime_cost=0.1427, total=0.1707),
+        ],
+        recordings=[Recording(attempt=2, call_sid="CA2", recording_sid="RE1", status="completed",
+                              url="https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1", duration_s=171.0,
+                              channels=2)],
         created_at=T0,
         dialed_at=T0 + timedelta(seconds=2),
         answered_at=T0 + timedelta(seconds=9, microseconds=123456),

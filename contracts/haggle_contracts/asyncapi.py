@@ -34,6 +34,10 @@ PRODUCERS: dict[type[ev.Event], str] = {
     ev.OfferDecided: "media-gateway (record_quote tool, offer policy)",
     ev.BookingRequested: "operator API (POST /jobs/{job_id}/book) or the dashboard's Book button",
     ev.BookingRecorded: "media-gateway (record_booking tool)",
+    ev.CallPriced: "dispatcher (call-cost consumer)",
+    ev.CallRecorded: "media-gateway (Twilio recording status callback)",
+    ev.InboundCallReceived: "media-gateway (Twilio voice webhook of TWILIO_PHONE_NUMBER)",
+    ev.HomeownerTransfer: "media-gateway (transfer_to_homeowner tool, Twilio <Dial> action)",
 }
 
 

@@ -35,6 +35,11 @@ class CallContext(msgspec.Struct, kw_only=True):
     context_answers: str = ""
     token: str
     call_sid: str | None = None  # set once Twilio accepted the dial
+    # "inbound": the provider called us back; `callback_context` then holds what was said before and the quote.
+    direction: str = "outbound"
+    callback_context: str = ""
+    # The homeowner did not answer a transfer: the stream that follows only closes the call politely.
+    transfer_failed: bool = False
     token_used: bool = False
     created_at: datetime = msgspec.field(default_factory=utcnow)
     # The negotiation this call continues (market strategy; see docs/negotiation.md): its round (2+: a callback),

@@ -130,6 +130,8 @@ class JobStarted(Event, frozen=True, tag="JobStarted"):
     context_answers: str = ""
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None  # None: dispatcher default
     source: str = "api"
+    # Where the agent can hand a call to the homeowner (`transfer_to_homeowner`, docs/twilio-transfer.md)
+    homeowner_phone: E164 | None = None
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
@@ -304,6 +306,60 @@ class BookingRecorded(CallEvent, frozen=True, tag="BookingRecorded"):
     notes: str = ""
 
 
+class CallPriced(CallEvent, frozen=True, tag="CallPriced"):
+    """What one call attempt cost, published once per call after its final status (docs/call-cost.md).
+
+    Two parts: Twilio's charge for the call, read from the Call resource once Twilio has filled it in (None when
+    Twilio had not reported one within the pricer's wait: `twilio_price_missing` says why), and the realtime
+    model's minutes at the operator's `REALTIME_PRICE_PER_MINUTE` at the time of pricing. `total` is their sum in
+    `currency`; the event id is derived from the call sid, so a call is priced once whatever repeats."""
+
+    currency: str = "USD"
+    twilio_price: Money | None = None  # Twilio's charge (Twilio reports it as a debit; stored as a positive amount)
+    twilio_price_missing: str | None = None
+    billed_duration_s: float = 0.0  # Twilio's `duration` of the call (answered time), seconds
+    realtime_minutes: Money = 0.0
+    realtime_price_per_minute: Money = 0.0
+    realtime_cost: Money = 0.0
+    total: Money = 0.0
+
+
+class CallRecorded(CallEvent, frozen=True, tag="CallRecorded"):
+    """Twilio finished (or gave up on) a call's recording: its recording status callback (docs/twilio-recording.md).
+
+    Only with `RECORD_CALLS=on`. Haggle keeps the recording's address, never the audio: `recording_url` is
+    Twilio's media URL without an extension (append `.wav` or `.mp3`), readable with the account's credentials.
+    `status` is Twilio's `RecordingStatus`: `completed`, or `absent`/`failed` with no audio (`error_code` says why)."""
+
+    recording_sid: str
+    status: str = "completed"
+    recording_url: str | None = None
+    duration_s: float | None = None
+    channels: int | None = None  # 2: dual channel, each side of the call on its own channel
+    source: str | None = None  # Twilio's RecordingSource, e.g. OutboundAPI, StartCallRecordingAPI
+    error_code: int | None = None
+
+
+class InboundCallReceived(CallEvent, frozen=True, tag="InboundCallReceived"):
+    """A provider Haggle called phoned `TWILIO_PHONE_NUMBER` back, and the agent took the call: a new attempt in
+    that provider's history, with the conversation so far and the quote as context (docs/twilio-inbound.md).
+    Calls from numbers Haggle never called belong to no job and are not events (a log line and a metric)."""
+
+    from_number: str
+
+
+class HomeownerTransfer(CallEvent, frozen=True, tag="HomeownerTransfer"):
+    """The agent handed the call to the homeowner (`transfer_to_homeowner`), and how it went (docs/twilio-transfer.md).
+
+    `outcome`: `connected` (the homeowner answered, heard the one-line brief and was bridged), `not_reached`
+    (no answer, busy or failed: the call went back to the agent, which closed politely; `dial_status` is Twilio's
+    DialCallStatus), or `unavailable` (the job has no homeowner phone: the agent said the homeowner will call back)."""
+
+    outcome: str
+    dial_status: str | None = None
+    duration_s: float | None = None
+
+
 class OfferSummary(msgspec.Struct, kw_only=True, frozen=True):
     provider_id: str
     service_provider: str
@@ -350,6 +406,10 @@ AnyEvent = (
     | OfferDecided
     | BookingRequested
     | BookingRecorded
+    | CallPriced
+    | CallRecorded
+    | InboundCallReceived
+    | HomeownerTransfer
 )
 
 ALL_EVENTS: tuple[type[Event], ...] = get_args(AnyEvent)  # one list: a new event is added to AnyEvent only
@@ -371,6 +431,10 @@ ProviderEvent = (
     | OfferDecided
     | BookingRequested
     | BookingRecorded
+    | CallPriced
+    | CallRecorded
+    | InboundCallReceived
+    | HomeownerTransfer
 )
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {

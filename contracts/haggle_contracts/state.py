@@ -48,6 +48,29 @@ class Utterance(msgspec.Struct, kw_only=True):
     revision: int = 0
 
 
+class CallCost(msgspec.Struct, kw_only=True):
+    """One call attempt's cost, from its `CallPriced`."""
+
+    attempt: int
+    call_sid: str
+    currency: str = "USD"
+    twilio_price: float | None = None
+    realtime_cost: float = 0.0
+    total: float = 0.0
+
+
+class Recording(msgspec.Struct, kw_only=True):
+    """One call attempt's recording, from its `CallRecorded`: where Twilio keeps it (Haggle keeps no audio)."""
+
+    attempt: int
+    call_sid: str
+    recording_sid: str
+    status: str
+    url: str | None = None
+    duration_s: float | None = None
+    channels: int | None = None
+
+
 class ProviderState(msgspec.Struct, kw_only=True):
     """One row of the `providers` table (the seed's columns first), plus what the log adds."""
 
@@ -82,6 +105,8 @@ class ProviderState(msgspec.Struct, kw_only=True):
     retry_at: datetime | None = None
     cancelled: bool = False
     transcript: list[Utterance] = msgspec.field(default_factory=list)
+    costs: list[CallCost] = msgspec.field(default_factory=list)  # one per priced call attempt
+    recordings: list[Recording] = msgspec.field(default_factory=list)  # with RECORD_CALLS=on
     created_at: datetime | None = None
     dialed_at: datetime | None = None
     answered_at: datetime | None = None
@@ -105,6 +130,11 @@ class ProviderState(msgspec.Struct, kw_only=True):
     @property
     def terminal(self) -> bool:
         return self.call_status in TERMINAL_CALL_STATUSES
+
+    @property
+    def cost(self) -> float | None:
+        """What this provider's calls cost so far (None before any call was priced)."""
+        return round(sum(c.total for c in self.costs), 6) if self.costs else None
 
 
 def render_transcript(utterances: list[Utterance]) -> str:
@@ -204,7 +234,8 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
         return state
 
     attempt = event.attempt if isinstance(event, ev.AttemptEvent) else state.attempts
-    if attempt < state.attempts and not isinstance(event, ev.UtteranceTranscribed | ev.CallEnded):
+    late_ok = ev.UtteranceTranscribed | ev.CallEnded | ev.CallPriced | ev.CallRecorded  # facts about a past call
+    if attempt < state.attempts and not isinstance(event, late_ok):
         return state  # a late callback from an earlier attempt changes nothing
 
     match event:
@@ -237,6 +268,17 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             # A callback does not undo the agreement an earlier round reached: it stands until a new one replaces it.
             state.outcome = ev.Outcome.AGREED.value if _keeps_earlier_agreement(state) else None
             state.twilio_status = "queued"
+        case ev.InboundCallReceived():
+            # The provider called back and the agent answered: a new attempt, live at once (no dialing, no ring).
+            state.attempts = max(state.attempts, event.attempt)
+            state.call_sid = event.call_sid
+            state.call_status = IN_PROGRESS
+            state.twilio_status = "in-progress"
+            state.dialed_at = state.answered_at = event.occurred_at
+            state.ended_at = None
+            state.retry_at = None
+            state.outcome = None
+            state.end_reason = None
         case ev.DialFailed():
             state.attempts = max(state.attempts, event.attempt)
             state.failure_reason = event.reason
@@ -325,6 +367,22 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.extraction_method = event.method
             state.disagreement = event.disagreement
             _settle(state, event.outcome, retryable=event.outcome in ev.RETRYABLE_OUTCOMES)
+        case ev.CallPriced():
+            # Every attempt's cost counts, late or not; one entry per call, so a repeat replaces, never adds.
+            cost = CallCost(attempt=event.attempt, call_sid=event.call_sid, currency=event.currency,
+                            twilio_price=event.twilio_price, realtime_cost=event.realtime_cost, total=event.total)
+            kept = [c for c in state.costs if c.call_sid != event.call_sid]
+            kept.append(cost)
+            kept.sort(key=lambda c: (c.attempt, c.call_sid))
+            state.costs = kept
+        case ev.CallRecorded():
+            rec = Recording(attempt=event.attempt, call_sid=event.call_sid, recording_sid=event.recording_sid,
+                            status=event.status, url=event.recording_url, duration_s=event.duration_s,
+                            channels=event.channels)
+            recordings = [r for r in state.recordings if r.recording_sid != event.recording_sid]
+            recordings.append(rec)
+            recordings.sort(key=lambda r: (r.attempt, r.recording_sid))
+            state.recordings = recordings
         case _:
             pass
     return state

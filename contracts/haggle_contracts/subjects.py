@@ -38,6 +38,10 @@ PROVIDER_KINDS: dict[type[ev.Event], str] = {
     ev.OfferDecided: "offer",
     ev.BookingRequested: "booking_requested",
     ev.BookingRecorded: "booking",
+    ev.CallPriced: "priced",
+    ev.CallRecorded: "recorded",
+    ev.InboundCallReceived: "inbound",
+    ev.HomeownerTransfer: "transfer",
 }
 
 
@@ -156,6 +160,14 @@ CONSUMERS: dict[str, ConsumerSpec] = {
             description="Extracts the price from each ended call's transcript.",
         ),
         ConsumerSpec(
+            "call-cost",
+            (provider_event_filter("status"),),
+            # Twilio may fill in a call's price a while after the call ends: the pricer holds the message
+            # (in_progress) while it asks again.
+            ack_wait_s=30.0,
+            description="Prices each call once its status is final: Twilio's charge plus realtime minutes.",
+        ),
+        ConsumerSpec(
             "reporter",
             (job_event_filter("completed"),),
             description="POSTs each job's report to RESULTS_WEBHOOK_URL (once per job).",
@@ -173,7 +185,10 @@ KV_DIALS = "haggle_dials"  # one key per dial attempt: the guard that nobody is 
 KV_LIMITS = "haggle_limits"  # call slots and pacing shared by dispatcher replicas
 KV_REPORTS = "haggle_reports"  # which job reports the results webhook has received
 KV_IDS = "haggle_ids"  # provider ids taken by a job (key `provider.<id>`, value the job id): created, never overwritten
-KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS)
+# The job and provider behind each number the gateway called (key `phone.<digits>`, latest call wins): who a
+# callback to TWILIO_PHONE_NUMBER is from.
+KV_CALLERS = "haggle_callers"
+KV_BUCKETS = (KV_CALLS, KV_DIALS, KV_LIMITS, KV_REPORTS, KV_IDS, KV_CALLERS)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ import asyncio
 import audioop
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import logging
@@ -80,6 +81,8 @@ log = logging.getLogger(__name__)
 VAD_FRAME_MS = 10
 _SAME_LINE_MS = 150  # two user turns this close in length are the same scripted line
 _OPENER = re.compile(r"Hi, is this (.+?)\?")
+# The instructions' `opening_line: "<JSON string>"`: a model told to say it verbatim says it, notices and all.
+_OPENING_LINE = re.compile(r'^opening_line: ("(?:[^"\\]|\\.)*")$', re.MULTILINE)
 
 GENERIC_PERSONA = Persona(
     business="",
@@ -546,8 +549,16 @@ class StandinSession:
         self._active.cancel.set()
 
     def _fill(self, text: str) -> str:
-        text = text.replace("{business}", self.business or self.persona.business or "there")
-        return text.replace("{say}", self.last_say or "").strip()
+        filled = text.replace("{business}", self.business or self.persona.business or "there")
+        filled = filled.replace("{say}", self.last_say or "").strip()
+        if _OPENER.fullmatch(filled):
+            found = _OPENING_LINE.search(self.instructions)
+            if found:  # the opening line as instructed (a recording notice or disclosure after the question)
+                with contextlib.suppress(ValueError):
+                    line = json.loads(found.group(1))
+                    if isinstance(line, str) and line.startswith(filled):
+                        return line
+        return filled
 
     def _start_turn(self) -> None:
         turns = self.persona.agent_turns()

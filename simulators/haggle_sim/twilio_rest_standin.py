@@ -17,22 +17,28 @@ Twilio's bad days are switched on through `CallsApi.faults` (a `RestFaults`): ra
 from __future__ import annotations
 
 import asyncio
+import audioop
 import base64
 import binascii
+import io
 import logging
+import math
 import re
 import secrets
+import wave
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import format_datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from twilio.request_validator import RequestValidator
 
+from haggle_sim.audio import SAMPLE_RATE
 from haggle_sim.personas import Persona, PersonaBook
 from haggle_sim.twilio_media_client import OutboundMessage, ProviderLine, StreamLog
 
@@ -100,6 +106,55 @@ class RestFaults:
         self.served.append((fault, status, asyncio.get_running_loop().time()))
 
 
+@dataclass
+class CallPricing:
+    """How the stand-in prices calls (docs/call-cost.md): per started minute of answered time, like Twilio's
+    US voice billing, shown as a debit (negative decimal string). A fetch right after the call ended sees
+    `price: null` (`null_reads` times), as Twilio fills the price in a while after the call."""
+
+    per_minute: Decimal = Decimal("0.0140")
+    unit: str = "USD"
+    null_reads: int = 1
+    never_priced: set[str] = field(default_factory=set)  # To numbers whose calls keep `price: null` for good
+
+    def price(self, duration_s: int | None) -> Decimal:
+        minutes = math.ceil((duration_s or 0) / 60)
+        return (self.per_minute * minutes).quantize(Decimal("0.00001"))
+
+
+@dataclass
+class SimRecording:
+    """A call recording the stand-in made (`<Start><Recording>` or `Record=true` on the create).
+
+    Only the agent's side carries audio (what the gateway played to the callee); the callee's channel is
+    silence: the stand-in's callee speaks in scripted lines, not a recorded track."""
+
+    sid: str
+    channels: int
+    callback: str | None
+    callback_method: str
+    source: str  # Twilio's RecordingSource: StartCallRecordingTwiML or OutboundAPI
+    started_at: float  # loop time
+    duration: int | None = None
+    status: str = "in-progress"
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    media_fetches: int = 0
+
+
+@dataclass
+class SimDial:
+    """One `<Dial>` the call's TwiML ran: whom it rang, what the dialled party heard first (`<Number url>`'s
+    whisper TwiML, its `<Say>` texts), and how it ended (DialCallStatus)."""
+
+    number: str
+    sid: str
+    status: str = "ringing"  # then completed | no-answer | busy | failed
+    duration: int = 0
+    whisper: list[str] = field(default_factory=list)
+    whisper_requests: list[CallbackRecord] = field(default_factory=list)
+    action_requests: list[CallbackRecord] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class CallbackRecord:
     """One signed webhook request the stand-in made, and how it was answered."""
@@ -145,6 +200,14 @@ class SimCall:
     notes: list[str] = field(default_factory=list)  # oddities: unsupported verbs, missing AMD callback
     end_reason: str | None = None
     failure_reason: str | None = None
+    price: Decimal | None = None  # the charge, set when the call is final (reported as a negative string)
+    price_null_reads: int = 0  # fetches still to answer `price: null` (Twilio computes the price later)
+    price_fetches: int = 0  # fetches made after the call was final
+    recordings: list[SimRecording] = field(default_factory=list)
+    direction: str = "outbound-api"  # "inbound": a call to one of the account's numbers (TwilioStandin.inbound_call)
+    said: list[str] = field(default_factory=list)  # the text of each <Say> the call's TwiML ran
+    dialed: list[str] = field(default_factory=list)  # numbers a <Dial> put the call through to
+    dials: list[SimDial] = field(default_factory=list)
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # set once the final callback was answered
 
     def param(self, name: str) -> str | None:
@@ -207,8 +270,8 @@ def _formatted(number: str) -> str:
     return number
 
 
-def call_resource(c: SimCall) -> dict[str, Any]:
-    """The Call resource JSON as Twilio's API returns it."""
+def call_resource(c: SimCall, *, price: Decimal | None = None) -> dict[str, Any]:
+    """The Call resource JSON as Twilio's API returns it (`price` once Twilio has computed it)."""
     uri = f"/{API_VERSION}/Accounts/{c.account_sid}/Calls/{c.sid}"
     subresources = {"notifications": "Notifications", "recordings": "Recordings", "payments": "Payments",
                     "events": "Events", "siprec": "Siprec", "streams": "Streams",
@@ -217,10 +280,11 @@ def call_resource(c: SimCall) -> dict[str, Any]:
     return {
         "account_sid": c.account_sid, "annotation": None, "answered_by": c.answered_by,
         "api_version": API_VERSION, "caller_name": None, "date_created": rfc2822(c.date_created),
-        "date_updated": rfc2822(c.date_updated), "direction": "outbound-api",
+        "date_updated": rfc2822(c.date_updated), "direction": c.direction,
         "duration": None if c.duration is None else str(c.duration), "end_time": rfc2822(c.end_time),
         "forwarded_from": None, "from": c.from_, "from_formatted": _formatted(c.from_), "group_sid": None,
-        "parent_call_sid": None, "phone_number_sid": None, "price": None, "price_unit": "USD",
+        "parent_call_sid": None, "phone_number_sid": None,
+        "price": None if price is None else f"-{price}", "price_unit": "USD",
         "queue_time": "0", "sid": c.sid, "start_time": rfc2822(c.start_time), "status": c.status,
         "subresource_uris": {k: f"{uri}/{v}.json" for k, v in subresources.items()},
         "to": c.to, "to_formatted": _formatted(c.to), "trunk_sid": None, "uri": f"{uri}.json",
@@ -285,11 +349,24 @@ class CallsApi:
         self.calls: dict[str, SimCall] = {}
         self.stats = AccountStats()
         self.faults = RestFaults()
+        self.pricing = CallPricing()
         self.app = self._build_app()
 
     def call_ended(self, call: SimCall) -> None:
         """Bookkeeping when a call reaches its final status."""
         self.stats.live -= 1
+        call.price = self.pricing.price(call.duration)
+        call.price_null_reads = 10**9 if call.to in self.pricing.never_priced else self.pricing.null_reads
+
+    def reported_price(self, call: SimCall) -> Decimal | None:
+        """The price a fetch shows: null until the call is final and for its first `null_reads` fetches after."""
+        if call.price is None:
+            return None
+        call.price_fetches += 1
+        if call.price_null_reads > 0:
+            call.price_null_reads -= 1
+            return None
+        return call.price
 
     def _authenticate(self, request: Request, account_sid: str) -> None:
         header = request.headers.get("authorization", "")
@@ -339,7 +416,22 @@ class CallsApi:
         @app.get(prefix + "/{call_sid}.json")
         async def fetch_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:
             self._authenticate(request, account_sid)
-            return JSONResponse(call_resource(self._find(account_sid, call_sid)))
+            call = self._find(account_sid, call_sid)
+            return JSONResponse(call_resource(call, price=self.reported_price(call)))
+
+        @app.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{name}}")
+        async def recording_media(account_sid: str, name: str, request: Request) -> Response:
+            self._authenticate(request, account_sid)
+            sid, _, extension = name.partition(".")
+            found = next(((c, r) for c in self.calls.values() for r in c.recordings if r.sid == sid), None)
+            if found is None or found[1].status != "completed":
+                resource = f"/{API_VERSION}/Accounts/{account_sid}/Recordings/{name}"
+                raise TwilioApiError(404, 20404, f"The requested resource {resource} was not found")
+            if extension != "wav":
+                raise TwilioApiError(415, 20415, "the stand-in serves recordings as .wav only")
+            call, rec = found
+            rec.media_fetches += 1
+            return Response(recording_wav(call, rec), media_type="audio/x-wav")
 
         @app.post(prefix + "/{call_sid}.json")
         async def update_call(account_sid: str, call_sid: str, request: Request) -> JSONResponse:
@@ -439,6 +531,23 @@ class CallsApi:
                 raise TwilioApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
             source = ("url", url, form.get("Method") or "POST") if url else ("twiml", twiml or "", "")
             self._control.redirect(call, source)
+
+
+def recording_wav(call: SimCall, rec: SimRecording) -> bytes:
+    """The recording as a WAV file: 8 kHz 16-bit PCM, `rec.channels` channels, `rec.duration` seconds.
+
+    Dual channel puts the callee on the first channel and the agent on the second, as Twilio lays out an
+    outbound call (the dialled party first)."""
+    frames = SAMPLE_RATE * (rec.duration or 0)
+    agent = audioop.ulaw2lin(bytes(call.played_audio[:frames]), 2).ljust(frames * 2, b"\0")
+    pcm = audioop.tostereo(agent, 2, 0, 1) if rec.channels == 2 else agent
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(rec.channels)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(pcm)
+    return out.getvalue()
 
 
 def _parse_when(name: str, raw: str) -> datetime:

@@ -42,6 +42,8 @@ from haggle_sim.twilio_rest_standin import (
     AccountStats,
     CallsApi,
     SimCall,
+    SimDial,
+    SimRecording,
     TwimlSource,
     WebhookSender,
     new_sid,
@@ -71,17 +73,26 @@ class SimOptions:
     # Status callbacks as a loaded Twilio can deliver them: `ringing` held back until after the next one
     # (after `in-progress`, or after the final status), and the final status sent twice.
     disorder_status_callbacks: bool = False
+    bridge_s: float = 1.0  # how long a <Dial>led party that answers stays bridged before hanging up
     # Twilio streams only to wss://. A plain ws:// url (what an http:// public base url gives) is refused like
     # Twilio does: the call is answered, no stream opens, <Connect> ends. Loopback test setups allow it.
     allow_insecure_streams: bool = False
+
+
+def recording_url(rest_base: str, account_sid: str, recording_sid: str) -> str:
+    """Twilio's RecordingUrl: the media without an extension (a client appends .wav or .mp3)."""
+    return f"{rest_base}/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
 
 
 class CallRun:
     """The life of one simulated call, from `initiated` to the final status callback."""
 
     def __init__(self, call: SimCall, options: SimOptions, webhooks: WebhookSender,
-                 on_final: Callable[[SimCall], None], on_ended: Callable[[SimCall], Awaitable[None]]) -> None:
+                 on_final: Callable[[SimCall], None], on_ended: Callable[[SimCall], Awaitable[None]],
+                 rest_base: Callable[[], str] = lambda: "", personas: PersonaBook | None = None) -> None:
         self.call = call
+        self._rest_base = rest_base
+        self._api_personas = personas  # who answers a <Dial>
         self._options = options
         self._webhooks = webhooks
         self._on_final = on_final
@@ -123,6 +134,7 @@ class CallRun:
         self._status("completed", status)
         if self._cb_tail is not None:
             await asyncio.gather(self._cb_tail, return_exceptions=True)
+        await self._finish_recordings()
         c.ended.set()
         await self._on_ended(c)
 
@@ -145,6 +157,11 @@ class CallRun:
 
     async def _dial(self) -> tuple[str, str]:
         c = self.call
+        if c.direction == "inbound":  # the caller is already on the line: Twilio asks the voice URL at once
+            c.start_time = datetime.now(UTC)
+            c.answered_at = self._loop.time()
+            c.set_status("in-progress")
+            return await self._execute()
         answer = c.persona.answer if c.persona else "no-answer"
         ring_s = (c.persona.ring_ms if c.persona else self._options.unknown_ring_ms) / 1000
         timeout_s = _int_param(c, "Timeout", 60, 1, 600)
@@ -167,6 +184,9 @@ class CallRun:
         c.answered_at = self._loop.time()
         c.set_status("in-progress")
         self._status("answered", "in-progress")
+        if (c.param("Record") or "").lower() == "true":
+            self._start_recording(c.param("RecordingChannels") or "mono", c.param("RecordingStatusCallback"),
+                                  c.param("RecordingStatusCallbackMethod"), "OutboundAPI")
         await self._machine_detection()
         return await self._execute()
 
@@ -236,7 +256,7 @@ class CallRun:
             base_url = value
             params = {"AccountSid": c.account_sid, "ApiVersion": API_VERSION, "CallSid": c.sid,
                       "CallStatus": "in-progress", "Called": c.to, "Caller": c.from_,
-                      "Direction": "outbound-api", "From": c.from_, "To": c.to}
+                      "Direction": c.direction, "From": c.from_, "To": c.to}
             if c.answered_by is not None:  # synchronous AMD reports its verdict on the TwiML request
                 params["AnsweredBy"] = c.answered_by
                 params["MachineDetectionDuration"] = str(c.machine_detection_ms)
@@ -266,6 +286,25 @@ class CallRun:
                 return self.hangup_reason
             if verb.tag == "Hangup":
                 return "twiml-hangup"
+            if verb.tag == "Say":  # the words are kept for tests; their speaking time is not simulated
+                self.call.said.append((verb.text or "").strip())
+                continue
+            if verb.tag == "Dial":
+                outcome = await self._dial_verb(verb, base_url)
+                if outcome is not None:
+                    return outcome
+                continue
+            if verb.tag == "Pause":  # wait `length` seconds (Twilio's default 1), or until hung up
+                if await self._hung_up_within(float(verb.get("length") or 1)):
+                    return self.hangup_reason or "hangup"
+                continue
+            recording = verb.find("Recording") if verb.tag == "Start" else None
+            if recording is not None:
+                callback = recording.get("recordingStatusCallback")
+                self._start_recording(recording.get("channels") or "mono",
+                                      urljoin(base_url, callback) if callback and base_url else callback,
+                                      recording.get("recordingStatusCallbackMethod"), "StartCallRecordingTwiML")
+                continue
             stream = verb.find("Stream") if verb.tag == "Connect" else None
             if stream is None:
                 self.call.notes.append(f"TwiML <{verb.tag}> is not simulated; skipped")
@@ -278,6 +317,89 @@ class CallRun:
                 return last  # hang-up, time limit, provider hang-up or redirect
             # The server closed the socket (or it never opened): <Connect> ends and the next verb runs.
         return last
+
+    # --- <Dial>: forwarding and transfers (docs/twilio-transfer.md) ---------------------------------
+
+    async def _dial_verb(self, verb: ET.Element, base_url: str | None) -> str | None:
+        """Ring the number; a persona owning it answers (unless its `answer` says otherwise) after its ring time,
+        hears the `<Number url>` whisper, and stays bridged for `SimOptions.bridge_s`. Then the `action` URL is
+        requested with DialCallStatus and its TwiML replaces the document; without `action` the next verb runs.
+        Returns the end reason when the call ends here, or None to go on."""
+        c = self.call
+        number_el = verb.find("Number")
+        number = ((number_el.text if number_el is not None else verb.text) or "").strip()
+        c.dialed.append(number)
+        dial = SimDial(number=number, sid=new_sid("CA"))
+        c.dials.append(dial)
+        timeout_s = float(verb.get("timeout") or 30)
+        callee = self._api_personas.by_phone(number) if self._api_personas is not None else None
+        answers = callee is not None and callee.answer not in ("no-answer", "busy", "failed", "invalid-number")
+        ring_s = (callee.ring_ms / 1000) if callee is not None else timeout_s
+        if callee is not None and callee.answer == "busy":
+            dial.status = "busy"
+        elif not answers or ring_s > timeout_s:
+            if await self._hung_up_within(timeout_s):
+                return self.hangup_reason or "hangup"
+            dial.status = "no-answer"
+        else:
+            if await self._hung_up_within(ring_s):
+                return self.hangup_reason or "hangup"
+            whisper_url = number_el.get("url") if number_el is not None else None
+            if whisper_url:
+                url = urljoin(base_url, whisper_url) if base_url else whisper_url
+                params = {"AccountSid": c.account_sid, "CallSid": dial.sid, "ParentCallSid": c.sid,
+                          "CallStatus": "in-progress", "Direction": "outbound-dial", "From": c.from_, "To": number}
+                record = await self._webhooks.send("whisper", url, number_el.get("method") or "POST", params)
+                dial.whisper_requests.append(record)
+                if record.status_code == 200:
+                    with contextlib.suppress(ET.ParseError):
+                        dial.whisper = [(say.text or "").strip() for say in ET.fromstring(record.body).iter("Say")]
+            started = self._loop.time()
+            hung_up = await self._hung_up_within(self._options.bridge_s)
+            dial.duration = round(self._loop.time() - started)
+            dial.status = "completed"
+            if hung_up:
+                return self.hangup_reason or "hangup"
+        action = verb.get("action")
+        if not action:
+            return None
+        url = urljoin(base_url, action) if base_url else action
+        params = {"AccountSid": c.account_sid, "CallSid": c.sid, "DialCallSid": dial.sid,
+                  "DialCallStatus": dial.status, "DialCallDuration": str(dial.duration),
+                  "DialBridged": "true" if dial.status == "completed" else "false"}
+        record = await self._webhooks.send("dial-action", url, verb.get("method") or "POST", params)
+        dial.action_requests.append(record)
+        if record.status_code != 200:
+            raise CallFailed(f"<Dial action> {url} answered {record.status_code} (Twilio 11200)")
+        self.redirect = ("twiml", record.body, "")
+        return "redirect"
+
+    # --- recordings (docs/twilio-recording.md) ------------------------------------------------------
+
+    def _start_recording(self, channels: str, callback: str | None, method: str | None, source: str) -> None:
+        c = self.call
+        c.recordings.append(SimRecording(sid=new_sid("RE"), channels=2 if channels.lower() == "dual" else 1,
+                                         callback=callback, callback_method=(method or "POST").upper(),
+                                         source=source, started_at=self._loop.time()))
+
+    async def _finish_recordings(self) -> None:
+        """Twilio sends the recording status callback once the recording file is ready, after the call ended."""
+        c = self.call
+        for rec in c.recordings:
+            if rec.status != "in-progress":
+                continue
+            ended = c.ended_at if c.ended_at is not None else self._loop.time()
+            rec.duration = max(0, round(ended - rec.started_at))
+            rec.status = "completed" if rec.duration > 0 else "absent"
+            if not rec.callback:
+                continue
+            params = {"AccountSid": c.account_sid, "CallSid": c.sid, "RecordingSid": rec.sid,
+                      "RecordingUrl": recording_url(self._rest_base(), c.account_sid, rec.sid),
+                      "RecordingStatus": rec.status, "RecordingDuration": str(rec.duration),
+                      "RecordingChannels": str(rec.channels), "RecordingSource": rec.source,
+                      "RecordingStartTime": rfc2822(c.start_time or datetime.now(UTC)) or "",
+                      "ErrorCode": "0"}
+            rec.callbacks.append(await self._webhooks.send("recording", rec.callback, rec.callback_method, params))
 
     async def _hold(self) -> str:
         """The call stays up without a media stream until it is hung up or reaches its time limit."""
@@ -523,7 +645,8 @@ class TwilioStandin:
     def start_call(self, call: SimCall) -> None:
         if self._webhooks is None:
             raise RuntimeError("TwilioStandin is not started")
-        run = CallRun(call, self.options, self._webhooks, on_final=self.api.call_ended, on_ended=self._ended)
+        run = CallRun(call, self.options, self._webhooks, on_final=self.api.call_ended, on_ended=self._ended,
+                      rest_base=lambda: self.base_url, personas=self.api.personas)
         self._runs[call.sid] = run
         for coro in (run.run(), self._notify()):
             task = asyncio.create_task(coro, name=f"twilio-call-{call.sid}")
@@ -547,6 +670,22 @@ class TwilioStandin:
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+    async def inbound_call(self, from_: str, to: str, voice_url: str, *, method: str = "POST") -> SimCall:
+        """Someone calls one of the account's numbers: Twilio requests the number's voice URL (what the console
+        holds), signed, with `Direction=inbound`, and runs the TwiML it answers. A persona with the caller's
+        number does the talking if the TwiML connects a stream."""
+        if self._webhooks is None:
+            raise RuntimeError("TwilioStandin is not started")
+        now = datetime.now(UTC)
+        call = SimCall(sid=new_sid("CA"), account_sid=self.account_sid, to=to, from_=from_,
+                       params={"Url": [voice_url], "Method": [method]}, persona=self.api.personas.by_phone(from_),
+                       created_at=asyncio.get_running_loop().time(), date_created=now, date_updated=now,
+                       direction="inbound")
+        self.api.calls[call.sid] = call
+        self.api.stats.live += 1
+        self.start_call(call)
+        return call
 
     # --- for tests ------------------------------------------------------------------------------------
 

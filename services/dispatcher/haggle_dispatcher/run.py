@@ -8,6 +8,7 @@ import logging
 from haggle.runtime import Runtime, ServiceHandle
 from haggle.settings_table import pick
 
+from . import call_cost
 from .service import Dispatcher, DispatcherSettings
 from .twilio_dialer import TwilioDialer
 
@@ -24,7 +25,9 @@ def dispatcher_settings(rt: Runtime) -> DispatcherSettings:
 RECONCILE_MIN_AGE_S = 10.0
 
 
-async def start(rt: Runtime) -> ServiceHandle:
+async def start(rt: Runtime, *, price_reads: int = 6, price_reread_s: float = 10.0) -> ServiceHandle:
+    """`price_reads`, `price_reread_s`: how often and how far apart the call-cost consumer asks Twilio for a
+    call's price while it is still null (docs/call-cost.md)."""
     settings = dispatcher_settings(rt)
     s = rt.settings
     assert s.twilio_account_sid and s.twilio_auth_token
@@ -37,6 +40,7 @@ async def start(rt: Runtime) -> ServiceHandle:
     handle.consume(rt, "dispatcher-bookings", dispatcher.on_booking)
     handle.consume(rt, "dispatcher-dials", dispatcher.on_dial, concurrency=max(4, settings.max_concurrent_calls * 2))
     handle.consume(rt, "dispatcher-outcomes", dispatcher.on_outcome)
+    call_cost.attach(handle, rt, price_reads=price_reads, reread_s=price_reread_s)
 
     async def reconcile_loop() -> None:
         # At start: calls that were live while no dispatcher ran. Then periodically: a status callback that was in

@@ -17,28 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
+import msgspec
 from fastapi import APIRouter, Request, Response, WebSocket
 from haggle_contracts import events as ev
 from haggle_contracts import ids, subjects
-from haggle_contracts.calls import CallContext
+from haggle_contracts.calls import CallContext, ctx_key, encode_context
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from haggle import metrics
 from haggle.bus import TRANSIENT_ERRORS
+from haggle.twilio_recording import CALLBACK_PATH as RECORDING_CALLBACK
+from haggle.twilio_recording import recording_event, start_recording
 
 from . import prompt
 from . import realtime_events as rt
 from . import twilio_media as tm
 from .bridge import CallBridge, Frame, Hangup
 from .contexts import CallContexts, ClaimRejected, about_call
+from .inbound import INBOUND_PATH, Callbacks, unknown_caller_twiml
 from .live_calls import LiveCalls
 from .outbox import EventOutbox, EventPublisher
 from .realtime_client import RealtimeClient, RealtimeError
 from .settings import GatewaySettings, mask_secret
+from .transfer import ACTION_PATH as TRANSFER_ACTION_PATH
+from .transfer import WHISPER_PATH as TRANSFER_WHISPER_PATH
+from .transfer import HomeownerTransfers, whisper_line
+from .transfer import outcome_of as transfer_outcome
 from .twilio_rest import TwilioHangup
 from .twilio_webhooks import SIGNATURE_HEADER, WebhookValidator
 
@@ -57,7 +67,8 @@ def realtime_opener(settings: GatewaySettings, *, resumed: bool = False) -> Real
 
     async def open_session(ctx: CallContext) -> RealtimeClient:
         brief = prompt.CallBrief.from_context(ctx)
-        instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed)
+        instructions = prompt.build_instructions(brief, settings.ai_disclosure, resumed=resumed,
+                                                 notice=settings.opening_notice)
         session = rt.session_config(settings, instructions, prompt.tools(booking=ctx.booking is not None))
         return await RealtimeClient.open(settings, session)
 
@@ -74,6 +85,8 @@ class GatewayDeps:
     open_realtime: RealtimeOpener | None = None
     reopen_realtime: RealtimeOpener | None = None  # mid-call, after the session was lost
     validator: WebhookValidator | None = field(default=None, repr=False)
+    callbacks: Callbacks | None = None  # callbacks to TWILIO_PHONE_NUMBER (inbound.py); None: not answered
+    transfers: HomeownerTransfers | None = None  # transfer_to_homeowner (transfer.py); None: never available
 
     def __post_init__(self) -> None:
         if self.open_realtime is None:
@@ -150,8 +163,10 @@ async def read_start(link: StarletteLink, guard: tm.FrameGuard) -> tm.Start:
         raise StreamRejected("unexpected_event_before_start")
 
 
-def _twiml(settings: GatewaySettings, ctx: CallContext) -> str:
+def _twiml(settings: GatewaySettings, ctx: CallContext, *, record: bool = True) -> str:
     response = VoiceResponse()
+    if settings.record_calls and record:  # recording starts before the stream, so the notice in the opening is on it
+        response.append(start_recording(settings.public_url(RECORDING_CALLBACK, urlencode({"call_id": ctx.call_id}))))
     connect = Connect()
     stream = connect.stream(url=settings.stream_url)
     stream.parameter(name="call_id", value=ctx.call_id)
@@ -236,6 +251,81 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return Response(_hangup_twiml(), media_type="application/xml")
         if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
             log.info("call %s: prewarming the realtime session", ctx.call_id)
+        if deps.callbacks is not None:
+            await deps.callbacks.remember(ctx)
+        return Response(_twiml(settings, ctx), media_type="application/xml")
+
+    @router.post(TRANSFER_WHISPER_PATH)
+    async def transfer_whisper(request: Request) -> Response:
+        """The homeowner answered a transfer: the one-line brief they hear before being bridged."""
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        ctx = await context_of(request.query_params.get("call_id"), "transfer")
+        if isinstance(ctx, Response):
+            return ctx
+        response = VoiceResponse()
+        if ctx is not None:
+            response.say(whisper_line(ctx))
+        return Response(str(response.to_xml(xml_declaration=True)), media_type="application/xml")
+
+    @router.post(TRANSFER_ACTION_PATH)
+    async def transfer_done(request: Request) -> Response:
+        """How the transfer's <Dial> ended: bridged, the call is over; not reached, back to the agent to close."""
+        started = asyncio.get_running_loop().time()
+        found = await call_callback(request, "DialCallStatus", "transfer")
+        if isinstance(found, Response):
+            return found
+        ctx, form, call_sid, dial_status = found
+        outcome = transfer_outcome(dial_status)
+        try:
+            duration = float(form["DialCallDuration"]) if form.get("DialCallDuration") else None
+        except ValueError:
+            duration = None
+        published = await publish(ev.HomeownerTransfer(
+            event_id=f"transfer-{call_sid}", job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt,
+            call_sid=call_sid, outcome=outcome, dial_status=dial_status, duration_s=duration), started)
+        if published.status_code != 204:
+            return published
+        if outcome == "connected":
+            return Response(_hangup_twiml(), media_type="application/xml")
+        if deps.callbacks is None:
+            return Response(_hangup_twiml(), media_type="application/xml")
+        back = msgspec.structs.replace(ctx, token=secrets.token_urlsafe(24), token_used=False, transfer_failed=True)
+        await deps.callbacks.calls.put(ctx_key(back.call_id), encode_context(back))
+        log.info("call %s: the homeowner was not reached (%s); back to the agent to close", call_sid, dial_status)
+        return Response(_twiml(settings, back, record=False), media_type="application/xml")
+
+    @router.post(INBOUND_PATH)
+    async def twilio_inbound(request: Request) -> Response:
+        """The voice URL of TWILIO_PHONE_NUMBER: a provider calling back reaches the agent, with its context."""
+        started = asyncio.get_running_loop().time()
+        form = await signed_form(request)
+        if form is None:
+            return Response(status_code=403)
+        if registry.draining:
+            registry.count("inbound_draining")
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        call_sid, from_number = form.get("CallSid", ""), form.get("From", "")
+        try:
+            caller = await deps.callbacks.lookup(from_number) if deps.callbacks and from_number else None
+            taken = await deps.callbacks.take(caller, call_sid, from_number) if deps.callbacks and caller else None
+        except TRANSIENT_ERRORS as exc:
+            registry.count("inbound_bus_unavailable")
+            log.error("inbound call: the bus is unavailable (%s); answering 503", exc or type(exc).__name__)
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        if taken is None or not call_sid:
+            registry.count("inbound_unknown_caller")
+            log.info("inbound call %s from a number Haggle did not call: %s", call_sid[:40],
+                     "forwarded" if settings.forward_unknown_to else "one line and a hang-up")
+            return Response(unknown_caller_twiml(settings.forward_unknown_to), media_type="application/xml")
+        ctx, event = taken
+        if (await publish(event, started)).status_code != 204:
+            return Response(status_code=503, headers={"Retry-After": "1"})
+        log.info("call %s: %s called back (job %s, attempt %d)", ctx.call_id, ctx.provider_id, ctx.job_id,
+                 ctx.attempt)
+        if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
+            log.info("call %s: prewarming the realtime session", ctx.call_id)
         return Response(_twiml(settings, ctx), media_type="application/xml")
 
     @router.post("/twilio/status")
@@ -272,6 +362,18 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             answered_by=answered_by,
         )
         registry.on_machine_detected(event)  # other replicas react through the NATS subscription
+        return await publish(event, started)
+
+    @router.post(RECORDING_CALLBACK)
+    async def twilio_recording(request: Request) -> Response:
+        started = asyncio.get_running_loop().time()
+        found = await call_callback(request, "RecordingSid", "recording")
+        if isinstance(found, Response):
+            return found
+        ctx, form, _, _ = found
+        event = recording_event(form, job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt)
+        log.info("call %s: recording %s %s (%ss)", event.call_sid, event.recording_sid, event.status,
+                 event.duration_s)
         return await publish(event, started)
 
     @router.websocket("/media-stream")
@@ -344,7 +446,7 @@ async def run_call(deps: GatewayDeps, ctx: CallContext, start: tm.Start, link: S
 
     bridge = CallBridge(ctx=ctx, call_sid=start.call_sid, stream_sid=start.stream_sid, link=link, guard=guard,
                         realtime=realtime, settings=settings, outbox=outbox, hangup=deps.hangup,
-                        started_at=started_at, reopen=reopen)
+                        started_at=started_at, reopen=reopen, transfers=deps.transfers)
     registry.register(bridge)
     try:
         reason = await bridge.run()
@@ -385,6 +487,7 @@ async def start_gateway(
 ) -> GatewayService:
     """Wire the gateway: KV-backed contexts, the live-call registry (subscribed to AMD events), Twilio hang-up."""
     kv = await js.key_value(subjects.KV_CALLS)  # type: ignore[attr-defined]
+    callers = await js.key_value(subjects.KV_CALLERS)  # type: ignore[attr-defined]
     registry = LiveCalls(prewarm_ttl_s=settings.prewarm_ttl_s)
     deps = GatewayDeps(
         settings=settings,
@@ -393,6 +496,8 @@ async def start_gateway(
         hangup=hangup or TwilioHangup(settings),
         registry=registry,
         open_realtime=open_realtime,
+        callbacks=Callbacks(js, callers, kv),  # type: ignore[arg-type]
+        transfers=HomeownerTransfers(js, settings),  # type: ignore[arg-type]
     )
     await registry.subscribe_amd(nc)  # type: ignore[arg-type]
     return GatewayService(deps=deps, router=build_router(deps))

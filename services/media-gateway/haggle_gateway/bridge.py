@@ -62,6 +62,8 @@ from .realtime_client import RealtimeError
 from .session_keeper import Reopen, ReopenFailed, SessionKeeper
 from .settings import GatewaySettings
 from .transcript import FinalUtterance, TranscriptAssembler
+from .transfer import UNAVAILABLE as TRANSFER_UNAVAILABLE
+from .transfer import HomeownerTransfers
 from .turns import ModelTurns
 
 __all__ = ["CallBridge", "Frame", "Hangup", "LinkClosed", "Reopen", "TwilioLink"]
@@ -88,8 +90,11 @@ class CallBridge:
         on_end: Callable[[CallBridge], None] | None = None,
         reopen: Reopen | None = None,
         clock: Clock | None = None,
+        transfers: HomeownerTransfers | None = None,
     ) -> None:
         self.ctx = ctx
+        self.transfers = transfers
+        self.transfer_to: str | None = None  # the homeowner's number once the agent asked for a transfer
         self.call_sid = call_sid
         self.settings = settings
         self.clock: Clock = clock or LoopClock()
@@ -171,7 +176,17 @@ class CallBridge:
         now = self.clock.now()
         self.turns.close()
         await self.keeper.close()
-        if reason != "provider_hangup":
+        transferred = False
+        if reason == "transfer" and self.transfer_to and self.transfers is not None:
+            try:  # the call leaves the stream for <Dial> of the homeowner; Twilio reports back at the action URL
+                await self.transfers.redirect(self.call_sid, self.transfers.dial_twiml(self.ctx, self.transfer_to))
+                transferred = True
+            except Exception as exc:
+                log.warning("call %s: transfer to the homeowner failed (%s); hanging up", self.call_sid, exc)
+                self.publish(ev.HomeownerTransfer(
+                    event_id=f"transfer-{self.call_sid}", job_id=self.ctx.job_id, provider_id=self.ctx.provider_id,
+                    attempt=self.ctx.attempt, call_sid=self.call_sid, outcome="not_reached", dial_status="failed"))
+        if reason != "provider_hangup" and not transferred:
             try:
                 await self._hangup(self.call_sid)
                 self.hangup_at = self.clock.now()
@@ -289,6 +304,19 @@ class CallBridge:
 
     def publish(self, event: ev.Event) -> None:
         self._outbox.put(event)
+
+    async def transfer_requested(self) -> dict[str, object]:
+        """The agent asked to hand the call to the homeowner: the tool's answer (the transfer itself happens once
+        the agent's line has played and the call ends with reason `transfer`)."""
+        phone = await self.transfers.homeowner_phone(self.ctx.job_id) if self.transfers is not None else None
+        if not phone or self.ctx.transfer_failed:
+            self.publish(ev.HomeownerTransfer(
+                event_id=f"transfer-{self.call_sid}-unavailable", job_id=self.ctx.job_id,
+                provider_id=self.ctx.provider_id, attempt=self.ctx.attempt, call_sid=self.call_sid,
+                outcome="unavailable"))
+            return {"ok": False, "error": TRANSFER_UNAVAILABLE}
+        self.transfer_to = phone
+        return {"ok": True}
 
     def _publish_utterance(self, u: FinalUtterance) -> None:
         self.keeper.remember(u)

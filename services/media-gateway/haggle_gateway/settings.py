@@ -36,6 +36,12 @@ class GatewaySettings:
     voice: str = DEFAULTS["realtime_voice"]
     audio_format: AudioFormat = DEFAULTS["realtime_audio_format"]
     ai_disclosure: Disclosure = DEFAULTS["ai_disclosure"]
+    # RECORD_CALLS=on: calls are recorded through Twilio (docs/twilio-recording.md) and the opening line ends with
+    # `recording_notice`; off, the notice is not said.
+    record_calls: bool = DEFAULTS["record_calls"]
+    recording_notice: str = DEFAULTS["recording_notice"]
+    transfer_ring_s: float = DEFAULTS["transfer_ring_s"]  # how long a transfer rings the homeowner
+    forward_unknown_to: str | None = DEFAULTS["forward_unknown_to"]  # a caller Haggle never called is put through
     greeting_mode: GreetingMode = "force_message"
     # Turn detection sent to the model (xAI's defaults: 0.85 / 333 / 500; docs/xai-realtime.md).
     vad_threshold: float = 0.85
@@ -108,6 +114,11 @@ class GatewaySettings:
         """The Media Streams URL for TwiML: the public base with http->ws, https->wss, and no query string."""
         scheme, rest = self.public_base_url.split("://", 1)
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/media-stream"
+
+    @property
+    def opening_notice(self) -> str:
+        """What the opening line must add: the recording notice when calls are recorded, else nothing."""
+        return self.recording_notice if self.record_calls else ""
 
     def public_url(self, path: str, query: str = "") -> str:
         """The URL Twilio signed for a webhook: built from the configured base, never from request headers."""

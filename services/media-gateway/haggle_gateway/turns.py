@@ -24,6 +24,8 @@ from .phases import CallPhase
 from .prompt import greeting_line
 from .settings import GatewaySettings
 from .tools import booking_event
+from .transfer import FALLBACK_LINE as TRANSFER_FALLBACK_LINE
+from .transfer import TOOL as TRANSFER_TOOL
 
 if TYPE_CHECKING:
     from .bridge import CallBridge
@@ -61,6 +63,14 @@ class ModelTurns:
         self._held_back: list[rt.AudioDelta] = []
 
     async def greeting_tick(self, now: float) -> None:
+        if self._call.ctx.transfer_failed:
+            # Back from a transfer the homeowner did not take: one polite closing line, then hang up.
+            if self.gate.state != "waiting":
+                return
+            self.gate.sent(now)
+            self.ledger.expect_forced(False, end_call=True)
+            await self._call.keeper.send(rt.force_message(TRANSFER_FALLBACK_LINE, interruptible=False))
+            return
         action = self.gate.tick(now)
         if action is GreetAction.GREET:
             await self._send_greeting(now)
@@ -248,6 +258,15 @@ class ModelTurns:
             if result is None:
                 return  # answered later (key presses: once they have played)
             output = result
+        elif event.name == TRANSFER_TOOL:
+            output = await self._call.transfer_requested()
+            if output.get("ok"):
+                # Like end_call: once the line announcing the transfer has played, the call leaves the stream.
+                self.goodbye_reason = "transfer"
+                if state is None or state.done:
+                    await self.schedule_hangup()
+                else:
+                    state.end_call = True
         elif event.name == "end_call":
             output = {"ok": True}
             if state is None or state.done:
@@ -296,10 +315,11 @@ class ModelTurns:
     async def _send_greeting(self, now: float) -> None:
         self.gate.sent(now)
         if self._settings.greeting_mode == "force_message":
-            interruptible = self._settings.ai_disclosure != "upfront"
+            # A disclosure or a recording notice must be heard whole: the callee cannot talk over it.
+            interruptible = self._settings.ai_disclosure != "upfront" and not self._settings.opening_notice
             self.ledger.expect_forced(interruptible)
-            await self._call.keeper.send(rt.force_message(greeting_line(self._call.brief, self._settings.ai_disclosure),
-                                                    interruptible=interruptible))
+            line = greeting_line(self._call.brief, self._settings.ai_disclosure, self._settings.opening_notice)
+            await self._call.keeper.send(rt.force_message(line, interruptible=interruptible))
         else:
             await self._call.keeper.send(rt.response_create())
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from haggle_contracts import events as ev
 from haggle_contracts import ids, subjects, text
 from haggle_contracts import state as st
@@ -41,7 +41,9 @@ from haggle import bus
 
 from .booking import RESPONSES as BOOK_RESPONSES
 from .booking import BookIn, booking_doc, booking_request
+from .job_cost import call_costs, job_cost
 from .projector import PROJECTION_ERROR, Projector
+from .results_csv import results_csv
 from .stores import ProviderStore
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ class ProviderIn(BaseModel):
         return v
 
 
+PhoneText = Annotated[str, StringConstraints(max_length=40),
+                      WithJsonSchema({"type": "string", "maxLength": 40, "pattern": PHONE_PATTERN})]
+
+
 class JobIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -112,6 +118,18 @@ class JobIn(BaseModel):
     job_id: Id | None = None
     context_answers: Text("context_answers") = ""
     max_attempts: Annotated[int, Field(ge=1, le=10)] | None = None
+    # Where the agent may hand a call to the homeowner (transfer_to_homeowner); E.164, separators allowed.
+    homeowner_phone: PhoneText | None = None
+
+    @field_validator("homeowner_phone")
+    @classmethod
+    def _homeowner_e164(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = re.sub(PHONE_SEPARATORS, "", v)
+        if not E164.match(v):
+            raise ValueError("must be an E.164 phone number such as +14155550123")
+        return v
 
 
 Publish = Callable[..., Awaitable[int]]
@@ -199,7 +217,13 @@ def job_started_from(body: JobIn, *, source: str = "api") -> ev.JobStarted:
         providers=providers,
         max_attempts=body.max_attempts,
         source=source,
+        homeowner_phone=body.homeowner_phone,
     )
+
+
+def job_cancelled(job_id: str) -> ev.JobCancelled:
+    """The operator's cancel, from the API or the dashboard. One event id per job: cancelling twice is one event."""
+    return ev.JobCancelled(event_id=ids.job_cancelled_event_id(job_id), job_id=job_id)
 
 
 def job_started_from_rows(job_id: str, rows: list[st.ProviderState]) -> ev.JobStarted:
@@ -262,6 +286,11 @@ def provider_doc(s: st.ProviderState) -> dict[str, Any]:
         "call_sid": s.call_sid,
         "call_transcript": s.call_transcript,
         "transcript": [{"role": u.role, "text": u.text} for u in s.transcript],
+        "cost": s.cost,
+        "costs": call_costs(s),
+        "recordings": [{"attempt": r.attempt, "call_sid": r.call_sid, "recording_sid": r.recording_sid,
+                        "status": r.status, "url": r.url, "duration_s": r.duration_s, "channels": r.channels}
+                       for r in s.recordings],
         "created_at": s.created_at.isoformat() if s.created_at else None,
         "dialed_at": s.dialed_at.isoformat() if s.dialed_at else None,
         "ended_at": s.ended_at.isoformat() if s.ended_at else None,
@@ -294,6 +323,7 @@ def job_doc(job_id: str, rows: list[st.ProviderState]) -> dict[str, Any]:
             if best else None
         ),
         **booking_doc(rows),
+        "cost": job_cost(rows),
     }
 
 
@@ -486,7 +516,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
         rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
-        await deps.publish(ev.JobCancelled(event_id=ids.job_cancelled_event_id(job_id), job_id=job_id))
+        await deps.publish(job_cancelled(job_id))
         return {"status": "cancelling", "job_id": job_id}
 
     @router.post("/jobs/{job_id}/book", status_code=202, dependencies=[auth, Depends(require_json)],
@@ -512,6 +542,17 @@ def build_router(deps: ApiDeps) -> APIRouter:
         if not rows:
             raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
         return job_doc(job_id, rows)
+
+    @router.get("/jobs/{job_id}/results.csv", dependencies=[auth], response_class=Response,
+                responses={200: {"description": "One line per provider, best offer first (RFC 4180, UTF-8)",
+                                 "content": {"text/csv": {"schema": {"type": "string"}}}},
+                           **_responses(401, 404)})
+    async def job_results_csv(job_id: str) -> Response:
+        rows = await deps.store.list_job(job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
+        return Response(results_csv(job_doc(job_id, rows)), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="haggle-{job_id}.csv"'})
 
     @router.get("/jobs", dependencies=[auth], responses=_responses(401, 422))
     async def list_jobs(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:

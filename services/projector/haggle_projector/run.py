@@ -12,6 +12,7 @@ from haggle.runtime import Runtime, ServiceHandle
 
 from .api import ApiDeps, build_router
 from .dashboard import DashboardDeps, build_dashboard_router
+from .dashboard.recording_media import TwilioMedia
 from .projector import Projector
 from .stores import ProviderStore, open_store
 
@@ -64,8 +65,11 @@ async def start(rt: Runtime, *, consume: bool = True) -> ServiceHandle:
         projection_wait_s=PROJECTION_WAIT_S,
         publish_first=functools.partial(rt.publisher.publish, first_on_subject=True),
     )))
+    s = rt.settings
+    media = (TwilioMedia(s.twilio_account_sid, s.twilio_auth_token, s.twilio_api_base_url, s.twilio_http_timeout_s)
+             if s.twilio_account_sid and s.twilio_auth_token else None)
     dashboard = DashboardDeps(store=store, nc=rt.nc, js=rt.js, api_key=rt.settings.api_key,
-                              publish=rt.publisher.publish)
+                              publish=rt.publisher.publish, twilio_media=media)
     handle.routers.append(build_dashboard_router(dashboard))
     handle.on_stop.append(dashboard.close)  # ends open live feeds, which uvicorn would otherwise wait on
     handle.on_close.append(store.close)

@@ -41,6 +41,7 @@ from ..api import (
     SESSION_MAX_AGE_S,
     ApiDeps,
     create_job_on_log,
+    job_cancelled,
     job_doc,
     job_started_from,
     provider_doc,
@@ -51,8 +52,9 @@ from ..api import (
 from ..booking import BookIn
 from ..stores import ProviderStore
 from . import templates
-from .feed import FeedHub, JobFold, job_feed, utterance_view
+from .feed import FeedHub, JobFold, job_feed, jobs_feed, utterance_view
 from .forms import FormError, decode_upload, job_from_form
+from .recording_media import TwilioMedia, playable, stream_recording
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ COOKIE_MAX_AGE_S = SESSION_MAX_AGE_S
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "media-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -84,6 +87,7 @@ class DashboardDeps:
     publish: Publish
     heartbeat_s: float = 15.0
     hub: FeedHub = field(default_factory=FeedHub)
+    twilio_media: TwilioMedia | None = None  # reads call recordings from Twilio for the call page
 
     async def close(self, deadline_s: float | None = None) -> None:
         """End the open live feeds (before the HTTP server stops: it waits for open responses).
@@ -206,8 +210,19 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
             return _html(templates.message_page("Call not found", f"Job {job_id!r} has no provider {provider_id!r}.",
                                                 signed_in=protected), 404)
         job = {"job_id": job_id, "problem": fold.problem or state.problem}
-        return _html(templates.call_page(job, provider_doc(state), [utterance_view(u) for u in state.transcript],
-                                         items, signed_in=protected))
+        utterances = [utterance_view(u, fold.start_of(provider_id, u.attempt)) for u in state.transcript]
+        return _html(templates.call_page(job, provider_doc(state), utterances, items, signed_in=protected))
+
+    @router.get("/ui/jobs/{job_id}/calls/{provider_id}/recordings/{recording_sid}.wav")
+    async def recording(request: Request, job_id: str, provider_id: str, recording_sid: str) -> Response:
+        if not await signed_in(request):
+            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
+        state = next((r for r in rows if r.id == provider_id), None)
+        rec = playable(state, recording_sid) if state is not None else None
+        if rec is None:
+            return Response("no such recording\n", status_code=404, media_type="text/plain")
+        return await stream_recording(deps.twilio_media, rec, request.headers.get("range"))
 
     @router.get("/ui/jobs/{job_id}/events")
     async def events(request: Request, job_id: str, provider: str | None = None) -> Response:
@@ -218,6 +233,32 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         body = job_feed(deps.nc, deps.js, deps.hub, job_id, provider=provider, heartbeat_s=deps.heartbeat_s)
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @router.get("/ui/events")
+    async def jobs_events(request: Request) -> Response:
+        if not await signed_in(request):
+            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+        body = jobs_feed(deps.nc, deps.js, deps.hub, heartbeat_s=deps.heartbeat_s)
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @router.post("/ui/jobs/{job_id}/cancel")
+    async def cancel_job(request: Request, job_id: str) -> Response:
+        if not await signed_in(request):
+            return to_login(request)
+        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
+                                                signed_in=protected), 404)
+        try:
+            await deps.publish(job_cancelled(job_id))
+        except LOG_ERRORS as exc:
+            log.warning("cancel %s: the event log is unavailable (%s)", job_id, exc)
+            return _html(templates.message_page("Event log unavailable", "The job was not cancelled: the event log "
+                                                "cannot be written right now; try again in a moment.",
+                                                signed_in=protected), 503)
+        log.info("job %s cancelled from the dashboard", job_id)
+        return RedirectResponse(f"/ui/jobs/{quote(job_id)}", status_code=303)
 
     @router.get("/ui/new")
     async def new_job_form(request: Request) -> Response:

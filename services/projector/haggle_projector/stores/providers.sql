@@ -45,6 +45,8 @@ alter table providers add column if not exists failure_reason text;
 alter table providers add column if not exists retry_at timestamptz;
 alter table providers add column if not exists cancelled boolean not null default false;
 alter table providers add column if not exists transcript jsonb not null default '[]'::jsonb;
+alter table providers add column if not exists costs jsonb not null default '[]'::jsonb;
+alter table providers add column if not exists recordings jsonb not null default '[]'::jsonb;
 alter table providers add column if not exists created_at timestamptz;
 alter table providers add column if not exists dialed_at timestamptz;
 alter table providers add column if not exists answered_at timestamptz;

@@ -79,6 +79,15 @@
       status.dataset.status = job.status;
       status.textContent = job.label;
     }
+    const costLine = document.getElementById("job-cost");
+    if (costLine && job.cost) {
+      for (const key of ["total", "calls", "per_dollar_saved"]) {
+        const part = costLine.querySelector('[data-cost="' + key + '"]');
+        if (part && part.textContent !== job.cost[key]) part.textContent = job.cost[key];
+      }
+    }
+    const cancel = document.querySelector("#job-actions form.cancel");
+    if (cancel && job.status !== "running") cancel.remove();
     const banner = document.getElementById("best");
     const bestId = job.best ? job.best.provider_id : null;
     if (banner) {
@@ -148,7 +157,14 @@
     msg.dataset.uid = u.id;
     msg.dataset.attempt = u.attempt;
     msg.dataset.seq = u.seq;
-    msg.appendChild(el("span", "who", agent ? "Haggle" : main.dataset.providerName || "Provider"));
+    const who = el("span", "who", agent ? "Haggle" : main.dataset.providerName || "Provider");
+    if (u.at) {
+      const time = el("time", "offset", u.offset || u.at);
+      time.title = u.at + " UTC";
+      who.appendChild(document.createTextNode(" "));
+      who.appendChild(time);
+    }
+    msg.appendChild(who);
     const p = el("p", "", u.text);
     if (u.interrupted) p.appendChild(el("span", "cut", " (interrupted)"));
     msg.appendChild(p);
@@ -158,6 +174,71 @@
     if (stick) chat.scrollTop = chat.scrollHeight;
   }
 
+  function jobCells(tr, row) {
+    tr.dataset.state = row.state;
+    tr.querySelectorAll("[data-field]").forEach((cell) => {
+      const text = row.cells[cell.dataset.field];
+      if (text !== undefined && cell.textContent !== text) {
+        cell.textContent = text;
+        cell.classList.remove("flash");
+        void cell.offsetWidth; // restart the highlight animation
+        cell.classList.add("flash");
+      }
+    });
+  }
+
+  function newJobRow(row) {
+    const tbody = document.querySelector("#jobs tbody");
+    if (!tbody) return null;
+    const tr = el("tr");
+    tr.dataset.jobId = row.job_id;
+    tr.dataset.created = row.created;
+    document.querySelectorAll("#jobs thead th[data-field]").forEach((th) => {
+      const td = el("td");
+      td.dataset.label = th.textContent;
+      td.dataset.field = th.dataset.field;
+      if (th.dataset.field === "job") {
+        const a = el("a", "", row.problem);
+        a.href = "/ui/jobs/" + encodeURIComponent(row.job_id);
+        td.appendChild(a);
+        td.appendChild(el("small", "id", row.job_id));
+      }
+      tr.appendChild(td);
+    });
+    // Newest first, as the server orders the list.
+    const later = Array.from(tbody.children).find((other) => (other.dataset.created || "") < row.created);
+    tbody.insertBefore(tr, later || tbody.firstChild);
+    const empty = document.getElementById("no-jobs");
+    if (empty) empty.hidden = true;
+    return tr;
+  }
+
+  function onJobRow(row) {
+    if (page !== "jobs") return;
+    const found = Array.from(document.querySelectorAll("#jobs tbody tr")).find((tr) => tr.dataset.jobId === row.job_id);
+    const tr = found || newJobRow(row);
+    if (tr) jobCells(tr, row);
+  }
+
+  function addRecording(r) {
+    const box = document.getElementById("recordings");
+    if (!box) return;
+    const list = box.querySelector("ul");
+    if (Array.from(list.children).some((li) => li.dataset.recordingSid === r.sid)) return;
+    const li = el("li");
+    li.dataset.recordingSid = r.sid;
+    if (r.src) {
+      const audio = el("audio");
+      audio.controls = true;
+      audio.preload = "none";
+      audio.src = r.src;
+      li.appendChild(audio);
+    }
+    li.appendChild(el("span", "", r.label));
+    list.appendChild(li);
+    box.hidden = false;
+  }
+
   function onItem(item) {
     if (seen.has(item.id)) return;
     seen.add(item.id);
@@ -165,6 +246,7 @@
     if (page === "call") {
       addTimeline(item);
       if (item.utterance) addUtterance(item.utterance);
+      if (item.recording) addRecording(item.recording);
     }
   }
 
@@ -178,7 +260,15 @@
     };
   }
 
+  // Forms that stop something ask first (a plain form without the script just submits).
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+
   const source = new EventSource(main.dataset.feed);
+  source.addEventListener("jobrow", handler(onJobRow));
   source.addEventListener("item", handler(onItem));
   source.addEventListener("row", handler(onRow));
   source.addEventListener("job", handler(onJob));

@@ -6,8 +6,10 @@ re-implements money, duration or status wording (one place decides how a row rea
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from ...stores.base import JobSummary
 
 STATUS_LABELS = {
     "queued": "Queued",
@@ -40,6 +42,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("initial_quote", "First quote"),
     ("negotiated_price", "Negotiated"),
     ("duration", "Duration"),
+    ("cost", "Cost"),
     ("latest", "Latest words"),
 )
 
@@ -48,6 +51,24 @@ def money(x: float | None) -> str:
     if x is None:
         return DASH
     return f"${x:,.0f}" if float(x).is_integer() else f"${x:,.2f}"
+
+
+def cost(x: float | None, currency: str = "USD") -> str:
+    """A call cost: cents matter here, and fractions of them add up over many calls."""
+    if x is None:
+        return DASH
+    sign = "$" if currency in ("USD", "") else f"{currency} "
+    return f"{sign}{x:,.4f}"
+
+
+def cost_detail(doc: dict[str, Any]) -> str:
+    """Each priced attempt's two parts: Twilio's charge and the realtime model's minutes."""
+    parts = []
+    for c in doc.get("costs") or []:
+        twilio = cost(c["twilio_price"], c["currency"]) if c["twilio_price"] is not None else "not reported"
+        parts.append(f"attempt {c['attempt']}: Twilio {twilio} + realtime {cost(c['realtime_cost'], c['currency'])}"
+                     f" = {cost(c['total'], c['currency'])}")
+    return " · ".join(parts) or DASH
 
 
 def duration(seconds: float | None) -> str:
@@ -66,6 +87,12 @@ def clock(when: datetime | str | None) -> str:
     if isinstance(when, str):
         when = datetime.fromisoformat(when)
     return when.strftime("%H:%M:%S")
+
+
+def offset(delta: timedelta) -> str:
+    """M:SS into a call (a negative delta, clocks of two machines disagreeing, reads as 0:00)."""
+    whole = max(0, int(delta.total_seconds()))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def short(text: str, limit: int = LATEST_CHARS) -> str:
@@ -130,6 +157,8 @@ def row_cells(doc: dict[str, Any]) -> dict[str, str]:
         "initial_quote": money(doc.get("initial_quote")),
         "negotiated_price": money(doc.get("negotiated_price")),
         "duration": duration(doc.get("duration_s")),
+        "cost": cost(doc.get("cost")),
+        "cost_detail": cost_detail(doc),
         "latest": latest_text(doc),
         "terms": terms_text(doc),
         "note": note_text(doc),
@@ -175,4 +204,48 @@ def job_view(doc: dict[str, Any]) -> dict[str, Any]:
         label = f"Completed: {agreed} of {len(providers)} agreed"
     else:
         label = f"Running: {done} of {len(providers)} calls finished"
-    return {"status": status, "label": label, "best": best_view(doc.get("best_offer"))}
+    return {"status": status, "label": label, "best": best_view(doc.get("best_offer")), "cost": cost_view(doc)}
+
+
+def cost_view(doc: dict[str, Any]) -> dict[str, str]:
+    """The job's cost line: the total of every priced call, and what each agreed dollar saved cost."""
+    c = doc.get("cost") or {}
+    currency = c.get("currency") or "USD"
+    total = cost(c.get("total"), currency) if c.get("calls_priced") else DASH
+    per = c.get("per_dollar_saved")
+    return {
+        "total": total,
+        "calls": f"{c.get('calls_priced') or 0} call(s) priced",
+        "per_dollar_saved": cost(per, currency) if per is not None else DASH,
+    }
+
+
+# The columns of the jobs list, in order: (field, heading). "job" is the link cell.
+JOB_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("job", "Job"),
+    ("zip_code", "ZIP"),
+    ("done", "Calls done"),
+    ("agreed", "Agreed"),
+    ("best_price", "Best price"),
+    ("max_price", "Target"),
+    ("started", "Started"),
+)
+
+
+def job_summary_view(j: JobSummary) -> dict[str, Any]:
+    """One jobs-list row, for the server-rendered list and the live jobs feed alike."""
+    started = j.created_at.strftime("%Y-%m-%d %H:%M") + " UTC" if j.created_at else DASH
+    return {
+        "job_id": j.job_id,
+        "problem": j.problem,
+        "state": "completed" if j.providers and j.terminal == j.providers else "running",
+        "created": j.created_at.isoformat() if j.created_at else "",
+        "cells": {
+            "zip_code": j.zip_code,
+            "done": f"{j.terminal}/{j.providers}",
+            "agreed": str(j.agreed),
+            "best_price": money(j.best_price),
+            "max_price": money(j.max_price),
+            "started": started,
+        },
+    }

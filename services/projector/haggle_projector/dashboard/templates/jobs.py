@@ -6,8 +6,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ...stores.base import JobSummary
-from .cells import COLUMNS, DASH, job_view, money, row_view
+from .cells import COLUMNS, JOB_COLUMNS, job_summary_view, job_view, money, row_view
 from .layout import attrs, e, page
+
+JOBS_FEED = "/ui/events"
 
 
 def job_url(job_id: str) -> str:
@@ -18,35 +20,36 @@ def call_url(job_id: str, provider_id: str) -> str:
     return f"/ui/jobs/{quote(job_id)}/calls/{quote(provider_id)}"
 
 
+def job_list_row(j: JobSummary) -> str:
+    view = job_summary_view(j)
+    cells = []
+    for field, heading in JOB_COLUMNS:
+        if field == "job":
+            inner = (f'<a href="{e(job_url(j.job_id))}">{e(j.problem)}</a>'
+                     f'<small class="id">{e(j.job_id)}</small>')
+        else:
+            inner = e(view["cells"][field])
+        cells.append(f'<td data-field="{field}" data-label="{e(heading)}">{inner}</td>')
+    row_attrs = attrs({"data-job-id": j.job_id, "data-state": view["state"], "data-created": view["created"]})
+    return f"<tr{row_attrs}>{''.join(cells)}</tr>"
+
+
 def jobs_page(jobs: list[JobSummary], *, signed_in: bool) -> str:
-    if not jobs:
-        body = ('<h1>Jobs</h1>\n<p class="notice">No jobs yet. '
-                '<a href="/ui/new">Start one</a> and watch the calls here as they happen.</p>')
-        return page("Jobs", body, signed_in=signed_in)
-    rows = []
-    for j in jobs:
-        started = j.created_at.strftime("%Y-%m-%d %H:%M") if j.created_at else DASH
-        state = "completed" if j.terminal == j.providers else "running"
-        rows.append(
-            f'<tr data-job-id="{e(j.job_id)}" data-state="{state}">'
-            f'<td data-label="Job"><a href="{e(job_url(j.job_id))}">{e(j.problem)}</a>'
-            f'<small class="id">{e(j.job_id)}</small></td>'
-            f'<td data-label="ZIP">{e(j.zip_code)}</td>'
-            f'<td data-label="Calls done">{j.terminal}/{j.providers}</td>'
-            f'<td data-label="Agreed">{j.agreed}</td>'
-            f'<td data-label="Best price">{e(money(j.best_price))}</td>'
-            f'<td data-label="Target">{e(money(j.max_price))}</td>'
-            f'<td data-label="Started">{e(started)} UTC</td></tr>'
-        )
+    # The table is always there (empty when there are no jobs) so the live feed can add the first job to it.
+    empty = "" if jobs else " hidden"
+    heads = "".join(f'<th data-field="{f}">{e(h)}</th>' for f, h in JOB_COLUMNS)
     body = f"""<div class="titlebar"><h1>Jobs</h1><a class="button" href="/ui/new">New job</a></div>
-<table class="jobs cards">
-<thead><tr><th>Job</th><th>ZIP</th><th>Calls done</th><th>Agreed</th><th>Best price</th><th>Target</th>
-<th>Started</th></tr></thead>
+<p class="meta"><span id="live" class="live" data-state="connecting">connecting…</span></p>
+<p id="no-jobs" class="notice"{empty}>No jobs yet. <a href="/ui/new">Start one</a> and watch the calls here as they
+happen.</p>
+<table id="jobs" class="jobs cards">
+<thead><tr>{heads}</tr></thead>
 <tbody>
-{chr(10).join(rows)}
+{chr(10).join(job_list_row(j) for j in jobs)}
 </tbody>
 </table>"""
-    return page("Jobs", body, signed_in=signed_in)
+    main = {"class": "jobs-list", "data-page": "jobs", "data-feed": JOBS_FEED}
+    return page("Jobs", body, signed_in=signed_in, main=main)
 
 
 def provider_row(job_id: str, doc: dict[str, Any], *, best_id: str | None) -> str:
@@ -78,6 +81,26 @@ def best_banner(best: dict[str, Any] | None) -> str:
         f'<strong data-best="price">{e(best["price"])}</strong> '
         f'<span data-best="saving" class="saving">{e(best["saving"])}</span></section>'
     )
+
+
+def cost_line(c: dict[str, str]) -> str:
+    return (f'<p id="job-cost" class="cost-line">Cost <strong data-cost="total">{e(c["total"])}</strong> '
+            f'(<span data-cost="calls">{e(c["calls"])}</span>) · per agreed dollar saved '
+            f'<strong data-cost="per_dollar_saved">{e(c["per_dollar_saved"])}</strong></p>')
+
+
+def job_actions(job_id: str, status: str) -> str:
+    """The operator's actions on a job. Each is a plain form (works without the script); more buttons (Book)
+    go into the same bar. Cancel is offered while calls may still be placed."""
+    cancel = (
+        f'<form method="post" action="{e(job_url(job_id))}/cancel" class="cancel" '
+        f'data-confirm="Cancel this job? Calls not yet finished are stopped.">'
+        f'<button type="submit" id="cancel-job" class="danger">Cancel job</button></form>'
+        if status == "running" else ""
+    )
+    return (f'<div id="job-actions" class="actions">{cancel}'
+            f'<a id="export-csv" class="button secondary" href="/jobs/{e(quote(job_id))}/results.csv" download>'
+            f'Export CSV</a></div>')
 
 
 BOOKING_LABELS = {"requested": "Booking requested: calling back to confirm", "confirmed": "Booked",
@@ -119,6 +142,8 @@ def job_page(doc: dict[str, Any], *, signed_in: bool, booking_error: str | None 
 <span id="job-status" class="job-status" data-status="{e(summary["status"])}">{e(summary["label"])}</span>
 <span id="live" class="live" data-state="connecting">connecting…</span></p>
 {best_banner(best)}
+{cost_line(summary["cost"])}
+{job_actions(job_id, summary["status"])}
 {booking_section(doc, error=booking_error)}
 <table id="providers" class="providers cards">
 <thead><tr>{heads}</tr></thead>

@@ -1,0 +1,108 @@
+"""Callbacks through the real services: a provider Haggle called phones TWILIO_PHONE_NUMBER back (the Twilio
+stand-in's inbound call requests the number's voice URL, signed), the gateway finds the provider from the number,
+and the agent takes the call with that provider's context (the job, what was said, the quote) as the provider's
+next attempt. A number Haggle never called gets one polite line and a hang-up."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+from haggle_contracts import codec, subjects
+from haggle_contracts import events as ev
+from haggle_gateway.inbound import INBOUND_PATH, UNKNOWN_CALLER_LINE, unknown_caller_twiml
+from haggle_sim.callbacks import callback_persona
+from haggle_sim.personas import demo_personas
+
+from haggle import bus
+from haggle.config import Settings
+from haggle.simulate import SIM_FROM, simulated_world
+from haggle.system import start_system
+
+
+def test_unknown_caller_twiml() -> None:
+    polite = unknown_caller_twiml("")
+    assert "<Say>" in polite and "<Hangup" in polite and "<Dial" not in polite
+    assert "<Dial>+14155550199</Dial>" in unknown_caller_twiml("+14155550199")
+
+
+async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'cb.db'}", calling_hours=None,
+                        port=0)
+    personas = demo_personas(ms_per_char=12)
+    drip = next(p for p in personas if p.business == "Drip Masters")
+    async with simulated_world(settings, personas=personas) as world:
+        system = await start_system(world.settings, nats_url=nats_server.url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
+        seen: list[ev.Event] = []
+        changed = asyncio.Event()
+
+        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+            seen.append(codec.decode(msg.data))
+            changed.set()
+
+        async def until(pred) -> ev.Event:  # type: ignore[no-untyped-def]
+            while True:
+                found = next((e for e in seen if pred(e)), None)
+                if found is not None:
+                    return found
+                changed.clear()
+                await changed.wait()
+
+        sub = await nc.subscribe(subjects.job_filter("cb1"), cb=on_msg)
+        try:
+            body = {"job_id": "cb1", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
+                    "providers": [{"id": "d0", "service_provider": drip.business, "phone_number": drip.phone}]}
+            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+                assert (await http.post("/jobs", json=body)).status_code == 201
+                first = await asyncio.wait_for(until(lambda e: isinstance(e, ev.PriceExtracted)), 60)
+                assert first.outcome == ev.Outcome.NO_AGREEMENT and first.attempt == 1  # type: ignore[attr-defined]
+                sessions_before = len(world.realtime.sessions)  # type: ignore[attr-defined]
+
+                # An hour later Drip Masters calls the number back.
+                world.personas.add(callback_persona(drip.business, drip.phone, price=180))
+                voice_url = world.settings.public_base_url + INBOUND_PATH  # as set in the Twilio console
+                call = await world.twilio.inbound_call(drip.phone, SIM_FROM, voice_url)  # type: ignore[attr-defined]
+                inbound = await asyncio.wait_for(until(lambda e: isinstance(e, ev.InboundCallReceived)), 30)
+                second = await asyncio.wait_for(until(
+                    lambda e: isinstance(e, ev.PriceExtracted) and e.attempt == 2), 60)
+
+                async def projected() -> dict:  # type: ignore[type-arg]
+                    while True:  # the projection trails the log: until it holds the callback's result
+                        doc = (await http.get("/jobs/cb1")).json()
+                        if doc["providers"][0]["outcome"] == "agreed":
+                            return doc  # type: ignore[no-any-return]
+                        await asyncio.sleep(0.1)
+
+                try:
+                    doc = await asyncio.wait_for(projected(), 15)
+                except TimeoutError:
+                    doc = (await http.get("/jobs/cb1")).json()
+                page = (await http.get("/ui/jobs/cb1/calls/d0")).text
+
+                # A number Haggle never called: one polite line, then the call ends; nothing on any job.
+                stranger = await world.twilio.inbound_call("+14155559999", SIM_FROM, voice_url)  # type: ignore[attr-defined]
+                await world.twilio.wait_for_call_end(stranger.sid)  # type: ignore[attr-defined]
+        finally:
+            await sub.unsubscribe()
+            await system.stop(5)
+
+    assert inbound.call_sid == call.sid and inbound.from_number == drip.phone  # type: ignore[attr-defined]
+    assert inbound.attempt == 2 and inbound.provider_id == "d0"  # type: ignore[attr-defined]
+    assert call.twiml_requests[0].status_code == 200 and "<Stream" in call.twiml_documents[0]
+    # The agent got the provider's context: the earlier quote and what was said.
+    session = world.realtime.sessions[sessions_before]  # type: ignore[attr-defined]
+    assert "callback_context" in session.instructions and "This call is a callback" in session.instructions
+    assert "Their first quote: $" in session.instructions
+    assert "Business: Sorry, I can't go that low." in session.instructions  # what they said on the first call
+    # The callback is the provider's second attempt, with its own conversation and result.
+    said = [e for e in seen if isinstance(e, ev.UtteranceTranscribed) and e.attempt == 2]
+    assert said and said[0].text.startswith("Hi, this is Drip Masters returning your call")
+    assert second.outcome == ev.Outcome.AGREED and second.price == 180  # type: ignore[attr-defined]
+    row = doc["providers"][0]
+    assert row["attempts"] == 2 and row["outcome"] == "agreed" and row["negotiated_price"] == 180
+    assert 'data-type="InboundCallReceived"' in page and 'data-attempt="2"' in page
+    history = await bus.job_history(nc.jetstream(), "cb1")
+    assert [type(e).__name__ for e in history].count("InboundCallReceived") == 1
+    assert stranger.said == [UNKNOWN_CALLER_LINE] and stranger.streams == []
