@@ -35,7 +35,7 @@ class TwilioPump:
         self._clock = clock
         self._max_malformed = max_malformed
         self.malformed = 0
-        self._last_seq = 0
+        self._last_chunk = 0
         self._binary_warned = False
         self._unknown_seen: set[str] = set()
 
@@ -101,13 +101,14 @@ class TwilioPump:
 
     async def _media(self, media: tm.Media) -> None:
         _FRAMES_IN.inc()
-        try:
-            seq = media.sequence
-            if self._last_seq and seq != self._last_seq + 1:
-                log.debug("call %s: media sequence gap %d -> %d", self._bridge.call_sid, self._last_seq, seq)
-            self._last_seq = seq
-        except tm.MediaMessageError:
-            pass
+        # `sequenceNumber` counts every message on the stream (mark echoes too), so gaps in it are normal;
+        # `media.chunk` counts media messages only: a jump there is audio that never arrived.
+        chunk = media.media.chunk
+        if chunk.isdigit():
+            n = int(chunk)
+            if self._last_chunk and n != self._last_chunk + 1:
+                log.debug("call %s: media chunk gap %d -> %d", self._bridge.call_sid, self._last_chunk, n)
+            self._last_chunk = n
         try:
             ulaw = media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
         except tm.MediaMessageError:
@@ -194,3 +195,4 @@ class Ticker:
             await self._clock.sleep(TICK_S)  # a periodic clock, not synchronisation
             if await self._bridge.tick(self._clock.now()):
                 return
+            await self._bridge.out.seal_stalled()
