@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05
+# The ticker's duties are timers in seconds (silence, call length, hold, voicemail reply, transcript settling) and
+# the pacing release, which mark echoes drive anyway; only the greeting gate (when to open the call after the
+# callee's hello) is heard at this scale, so the ticker runs at the finer step until the gate is done.
+TICK_S = 0.1
+GREETING_TICK_S = 0.05
 
 _FRAMES_IN = metrics.AUDIO_FRAMES.labels(direction="in")
 
@@ -192,7 +196,8 @@ class Ticker:
 
     async def run(self) -> None:
         while True:
-            await self._clock.sleep(TICK_S)  # a periodic clock, not synchronisation
+            # a periodic clock, not synchronisation
+            await self._clock.sleep(TICK_S if self._bridge.turns.gate.done else GREETING_TICK_S)
             if await self._bridge.tick(self._clock.now()):
                 return
             await self._bridge.out.seal_stalled()
