@@ -510,6 +510,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: 10 and 25 calls, 4 s windows")
     p.add_argument("--profile", type=Path, default=None, help="folder for py-spy raw profiles of each step")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-readme", dest="readme", action="store_false",
+                   help="write --out only: leave the READMEs' tables alone (for what-if runs)")
     p.add_argument("--plot", type=Path, default=PLOT)
     args = p.parse_args(argv)
     if args.quick:
@@ -565,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(quick run: results in {path})")
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    readmes = (REPO / "benchmarks" / "README.md", REPO / "README.md")
+    readmes = (REPO / "benchmarks" / "README.md", REPO / "README.md") if args.readme else ()
     if system_table:  # its own file and markers: a system-only run leaves the gateway sweep's figures alone
         (args.out / "system.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out / "system-table.md").write_text(system_table)

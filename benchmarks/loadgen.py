@@ -173,6 +173,7 @@ class TwilioCall(WsEndpoint):
         self.gen = gen
         self.spec = spec
         self._seq = 0
+        self._chunk = 0  # media messages only, as Twilio numbers media.chunk
         self._rx_bytes = 0
 
     def on_open(self) -> None:
@@ -195,7 +196,8 @@ class TwilioCall(WsEndpoint):
             self.gen.in_order[self.spec.index].append(fid)
         payload = base64.b64encode(MAGIC + _ID.pack(fid) + _FILL).decode("ascii")
         self._seq += 1
-        chunk = self._seq - 2
+        self._chunk += 1
+        chunk = self._chunk
         self.send_text(
             f'{{"event":"media","sequenceNumber":"{self._seq}","media":{{"track":"inbound","chunk":"{chunk}",'
             f'"timestamp":"{chunk * 20}","payload":"{payload}"}},"streamSid":"{self.spec.stream_sid}"}}')

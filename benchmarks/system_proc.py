@@ -47,6 +47,7 @@ def environment(data_dir: Path, realtime_url: str, loop: str | None) -> dict[str
         "HAGGLE_DATA_DIR": str(data_dir),
         "PORT": "0",
         "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+        "ALLOW_INSECURE_PUBLIC_URL": "1",  # plain loopback: nothing here is reachable from Twilio
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": "bench-auth-token",
         "TWILIO_PHONE_NUMBER": "+14155550100",

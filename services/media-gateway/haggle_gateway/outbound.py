@@ -7,6 +7,11 @@ Pacing: the model may stream a response several times faster than real time (doc
 queued chunk at once; so at most `lead_ms` of audio is kept queued at Twilio and the rest is held here, released
 as mark echoes say the line has played what came before. A barge-in then drops what is held without sending it.
 
+Marks: a mark per chunk would be 50 marks a second each way at 20 ms chunks, for nothing the call needs: one mark
+per `MARK_EVERY_MS` of audio (and at the end of each item, and wherever the audio stalls: `seal_stalled`, on
+every tick) bounds how late a barge-in learns what was heard to that much, and labelled markers are always
+their own mark, so the goodbye, key presses and the voicemail message are tracked exactly.
+
 Sends are serialised with a lock: the Twilio pump (echoes release audio; clear on barge-in) and the realtime pump
 (audio) both write.
 """
@@ -27,6 +32,7 @@ from .playback import PlaybackTracker, Truncation
 
 TWILIO_BYTES_PER_MS = 8  # mu-law 8 kHz
 TWILIO_FRAME_MS = 20
+MARK_EVERY_MS = 100.0  # audio between two marks at most (while the model streams without a pause)
 
 _FRAMES_OUT = metrics.AUDIO_FRAMES.labels(direction="out")
 
@@ -56,6 +62,9 @@ class AudioOut:
         self._ended: set[str] = set()
         self._held: deque[_Held] = deque()
         self._on_sent = on_sent  # an audio chunk of this item went out
+        self._unmarked_ms = 0.0  # audio sent since the last mark
+        self._chunks = 0  # audio chunks sent (so a tick can tell the stream stalled)
+        self._chunks_at_tick = 0
 
     async def send(self, text: str) -> None:
         async with self._lock:
@@ -107,6 +116,7 @@ class AudioOut:
         self._ended.add(item_id)
         self._buf += self._transcoder.end_of_utterance()
         await self.flush()
+        await self._seal_if_drained()
 
     async def flush(self) -> None:
         if self._buf and self._item is not None:
@@ -121,6 +131,7 @@ class AudioOut:
         for start in range(0, len(ulaw), step):
             self._held.append(_Held(item_id, ulaw[start:start + step]))
         await self.release()
+        await self._seal_if_drained()
 
     async def marker(self, label: str) -> None:
         """After everything queued so far: a mark whose echo (an Echo with this label) means it has all played."""
@@ -130,18 +141,49 @@ class AudioOut:
 
     async def release(self) -> None:
         """Send held audio while less than `lead_ms` is queued at Twilio. Called on every echo and tick."""
-        while self._held and (self._held[0].item_id is None or self.tracker.outstanding_ms < self._lead_ms):
-            held = self._held.popleft()
-            if held.item_id is None:
-                await self.send(tm.mark_message(self._stream_sid, self.tracker.marker(held.label)))
+        heldq, tracker = self._held, self.tracker
+        while heldq and (heldq[0].item_id is None or tracker.outstanding_ms < self._lead_ms):
+            held = heldq.popleft()
+            item_id = held.item_id
+            if item_id is None:
+                self._unmarked_ms = 0.0  # a marker's echo credits the audio before it
+                await self.send(tm.mark_message(self._stream_sid, tracker.marker(held.label)))
                 continue
-            mark = self.tracker.audio_sent(held.item_id, len(held.audio) / TWILIO_BYTES_PER_MS)
+            ms = len(held.audio) / TWILIO_BYTES_PER_MS
+            self._unmarked_ms += ms
+            after = heldq[0].item_id if heldq else ""
+            # Mark every MARK_EVERY_MS, where the next chunk is another item's, and after an item's last chunk
+            # (a marker next needs none: its own echo credits this chunk).
+            marked = (self._unmarked_ms >= MARK_EVERY_MS or (after is not None and after != item_id and (
+                after or item_id != self._item or item_id in self._ended)))
+            mark = tracker.audio_sent(item_id, ms, marked=marked)
             await self.send(tm.media_message(self._stream_sid, held.audio))
-            await self.send(tm.mark_message(self._stream_sid, mark))
+            if marked:
+                self._unmarked_ms = 0.0
+                await self.send(tm.mark_message(self._stream_sid, mark))
             _FRAMES_OUT.inc()
             self.media_out += 1
-            self.max_queued_ms = max(self.max_queued_ms, self.tracker.outstanding_ms)
-            self._on_sent(held.item_id)
+            self._chunks += 1
+            if tracker.outstanding_ms > self.max_queued_ms:
+                self.max_queued_ms = tracker.outstanding_ms
+            self._on_sent(item_id)
+
+    async def seal_stalled(self) -> None:
+        """On every tick: audio sent unmarked with nothing sent since the last tick gets its mark now (a response
+        that paused, or ended without its end reaching us), so playback of it is still tracked."""
+        if self._chunks == self._chunks_at_tick and not self._held:
+            await self._seal()
+        self._chunks_at_tick = self._chunks
+
+    async def _seal_if_drained(self) -> None:
+        if not self._held:
+            await self._seal()
+
+    async def _seal(self) -> None:
+        name = self.tracker.seal()
+        if name is not None:
+            self._unmarked_ms = 0.0
+            await self.send(tm.mark_message(self._stream_sid, name))
 
     async def clear(self, now: float) -> list[Truncation]:
         """Stop the audio at Twilio: forget what is held and buffered, start a new playback generation, send
@@ -157,6 +199,7 @@ class AudioOut:
         self._held.clear()
         self._buf.clear()
         self._item = None
+        self._unmarked_ms = 0.0
         self._transcoder.discard_outbound()
         await self.send(tm.clear_message(self._stream_sid))
         self.clears.append(now)
@@ -168,5 +211,6 @@ class AudioOut:
             self._ended.add(self._item)
             self._buf += self._transcoder.end_of_utterance()
             await self.flush()
+        await self._seal_if_drained()
         self._item = None
         self._buf.clear()

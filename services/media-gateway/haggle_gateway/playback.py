@@ -9,6 +9,11 @@ earlier pending chunk: Twilio plays in order) as played; `interrupt()` bumps the
 
 Non-audio markers (`marker("bye")`) ride the same queue: the echo of a current-generation marker proves the
 audio before it played out (used to hang up only after the goodbye was heard).
+
+Not every chunk needs its own mark on the wire: a chunk recorded with `marked=False` waits in the queue under a
+key that is never sent, and is credited by the echo of the next mark after it (Twilio plays in order). The
+sender (`AudioOut`) decides how often to mark; the tracker only requires that the last chunk queued is marked
+eventually (`seal`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class _Pending:
     content_index: int
     ms: float
     label: str | None = None
+    marked: bool = True  # a mark with this name was sent (its echo is owed)
 
 
 class PlaybackTracker:
@@ -69,16 +75,29 @@ class PlaybackTracker:
         self._content_index: dict[str, int] = {}
         self._audio_echoes: dict[str, Echo] = {}
         self._stale_due = 0  # echoes a `clear` will return for marks it dropped
+        # Running totals of the pending queue (read on every chunk sent: no walk over the queue).
+        self._outstanding_ms = 0.0
+        self._audio_pending = 0
+        self._marked_pending = 0
+        self._tail: _Pending | None = None  # the newest pending entry
 
     def _name(self, label: str | None = None) -> str:
         self._seq += 1
         base = f"g{self.generation}-{self._seq}"
         return f"{base}-{label}" if label else base
 
-    def audio_sent(self, item_id: str, ms: float, content_index: int = 0) -> str:
-        """Record a chunk handed to Twilio; returns the mark name to send right after it."""
-        name = self._name()
-        self._pending[name] = _Pending(item_id=item_id, content_index=content_index, ms=ms)
+    def audio_sent(self, item_id: str, ms: float, content_index: int = 0, *, marked: bool = True) -> str:
+        """Record a chunk handed to Twilio; returns the mark name to send right after it. With `marked=False` no
+        mark is sent for it: the echo of a later mark credits it."""
+        self._seq += 1
+        name = f"g{self.generation}-{self._seq}"
+        entry = _Pending(item_id, content_index, ms, None, marked)
+        self._pending[name] = entry
+        self._tail = entry
+        self._outstanding_ms += ms
+        self._audio_pending += 1
+        if marked:
+            self._marked_pending += 1
         self._sent_ms[item_id] = self._sent_ms.get(item_id, 0.0) + ms
         self._content_index.setdefault(item_id, content_index)
         return name
@@ -86,25 +105,51 @@ class PlaybackTracker:
     def marker(self, label: str) -> str:
         """A mark that carries no audio: its echo means everything sent before it has played."""
         name = self._name(label)
-        self._pending[name] = _Pending(item_id=None, content_index=0, ms=0.0, label=label)
+        entry = _Pending(item_id=None, content_index=0, ms=0.0, label=label)
+        self._pending[name] = entry
+        self._tail = entry
+        self._marked_pending += 1
         return name
 
+    @property
+    def unsealed(self) -> bool:
+        """The newest chunk queued carries no mark: nothing would ever credit it."""
+        return self._tail is not None and not self._tail.marked
+
+    def seal(self) -> str | None:
+        """A mark name for the audio queued since the last mark (an empty chunk of the same item), or None if
+        the newest chunk is marked already."""
+        tail = self._tail
+        if tail is None or tail.marked:
+            return None
+        assert tail.item_id is not None
+        return self.audio_sent(tail.item_id, 0.0, tail.content_index)
+
     def on_echo(self, name: str) -> Echo:
-        if name not in self._pending:
+        entry = self._pending.get(name)
+        if entry is None or not entry.marked:
             generation = _generation_of(name)
             if generation is not None and generation < self.generation:
                 return _STALE
             return _UNKNOWN
         # Twilio plays in order: everything queued before this mark has played too.
         last: _Pending | None = None
+        played = self._played_ms
         while self._pending:
             key, entry = self._pending.popitem(last=False)
+            if entry.marked:
+                self._marked_pending -= 1
             if entry.item_id is not None:
-                self._played_ms[entry.item_id] = self._played_ms.get(entry.item_id, 0.0) + entry.ms
+                played[entry.item_id] = played.get(entry.item_id, 0.0) + entry.ms
+                self._outstanding_ms -= entry.ms
+                self._audio_pending -= 1
             if key == name:
                 last = entry
                 break
         assert last is not None
+        if not self._pending:
+            self._tail = None
+            self._outstanding_ms = 0.0  # no float drift across a long call
         if last.label is not None:
             return Echo(EchoKind.MARKER, label=last.label)
         key = last.item_id or ""
@@ -129,16 +174,20 @@ class PlaybackTracker:
             )
             for item in items
         ]
-        self._stale_due += len(self._pending)
+        self._stale_due += self._marked_pending  # the clear echoes only the marks that were sent
         self._pending.clear()
+        self._tail = None
+        self._outstanding_ms = 0.0
+        self._audio_pending = self._marked_pending = 0
         self.generation += 1
         return cuts
 
     def expected(self, name: str) -> bool:
         """True if `name` is an echo we are owed: a pending mark, or one of the marks a `clear` dropped (each of
         those counted once). A peer inventing mark names gets False."""
-        if name in self._pending:
-            return True
+        entry = self._pending.get(name)
+        if entry is not None:
+            return entry.marked
         generation = _generation_of(name)
         if generation is not None and generation < self.generation and self._stale_due > 0:
             self._stale_due -= 1
@@ -148,11 +197,11 @@ class PlaybackTracker:
     @property
     def playing(self) -> bool:
         """Audio of the current generation is still queued at Twilio (sent, not yet echoed)."""
-        return any(entry.item_id is not None for entry in self._pending.values())
+        return self._audio_pending > 0
 
     @property
     def outstanding_ms(self) -> float:
-        return sum(entry.ms for entry in self._pending.values())
+        return self._outstanding_ms
 
     def played_ms(self, item_id: str) -> float:
         return self._played_ms.get(item_id, 0.0)

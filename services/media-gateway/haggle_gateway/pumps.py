@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05
+# The ticker's duties are timers in seconds (silence, call length, hold, voicemail reply, transcript settling) and
+# the pacing release, which mark echoes drive anyway; only the greeting gate (when to open the call after the
+# callee's hello) is heard at this scale, so the ticker runs at the finer step until the gate is done.
+TICK_S = 0.1
+GREETING_TICK_S = 0.05
 
 _FRAMES_IN = metrics.AUDIO_FRAMES.labels(direction="in")
 
@@ -35,7 +39,7 @@ class TwilioPump:
         self._clock = clock
         self._max_malformed = max_malformed
         self.malformed = 0
-        self._last_seq = 0
+        self._last_chunk = 0
         self._binary_warned = False
         self._unknown_seen: set[str] = set()
 
@@ -101,13 +105,14 @@ class TwilioPump:
 
     async def _media(self, media: tm.Media) -> None:
         _FRAMES_IN.inc()
-        try:
-            seq = media.sequence
-            if self._last_seq and seq != self._last_seq + 1:
-                log.debug("call %s: media sequence gap %d -> %d", self._bridge.call_sid, self._last_seq, seq)
-            self._last_seq = seq
-        except tm.MediaMessageError:
-            pass
+        # `sequenceNumber` counts every message on the stream (mark echoes too), so gaps in it are normal;
+        # `media.chunk` counts media messages only: a jump there is audio that never arrived.
+        chunk = media.media.chunk
+        if chunk.isdigit():
+            n = int(chunk)
+            if self._last_chunk and n != self._last_chunk + 1:
+                log.debug("call %s: media chunk gap %d -> %d", self._bridge.call_sid, self._last_chunk, n)
+            self._last_chunk = n
         try:
             ulaw = media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
         except tm.MediaMessageError:
@@ -191,6 +196,8 @@ class Ticker:
 
     async def run(self) -> None:
         while True:
-            await self._clock.sleep(TICK_S)  # a periodic clock, not synchronisation
+            # a periodic clock, not synchronisation
+            await self._clock.sleep(TICK_S if self._bridge.turns.gate.done else GREETING_TICK_S)
             if await self._bridge.tick(self._clock.now()):
                 return
+            await self._bridge.out.seal_stalled()
