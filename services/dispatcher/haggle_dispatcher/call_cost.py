@@ -29,6 +29,7 @@ from twilio.rest import Client
 
 from haggle.consumer import Delivery, Later
 from haggle.runtime import Runtime, ServiceHandle
+from haggle.settings_table import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ def parse_price(raw: object) -> Decimal | None:
 class TwilioCallReader:
     """Reads Call resources with the official SDK (`TWILIO_API_BASE_URL` points it at the stand-in in tests)."""
 
-    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str = "https://api.twilio.com",
-                 timeout_s: float = 10.0) -> None:
+    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str = DEFAULTS["twilio_api_base_url"],
+                 timeout_s: float = DEFAULTS["twilio_http_timeout_s"]) -> None:
         self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s))
         self.client.api.base_url = api_base_url.rstrip("/")
 

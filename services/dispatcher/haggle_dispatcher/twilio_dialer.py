@@ -25,7 +25,9 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-DEFAULT_TIMEOUT_S = 10.0
+from haggle.settings_table import DEFAULTS
+
+DEFAULT_TIMEOUT_S: float = DEFAULTS["twilio_http_timeout_s"]
 
 # Answering-machine detection (docs/twilio-rest.md, "AMD"). DetectMessageEnd waits for a machine's greeting
 # to end, so a real voicemail reports `machine_end_beep` (or `_silence` / `_other`) just before the tone.
@@ -113,7 +115,7 @@ def classify(exc: BaseException, headers: dict[str, str]) -> DialError:
 
 
 class TwilioDialer:
-    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str = "https://api.twilio.com",
+    def __init__(self, account_sid: str, auth_token: str, *, api_base_url: str = DEFAULTS["twilio_api_base_url"],
                  timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.http = _HttpClient(timeout_s)
         self.client = Client(account_sid, auth_token, http_client=self.http)

@@ -19,6 +19,7 @@ from haggle import bus
 from haggle.bus import Publisher
 from haggle.consumer import Delivery, Later
 from haggle.metrics import OUTCOMES
+from haggle.settings_table import DEFAULTS
 
 from .extract import price_extracted, read_call
 
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ExtractorSettings:
     xai_api_key: str | None = None
-    xai_api_base_url: str = "https://api.x.ai/v1"
-    xai_model: str = "grok-4.3"
+    xai_api_base_url: str = DEFAULTS["xai_api_base_url"]
+    xai_model: str = DEFAULTS["xai_model"]
     gateway_grace_s: float = 5.0  # how long a "completed" status waits for the gateway's CallEnded
     xai_timeout_s: float = 20.0
     xai_retries: int = 2

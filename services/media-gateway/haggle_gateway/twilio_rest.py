@@ -16,6 +16,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from haggle.settings_table import DEFAULTS
+
 from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ class HangupError(RuntimeError):
 class TwilioHangup:
     """An async callable: `await hangup(call_sid)` ends the call (idempotent)."""
 
-    def __init__(self, settings: GatewaySettings, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, settings: GatewaySettings, *, timeout_s: float = DEFAULTS["twilio_http_timeout_s"]) -> None:
         if not settings.twilio_account_sid or not settings.twilio_auth_token:
             raise ValueError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required to hang up calls")
         self._client = Client(settings.twilio_account_sid, settings.twilio_auth_token,

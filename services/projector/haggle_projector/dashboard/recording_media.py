@@ -16,6 +16,8 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 from haggle_contracts import state as st
 
+from haggle.settings_table import DEFAULTS
+
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
@@ -26,7 +28,7 @@ PASSED_HEADERS = ("content-length", "content-range", "accept-ranges", "content-t
 class TwilioMedia:
     account_sid: str
     auth_token: str
-    api_base_url: str = "https://api.twilio.com"
+    api_base_url: str = DEFAULTS["twilio_api_base_url"]
     timeout_s: float = 10.0
 
     def allowed(self, url: str) -> bool:
