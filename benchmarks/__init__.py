@@ -1,1 +1,1 @@
-"""Performance benchmarks (issue 8): the media gateway against a bare relay, and the event path."""
+"""Performance benchmarks: the media gateway against a bare relay, and the event path."""

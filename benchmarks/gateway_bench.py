@@ -1,4 +1,4 @@
-"""Gateway benchmark (issue 8): N concurrent simulated calls through the media gateway and through a bare relay.
+"""Gateway benchmark: N concurrent simulated calls through the media gateway and through a bare relay.
 
     python -m benchmarks.gateway_bench [--calls 25,50,100,200] [--duration 20] [--quick] [--loop asyncio]
 

@@ -268,7 +268,7 @@ def system_done_when(ratios: dict[int, dict[str, Any]], n: int = 100) -> list[st
                        ratio is not None and ratio <= SYSTEM_P99_RATIO, f"{_f(ratio, 2)}x"))
     checks.append(("0 frames lost", row["in_lost"] == 0 and row["out_lost"] == 0,
                    f"{row['in_lost']} / {row['out_lost']}"))
-    lines = ["", f"Done-when (issue 18) at {n} calls, medians of {row['pairs']} pair(s):", ""]
+    lines = ["", f"Targets at {n} calls, medians of {row['pairs']} pair(s):", ""]
     lines += [f"- [{'x' if ok else ' '}] {name}: {value}" for name, ok, value in checks]
     return lines
 

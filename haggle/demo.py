@@ -78,7 +78,7 @@ def print_table(doc: dict) -> None:  # type: ignore[type-arg]
 
 
 async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
-    # The demo's world includes the harder lines (a long-greeting receptionist, a phone menu): issue 13.
+    # The demo's world includes the harder lines of real phone lines (a long-greeting receptionist, a phone menu).
     settings = settings.with_(negotiation_strategy="market", negotiation_rounds=max(2, settings.negotiation_rounds))
     async with simulated_world(settings, personas=demo_personas(real_lines=True, callbacks=True)) as world:
         system = await start_system(world.settings, service_options={"extractor": {"gateway_grace_s": 2.0}})

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) over everything that parses input from outside (issue 7): Twilio Media
+"""Property-based tests (hypothesis) over everything that parses input from outside: Twilio Media
 Streams frames, realtime server events (parsed, then handled by a live `CallBridge`), the operator API's
 `POST /jobs`, and the event codec.
 

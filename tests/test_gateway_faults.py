@@ -1,4 +1,4 @@
-"""Media gateway faults on real parts (issue 7): a real nats-server, real WebSockets, the real services, and the
+"""Media gateway faults on real parts: a real nats-server, real WebSockets, the real services, and the
 Twilio and xAI stand-ins with their fault knobs.
 
 - the realtime WebSocket drops mid-call: reopened once with the conversation so far, the call completes;

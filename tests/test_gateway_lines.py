@@ -1,4 +1,4 @@
-"""Real phone lines end to end (issue 13): receptionists with long greetings, voicemail, phone menus, hold,
+"""Real phone lines end to end: receptionists with long greetings, voicemail, phone menus, hold,
 call screening, and the realtime service's own habits. Twilio stand-in <-> gateway <-> realtime stand-in over
 real sockets; the personas play each situation (haggle_sim.personas). Each test asserts how the call ended,
 the agreed price where there is one, and that the agent said nothing over a menu or hold music.

@@ -21,7 +21,7 @@ def test_cumulative_snapshots_keep_the_latest_and_publish_once() -> None:
     assert (u.seq, u.role, u.text) == (0, Role.USER, "Yes, this is Joe's Plumbing.")
     t.user_snapshot("u1", "Yes, this is Joe's Plumbing.", True, 0.65, WALL)  # late repeat: nothing new
     assert t.release(0.7) == []
-    # A revision after `completed` (issue 13): the same line (id and seq) with the new text, once.
+    # A revision after `completed`: the same line (id and seq) with the new text, once.
     t.user_snapshot("u1", "Yes, this is Joe's Plumbing. Hello?", True, 0.7, WALL)
     (r,) = t.release(0.7)
     assert (r.item_id, r.seq, r.text, r.revision) == ("u1", 0, "Yes, this is Joe's Plumbing. Hello?", 1)

@@ -509,7 +509,7 @@ def test_only_a_fee_quoted() -> None:
     check(r, outcome="no_agreement", price=None, initial=89, price_type="visit_fee")
 
 
-# --- phone menus: their numbers are keys, never prices (issue 13) ---------------------------------------------
+# --- phone menus: their numbers are keys, never prices ---------------------------------------------
 
 @pytest.mark.parametrize("menu", [
     "Thanks for calling Ace Drain. For service or estimates, press 1. For billing, press 2.",

@@ -3,7 +3,7 @@
 Why: the Twilio stand-in plays the provider and the realtime stand-in plays the model, and they never talk to
 each other; they only stay aligned if the persona's script reads the same to both (personas.py). These tests
 join them with the least a gateway must do (audio both ways in pcmu, `send_dtmf` as in-band tones, `end_call`
-as a REST hang-up once the goodbye has played) and check that each new situation of issue 13 runs to its end:
+as a REST hang-up once the goodbye has played) and check that each situation of a real line runs to its end:
 a phone menu, hold music, a screening prompt, a long-greeting receptionist and a real voicemail, with every hard
 realtime habit switched on (both handshake events, tool calls without `response_id` before the last audio, audio
 at 5x real time, revised transcripts). The gateway's

@@ -1,4 +1,4 @@
-"""The Twilio stand-in plays the real world's harder lines (issue 13): a receptionist AMD takes for a machine, a
+"""The Twilio stand-in plays the real world's harder lines: a receptionist AMD takes for a machine, a
 real voicemail with a beep, a phone menu that waits for DTMF keys in the agent's audio, hold music, a screening
 prompt, and Twilio's refusal of ws:// stream urls.
 

@@ -1,4 +1,4 @@
-"""The xAI realtime stand-in speaks the protocol the way xai-realtime.md describes Grok, over a real socket.
+"""The xAI realtime stand-in speaks the protocol the way docs/xai-realtime.md describes Grok, over a real socket.
 
 A raw `websockets` client drives it, so these tests pin the stand-in's behaviour independently of the gateway.
 Its VAD runs in audio time, so audio can be appended faster than real time.
@@ -226,7 +226,7 @@ async def test_pings_generic_persona_and_drop() -> None:
         assert client.ws.close_code == 1011
 
 
-# --- the real world's habits (issue 13), each behind an option or a persona -----------------------------------
+# --- the real world's habits, each behind an option or a persona ----------------------------------------------
 
 async def test_both_handshake_events_in_order() -> None:
     async with RealtimeStandin(PersonaBook([PERSONA]), api_key=KEY, handshake="both") as standin:

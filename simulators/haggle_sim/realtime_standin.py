@@ -5,7 +5,7 @@ hang-up, audio formats) only show up against a server that behaves like Grok in 
 replies. Like livekit's `tests/fake_realtime.py`, this is a scriptable, hermetic fake, but it speaks the real
 wire protocol on a real socket (127.0.0.1, port 0), so the gateway's actual client code is what gets tested.
 
-What it does, modelled on xai-realtime.md:
+What it does, modelled on docs/xai-realtime.md:
 - checks `Authorization: Bearer <api_key>`; sends `session.created` first (or the older
   `conversation.created`), answers `session.update` with `session.updated` echoing the merged session, and
   sends a `ping` now and then;

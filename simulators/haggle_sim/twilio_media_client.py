@@ -1,4 +1,4 @@
-"""The Twilio side of a bidirectional Media Stream, playing a scripted provider (see twilio.md sections 1-2).
+"""The Twilio side of a bidirectional Media Stream, playing a scripted provider (docs/twilio-media-streams.md).
 
 Why a faithful client: the media gateway's hardest logic (playback tracking with marks, barge-in with `clear`,
 turn timing) only shows its bugs against a peer that keeps Twilio's clock. This client connects to the
@@ -7,7 +7,7 @@ a start time, so no drift), plays outbound audio in real time (8 bytes per ms) t
 and speaks the persona's provider lines when a person would: after the agent finished talking, or on purpose
 while it is still talking. Everything it sees and does is written to a `StreamLog` for tests to assert on.
 
-The harder lines of the real world come from the persona's script (issue 13): a provider line can be hold
+The harder lines of the real world come from the persona's script: a provider line can be hold
 music, a voicemail beep or silence (`Turn.sound`); two provider lines in a row are `Persona.pause_before` apart;
 a phone menu (`Turn.menu`) waits for a key decoded from the agent's audio with the gateway's own DTMF decoder,
 replays after `menu_timeout_ms` or a wrong key, and hangs up after `menu_max_plays`; after a beep the agent's
@@ -116,7 +116,7 @@ class StreamLog:
     violations: list[str] = field(default_factory=list)
     stop_sent_at: float | None = None
     end_reason: str | None = None
-    # Phone menus, hold and voicemail (issue 13):
+    # Phone menus, hold and voicemail:
     digits_received: list[tuple[float, str]] = field(default_factory=list)  # DTMF decoded from agent audio
     menu_plays: int = 0  # how often a menu was played (a replay after no key or a wrong key counts)
     wrong_digits: str = ""  # keys pressed that the menu did not offer

@@ -2,8 +2,9 @@
 
 Why: the dispatcher places calls with the SDK and the gateway trusts only signed webhooks, so this must answer
 the SDK byte-compatibly (Call resource JSON, error JSON with Twilio codes, HTTP basic auth) and sign every
-callback the way Twilio does (twilio.md sections 3-5). What happens during a call is not decided here: a
-`CallControl` (the call simulator in twilio_standin.py) is told when a call is created, hung up or redirected.
+callback the way Twilio does (docs/twilio-rest.md, docs/twilio-media-streams.md). What happens during a call
+is not decided here: a `CallControl` (the call simulator in twilio_standin.py) is told when a call is created,
+hung up or redirected.
 
 Error codes: 20003 (auth), 20404 (unknown resource), 21211 (invalid To), 21220 (an operation on a call that is
 not in progress), 20429 (too many requests) and 32018 (inline TwiML over 4000 chars) are Twilio's documented

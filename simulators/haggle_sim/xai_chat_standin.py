@@ -1,8 +1,8 @@
 """A local stand-in for xAI's `POST /v1/chat/completions`, for the extractor's tests and the demo.
 
-It speaks the OpenAI-compatible shape xAI uses (xai-realtime.md §9) over real HTTP on 127.0.0.1, checks what
-a real endpoint would refuse (Bearer key, a strict `json_schema` response_format) and answers in one of
-several modes, so the client's retries and the offline fallback can be tested without the network:
+It speaks the OpenAI-compatible shape xAI uses (docs/xai-realtime.md, "Chat completions") over real HTTP on
+127.0.0.1, checks what a real endpoint would refuse (Bearer key, a strict `json_schema` response_format) and
+answers in one of several modes, so the client's retries and the offline fallback can be tested without the network:
 
 - "ok": runs the offline extractor on the transcript found in the request (plausible answers);
 - "fixed": answers the `result` dict it was given;

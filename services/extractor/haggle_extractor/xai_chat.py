@@ -1,8 +1,8 @@
 """The primary price extractor: xAI chat completions with a strict JSON-schema structured output.
 
-One POST to `{base_url}/chat/completions` per call transcript (xai-realtime.md §9). The schema mirrors
-`Extraction`, so a reply that parses is a complete answer; msgspec checks it again on our side, because a
-reply we cannot trust must become an `ExtractionError` (and the offline fallback), never a wrong price.
+One POST to `{base_url}/chat/completions` per call transcript (docs/xai-realtime.md, "Chat completions").
+The schema mirrors `Extraction`, so a reply that parses is a complete answer; msgspec checks it again on our
+side, because a reply we cannot trust must become an `ExtractionError` (and the offline fallback), never a wrong price.
 The transcript travels as quoted JSON data in the user message: what the provider said on the phone is
 never read as instructions.
 """
