@@ -53,7 +53,13 @@ async def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver(nc
         await asyncio.wait_for(task, 10)
     assert attempts == [1, 2]
     assert "not handled after 3 deliveries" in letter.reason and letter.subject == "haggle.job.doomed.started"
-    info = await js.consumer_info(subjects.STREAM, "always-fails")
+    # The ack follows the dead letter's publish and reaches the server on its own: wait for it, bounded.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        info = await js.consumer_info(subjects.STREAM, "always-fails")
+        if (info.num_ack_pending, info.num_pending) == (0, 0) or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert info.num_ack_pending == 0 and info.num_pending == 0  # acked: nothing left to retry
     assert all(spec.max_deliver > 0 for name, spec in subjects.CONSUMERS.items() if name != "projector")
 
