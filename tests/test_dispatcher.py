@@ -19,7 +19,7 @@ from haggle_contracts import subjects
 from haggle_sim.personas import Persona, PersonaBook, Turn, negotiation
 from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.twilio_standin import TwilioStandin
-from waits import settled, wait_healthy, wait_job_completed
+from waits import ACCEPTED, settled, wait_healthy, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -83,7 +83,7 @@ async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_serv
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
         try:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("caps", personas))).status_code == 201
+                assert (await http.post("/jobs", json=job_body("caps", personas))).status_code in ACCEPTED
             await wait_job_completed(nc, "caps", timeout=120)
             doc = await settled(system.base_url, "caps", timeout_s=20)
         finally:
@@ -126,7 +126,7 @@ async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
                                     service_options={"extractor": {"gateway_grace_s": 1.0}})
         try:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("retry", personas))).status_code == 201
+                assert (await http.post("/jobs", json=job_body("retry", personas))).status_code in ACCEPTED
             await wait_job_completed(nc, "retry", timeout=90)
             doc = await settled(system.base_url, "retry", timeout_s=20)
         finally:
@@ -164,7 +164,7 @@ async def test_repeated_starts_dial_nobody_twice(nc, nats_server, tmp_path: Path
         system = await start_system(world.settings, nats_url=nats_server.url)
         try:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("twice", personas))).status_code == 201
+                assert (await http.post("/jobs", json=job_body("twice", personas))).status_code in ACCEPTED
                 await settled(system.base_url, "twice", timeout_s=20)
                 assert (await http.post("/start-job/twice")).json() == {"status": "started", "count": 3}
             # A third start straight on the bus, as another system would publish it.
@@ -217,7 +217,7 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
         try:
             async with httpx.AsyncClient(base_url=public, timeout=10) as http:
                 await wait_healthy(port, 30)
-                assert (await http.post("/jobs", json=job_body("kill", personas))).status_code == 201
+                assert (await http.post("/jobs", json=job_body("kill", personas))).status_code in ACCEPTED
                 while len(twilio.calls) < 20:
                     await twilio.wait_for_call(timeout=30)
                 proc.send_signal(signal.SIGKILL)
@@ -261,7 +261,7 @@ async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_ser
                                     service_options={"extractor": {"gateway_grace_s": 1.0}})
         try:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("cancel", personas))).status_code == 201
+                assert (await http.post("/jobs", json=job_body("cancel", personas))).status_code in ACCEPTED
                 first = await world.twilio.wait_for_call(timeout=20)  # type: ignore[attr-defined]
                 assert (await http.post("/jobs/cancel/cancel")).json()["status"] == "cancelling"
                 assert (await http.post("/jobs/nope/cancel")).status_code == 404
