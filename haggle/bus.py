@@ -245,11 +245,24 @@ class Publisher:
                 return (await self.js.publish(subject, data, headers=headers, timeout=2.0)).seq
             except APIError as exc:
                 if exc.err_code == _WRONG_LAST_SEQUENCE:
+                    # A retry after a lost answer (a timeout under load) meets our own first copy: that is success.
+                    mine = await self._own_copy(subject, event.event_id)
+                    if mine is not None:
+                        return mine
                     raise SubjectNotNew(f"{subject} already holds a message") from exc
                 raise
 
         what = f"publish of {type(event).__name__} on {subject}"
         return await retry_transient(once, deadline_s=self.deadline_s, what=what)
+
+
+    async def _own_copy(self, subject: str, event_id: str) -> int | None:
+        """The stream sequence of the subject's message when it is this event (same msg id), else None."""
+        with contextlib.suppress(Exception):
+            last = await self.js.get_last_msg(subjects.STREAM, subject)
+            if (last.headers or {}).get("Nats-Msg-Id") == event_id:
+                return int(last.seq)
+        return None
 
 
 class ReplayIncomplete(RuntimeError):

@@ -108,3 +108,18 @@ async def test_transient_errors_are_retried_until_the_deadline() -> None:
         await asyncio.wait_for(bus.retry_transient(down, deadline_s=0.3, what="test op"), 10)  # generous: load
     with pytest.raises(ValueError):  # other errors are not retried
         await bus.retry_transient(wrong, deadline_s=5.0, what="test op")
+
+
+async def test_first_on_subject_retry_of_the_same_event_is_its_own_copy_not_a_duplicate_job(nc) -> None:
+    """A retried publish whose first answer was lost meets its own copy: success; another event is refused."""
+    js = nc.jetstream()
+    publisher = bus.Publisher(js)
+    started = ev.JobStarted(event_id="s-once", job_id="once", problem="leak", zip_code="94110", max_price=100,
+                            providers=[ev.ProviderSpec(id="once-p", service_provider="P",
+                                                       phone_number="+14155550100")])
+    seq = await publisher.publish(started, first_on_subject=True)
+    # The same event again (as a retry after a timeout would send it): its own copy, same sequence.
+    assert await publisher.publish(started, first_on_subject=True) == seq
+    other = msgspec.structs.replace(started, event_id="s-other")
+    with pytest.raises(bus.SubjectNotNew):
+        await publisher.publish(other, first_on_subject=True)
