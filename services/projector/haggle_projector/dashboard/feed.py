@@ -131,6 +131,23 @@ class JobFold:
         return job_view(job_doc(self.job_id, list(self.states.values())))
 
 
+async def _batches(queue: asyncio.Queue[Any], hub: FeedHub, heartbeat_s: float) -> AsyncIterator[list[Any] | None]:
+    """What a feed has to send: every message queued so far as one batch, or None after `heartbeat_s` of quiet
+    (time for a keep-alive). Ends when the hub closes or STOP is queued."""
+    while not hub.closed:
+        try:
+            first = await asyncio.wait_for(queue.get(), heartbeat_s)
+        except TimeoutError:
+            yield None
+            continue
+        batch = [first]
+        while not queue.empty():
+            batch.append(queue.get_nowait())
+        if STOP in batch:
+            return
+        yield batch
+
+
 def _wanted(event: ev.Event, provider: str | None) -> bool:
     return provider is None or fanout.provider_of(event) in (None, provider)
 
@@ -189,17 +206,10 @@ async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: s
         out.append(sse("ready", {"job_id": job_id, "providers": len(fold.states)}))
         yield "".join(out)
 
-        while not hub.closed:
-            try:
-                first = await asyncio.wait_for(queue.get(), heartbeat_s)
-            except TimeoutError:
+        async for batch in _batches(queue, hub, heartbeat_s):
+            if batch is None:
                 yield ": keep-alive\n\n"
                 continue
-            batch = [first]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            if STOP in batch:
-                return
             changed: set[str] = set()
             settled = False
             out = []
@@ -264,17 +274,10 @@ async def jobs_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, *,
     jobs: dict[str, _FoldedJob] = {}
     try:
         yield "retry: 2000\n\n" + sse("ready", {"page": "jobs"})
-        while not hub.closed:
-            try:
-                first = await asyncio.wait_for(queue.get(), heartbeat_s)
-            except TimeoutError:
+        async for batch in _batches(queue, hub, heartbeat_s):
+            if batch is None:
                 yield ": keep-alive\n\n"
                 continue
-            batch = [first]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            if STOP in batch:
-                return
             touched: dict[str, list[ev.Event]] = {}
             for msg in batch:
                 assert msg is not None
