@@ -18,6 +18,26 @@ from haggle.nats_embedded import EmbeddedNats
 os.environ.setdefault("ALLOW_INSECURE_PUBLIC_URL", "1")
 
 
+@pytest.fixture(autouse=True)
+async def no_task_outlives_its_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Tests share one event loop (the session's): a service a test forgot to stop would keep consuming in the
+    next test's JetStream topology. Tasks a test started and left running are given a bounded moment to finish,
+    then cancelled and named in the log."""
+    before = asyncio.all_tasks()
+    yield
+    me = asyncio.current_task()
+    left = {t for t in asyncio.all_tasks() - before if t is not me and not t.done()}
+    if left:
+        _, left = await asyncio.wait(left, timeout=2)
+    if left:
+        names = sorted(t.get_coro().__qualname__ for t in left)  # type: ignore[union-attr]
+        with open(os.environ.get("HAGGLE_TEST_LEAKS", "/tmp/haggle-leaks.txt"), "a") as f:
+            f.write(f"{request.node.nodeid}\t{len(left)}\t{names}\n")
+        for t in left:
+            t.cancel()
+        await asyncio.wait(left, timeout=2)
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"), name="haggle-test").start()

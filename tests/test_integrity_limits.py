@@ -110,8 +110,6 @@ async def test_projection_store_down_at_start_does_not_stop_the_service(nc, nats
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(sys.version_info >= (3, 13), reason="hangs on Python 3.13 after the store comes up (under "
-                    "investigation: the service or the test's TCP relay); passes on 3.11")
 async def test_a_projection_store_that_comes_up_later_is_projected_into(nc, nats_server, tmp_path: Path,
                                                                        pg_url: str) -> None:
     """PostgreSQL unreachable at start (nothing listens on its port yet), then reachable through a TCP relay to the

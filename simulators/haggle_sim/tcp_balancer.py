@@ -43,8 +43,11 @@ class TcpBalancer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Since Python 3.12 `wait_closed` waits for every open connection, and a client's pool keeps its
+        # connections open: the relay going away must drop them, as a real one would.
         if self._server is not None:
             self._server.close()
+            self.cut()
             await self._server.wait_closed()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
