@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .audit import describe
 from .config import ConfigError, Settings
 from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NatsClient
+    from nats.js import JetStreamContext
 
 log = logging.getLogger("haggle")
 
@@ -66,7 +73,8 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _with_js(settings: Settings):  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def _with_js(settings: Settings) -> AsyncIterator[tuple[NatsClient, JetStreamContext]]:
     """A JetStream context on the configured NATS, or on the embedded server's data if none is configured."""
     from . import bus
     from .nats_embedded import EmbeddedNats
@@ -80,7 +88,12 @@ async def _with_js(settings: Settings):  # type: ignore[no-untyped-def]
     js = nc.jetstream()
     await bus.ensure_topology(js, bus.TopologyOptions(max_age_s=settings.stream_max_age_s,
                                                       replicas=settings.stream_replicas))
-    return nc, js, embedded
+    try:
+        yield nc, js
+    finally:
+        await nc.close()
+        if embedded:
+            embedded.stop()
 
 
 async def _cmd_replay(args: argparse.Namespace) -> int:
@@ -89,8 +102,7 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     from . import bus
 
     settings = _settings()
-    nc, js, embedded = await _with_js(settings)
-    try:
+    async with _with_js(settings) as (_, js):
         count = 0
         async for stored in bus.replay(js, subjects.job_filter(args.job)):
             count += 1
@@ -103,10 +115,6 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
             print(f"no events for job {args.job}", file=sys.stderr)
             return 1
         return 0
-    finally:
-        await nc.close()
-        if embedded:
-            embedded.stop()
 
 
 async def _cmd_rebuild(args: argparse.Namespace) -> int:
@@ -116,8 +124,7 @@ async def _cmd_rebuild(args: argparse.Namespace) -> int:
     from .runtime import Runtime
 
     settings = _settings()
-    nc, js, embedded = await _with_js(settings)
-    try:
+    async with _with_js(settings) as (nc, js):
         from . import bus
 
         rt = Runtime(settings=settings, nc=nc, js=js, publisher=bus.Publisher(js))
@@ -129,10 +136,6 @@ async def _cmd_rebuild(args: argparse.Namespace) -> int:
             await store.close()
         print(f"rebuilt the projection from {count} event(s)")
         return 0
-    finally:
-        await nc.close()
-        if embedded:
-            embedded.stop()
 
 
 async def _cmd_extract(args: argparse.Namespace) -> int:

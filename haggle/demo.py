@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from typing import Any
 
 import httpx
 from haggle_contracts import codec, fanout, subjects
@@ -77,6 +78,18 @@ def print_table(doc: dict) -> None:  # type: ignore[type-arg]
         print("\nno provider agreed to a price")
 
 
+async def _settled_job(http: httpx.AsyncClient, job_id: str, wait_s: float = 10.0) -> dict[str, Any]:
+    """The job's document once every call has ended, or as it stands after `wait_s`.
+
+    The projection trails the log by a moment, so the API can lag the events the demo has already seen."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        doc = (await http.get(f"/jobs/{job_id}")).json()
+        if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]) or time.monotonic() > deadline:
+            return doc
+        await asyncio.sleep(0.1)
+
+
 async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
     # The demo's world includes the harder lines of real phone lines (a long-greeting receptionist, a phone menu).
     settings = settings.with_(negotiation_strategy="market", negotiation_rounds=max(2, settings.negotiation_rounds))
@@ -121,23 +134,9 @@ async def run_demo(settings: Settings, *, timeout_s: float = 180.0) -> int:
                     await asyncio.wait_for(done.wait(), timeout_s)
                 except TimeoutError:
                     print(f"demo: the job did not finish within {timeout_s:.0f}s")
-                deadline = time.monotonic() + 10
-                while True:  # the projection trails the log by a moment
-                    doc = (await http.get(f"/jobs/{job_id}")).json()
-                    if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
-                        break
-                    if time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.1)
+                doc = await _settled_job(http, job_id)
                 await provider_calls_back(world, doc, seen, changed)
-                deadline = time.monotonic() + 10
-                while True:
-                    doc = (await http.get(f"/jobs/{job_id}")).json()
-                    if all(p["call_status"] in ("completed", "failed") for p in doc["providers"]):
-                        break
-                    if time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.1)
+                doc = await _settled_job(http, job_id)
             await sub.unsubscribe()
             print(f"\nresults after {time.monotonic() - started:.1f}s (from the projection):\n")
             print_table(doc)

@@ -30,6 +30,22 @@ def retry_delay(base_s: float, attempt: int) -> float:
     return base_s * (2 ** max(0, attempt - 1))
 
 
+def _next_attempt_dial(state: st.ProviderState, *, reason: str, max_attempts: int, round: int,
+                       not_before: datetime | None = None) -> ev.DialScheduled:
+    """The provider's next attempt, with the id every replica derives for it (so a repeat is one event)."""
+    attempt = state.attempts + 1
+    return ev.DialScheduled(
+        event_id=ids.dial_event_id(state.job_id, state.id, attempt),
+        job_id=state.job_id,
+        provider_id=state.id,
+        attempt=attempt,
+        not_before=not_before,
+        reason=reason,
+        max_attempts=max_attempts,
+        round=round,
+    )
+
+
 def next_dial(state: st.ProviderState, *, retry_delay_s: float, now: datetime) -> ev.DialScheduled | None:
     """The retry the fold left this provider queued for, or None.
 
@@ -40,12 +56,8 @@ def next_dial(state: st.ProviderState, *, retry_delay_s: float, now: datetime) -
         return None
     if not st.should_retry(state, state.outcome):
         return None
-    attempt = state.attempts + 1
-    return ev.DialScheduled(
-        event_id=ids.dial_event_id(state.job_id, state.id, attempt),
-        job_id=state.job_id,
-        provider_id=state.id,
-        attempt=attempt,
+    return _next_attempt_dial(
+        state,
         not_before=now + timedelta(seconds=retry_delay(retry_delay_s, state.attempts)),
         reason=state.outcome or "retry",
         max_attempts=state.max_attempts,
@@ -60,12 +72,8 @@ def booking_dial(state: st.ProviderState, *, attempts_per_round: int) -> ev.Dial
     """
     if state.booking_status != st.REQUESTED or not state.terminal or state.cancelled:
         return None
-    attempt = state.attempts + 1
-    return ev.DialScheduled(
-        event_id=ids.dial_event_id(state.job_id, state.id, attempt),
-        job_id=state.job_id,
-        provider_id=state.id,
-        attempt=attempt,
+    return _next_attempt_dial(
+        state,
         reason="booking",
         max_attempts=state.attempts + attempts_per_round,
         round=max(state.booking_round, state.round + 1),

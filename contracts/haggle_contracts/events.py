@@ -417,25 +417,6 @@ ALL_EVENTS: tuple[type[Event], ...] = get_args(AnyEvent)  # one list: a new even
 # The newest schema version each event type has; a higher `v` on the wire is dead-lettered.
 CURRENT_VERSION: dict[str, int] = {cls.__struct_config__.tag: 1 for cls in ALL_EVENTS}  # type: ignore[misc]
 
-ProviderEvent = (
-    DialScheduled
-    | CallDialed
-    | DialFailed
-    | CallStatusChanged
-    | MachineDetected
-    | UtteranceTranscribed
-    | QuoteRecorded
-    | CallEnded
-    | PriceExtracted
-    | CallPlanned
-    | OfferDecided
-    | BookingRequested
-    | BookingRecorded
-    | CallPriced
-    | CallRecorded
-    | InboundCallReceived
-    | HomeownerTransfer
-)
 TERMINAL_TWILIO_STATUSES = frozenset({"completed", "busy", "no-answer", "canceled", "failed"})
 UNANSWERED_OUTCOMES: dict[str, Outcome] = {
     "busy": Outcome.BUSY,

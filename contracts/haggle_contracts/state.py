@@ -13,6 +13,7 @@ last call ended.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict
 
 import msgspec
 
@@ -183,16 +184,30 @@ def should_retry(state: ProviderState, outcome: ev.Outcome | str | None) -> bool
     )
 
 
+class ProviderTerms(TypedDict):
+    problem: str
+    zip_code: str
+    max_price: float
+    context_answers: str
+
+
+def provider_terms(job: ev.JobStarted, spec: ev.ProviderSpec) -> ProviderTerms:
+    """What one provider is asked about: its own spec's values where it has them, else the job's."""
+    return ProviderTerms(
+        problem=spec.problem or job.problem,
+        zip_code=spec.zip_code or job.zip_code,
+        max_price=spec.max_price if spec.max_price is not None else job.max_price,
+        context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
+    )
+
+
 def new_provider_state(job: ev.JobStarted, spec: ev.ProviderSpec) -> ProviderState:
     return ProviderState(
         id=spec.id,
         job_id=job.job_id,
         service_provider=spec.service_provider,
         phone_number=spec.phone_number,
-        zip_code=spec.zip_code or job.zip_code,
-        problem=spec.problem or job.problem,
-        max_price=spec.max_price if spec.max_price is not None else job.max_price,
-        context_answers=spec.context_answers if spec.context_answers is not None else job.context_answers,
+        **provider_terms(job, spec),
         timezone=spec.timezone,
         max_attempts=job.max_attempts or DEFAULT_MAX_ATTEMPTS,
         created_at=job.occurred_at,

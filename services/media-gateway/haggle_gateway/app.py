@@ -20,6 +20,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 import msgspec
@@ -183,6 +184,35 @@ def _twiml(settings: GatewaySettings, ctx: CallContext, *, record: bool = True) 
     return str(response.to_xml(xml_declaration=True))
 
 
+def _xml(twiml: str) -> Response:
+    return Response(twiml, media_type="application/xml")
+
+
+def _try_again() -> Response:
+    return Response(status_code=503, headers={"Retry-After": "1"})
+
+
+def _seconds(form: dict[str, str], field: str) -> float | None:
+    """A duration Twilio sends as a form field; None when it is missing or not a number."""
+    try:
+        return float(form[field]) if form.get(field) else None
+    except ValueError:
+        return None
+
+
+class Callback(NamedTuple):
+    """A per-call webhook that passed its checks; `started` is when it arrived (the publish budget counts from it)."""
+
+    ctx: CallContext
+    form: dict[str, str]
+    call_sid: str
+    value: str  # the field the webhook is about (CallStatus, AnsweredBy, ...)
+    started: float
+
+
+CallbackHandler = Callable[[Callback], Awaitable[Response]]
+
+
 def _hangup_twiml() -> str:
     response = VoiceResponse()
     response.hangup()
@@ -211,13 +241,12 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         except TRANSIENT_ERRORS as exc:
             registry.count(f"{kind}_bus_unavailable")
             log.error("%s webhook: call context unreadable (%s); answering 503", kind, exc or type(exc).__name__)
-            return Response(status_code=503, headers={"Retry-After": "1"})
+            return _try_again()
 
-    async def call_callback(
-        request: Request, field: str, kind: str
-    ) -> tuple[CallContext, dict[str, str], str, str] | Response:
+    async def call_callback(request: Request, field: str, kind: str) -> Callback | Response:
         """A signed per-call callback: its context, form, CallSid and `field`; or the response that ends it
         (403 for a bad signature, 204 for an unknown call or missing fields, which Twilio need not retry)."""
+        started = asyncio.get_running_loop().time()
         form = await signed_form(request)
         if form is None:
             return Response(status_code=403)
@@ -229,7 +258,20 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             registry.count(f"{kind}_unknown_call")
             log.warning("%s callback without a known call or fields; ignored", kind)
             return Response(status_code=204)
-        return ctx, form, call_sid, value
+        return Callback(ctx, form, call_sid, value, started)
+
+    def per_call_webhook(path: str, field: str, kind: str) -> Callable[[CallbackHandler], CallbackHandler]:
+        """Route POST `path` to a handler that runs only for a checked callback (see `call_callback`)."""
+        def register(handle: CallbackHandler) -> CallbackHandler:
+            async def endpoint(request: Request) -> Response:
+                found = await call_callback(request, field, kind)
+                return found if isinstance(found, Response) else await handle(found)
+
+            # Not functools.wraps: FastAPI would read the handler's signature as the route's parameters.
+            endpoint.__name__, endpoint.__doc__ = handle.__name__, handle.__doc__
+            router.post(path)(endpoint)
+            return handle
+        return register
 
     async def publish(event: ev.Event, started: float) -> Response:
         remaining = max(1.0, started + WEBHOOK_BUDGET_S - asyncio.get_running_loop().time())
@@ -247,7 +289,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return Response(status_code=403)
         if registry.draining:  # shutting down: Twilio retries the fallback URL / the balancer another replica
             registry.count("twiml_draining")
-            return Response(status_code=503, headers={"Retry-After": "1"})
+            return _try_again()
         call_id = request.query_params.get("call_id")
         ctx = await context_of(call_id, "twiml")
         if isinstance(ctx, Response):
@@ -256,12 +298,12 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         if ctx is None or ctx.token_used or (ctx.call_sid and call_sid and ctx.call_sid != call_sid):
             registry.count("twiml_unknown_call")
             log.warning("TwiML for unknown or used call %r: hanging up", (call_id or "")[:64])
-            return Response(_hangup_twiml(), media_type="application/xml")
+            return _xml(_hangup_twiml())
         if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
             log.info("call %s: prewarming the realtime session", ctx.call_id)
         if deps.callbacks is not None:
             await deps.callbacks.remember(ctx)
-        return Response(_twiml(settings, ctx), media_type="application/xml")
+        return _xml(_twiml(settings, ctx))
 
     @router.post(TRANSFER_WHISPER_PATH)
     async def transfer_whisper(request: Request) -> Response:
@@ -275,34 +317,24 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         response = VoiceResponse()
         if ctx is not None:
             response.say(whisper_line(ctx))
-        return Response(str(response.to_xml(xml_declaration=True)), media_type="application/xml")
+        return _xml(str(response.to_xml(xml_declaration=True)))
 
-    @router.post(TRANSFER_ACTION_PATH)
-    async def transfer_done(request: Request) -> Response:
+    @per_call_webhook(TRANSFER_ACTION_PATH, "DialCallStatus", "transfer")
+    async def transfer_done(found: Callback) -> Response:
         """How the transfer's <Dial> ended: bridged, the call is over; not reached, back to the agent to close."""
-        started = asyncio.get_running_loop().time()
-        found = await call_callback(request, "DialCallStatus", "transfer")
-        if isinstance(found, Response):
-            return found
-        ctx, form, call_sid, dial_status = found
+        ctx, form, call_sid, dial_status, started = found
         outcome = transfer_outcome(dial_status)
-        try:
-            duration = float(form["DialCallDuration"]) if form.get("DialCallDuration") else None
-        except ValueError:
-            duration = None
         published = await publish(ev.HomeownerTransfer(
-            event_id=f"transfer-{call_sid}", job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt,
-            call_sid=call_sid, outcome=outcome, dial_status=dial_status, duration_s=duration), started)
+            **about_call(ctx, call_sid), event_id=f"transfer-{call_sid}", outcome=outcome, dial_status=dial_status,
+            duration_s=_seconds(form, "DialCallDuration")), started)
         if published.status_code != 204:
             return published
-        if outcome == "connected":
-            return Response(_hangup_twiml(), media_type="application/xml")
-        if deps.callbacks is None:
-            return Response(_hangup_twiml(), media_type="application/xml")
+        if outcome == "connected" or deps.callbacks is None:
+            return _xml(_hangup_twiml())
         back = msgspec.structs.replace(ctx, token=secrets.token_urlsafe(24), token_used=False, transfer_failed=True)
         await deps.callbacks.calls.put(ctx_key(back.call_id), encode_context(back))
         log.info("call %s: the homeowner was not reached (%s); back to the agent to close", call_sid, dial_status)
-        return Response(_twiml(settings, back, record=False), media_type="application/xml")
+        return _xml(_twiml(settings, back, record=False))
 
     @router.post(INBOUND_PATH)
     async def twilio_inbound(request: Request) -> Response:
@@ -313,7 +345,7 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             return Response(status_code=403)
         if registry.draining:
             registry.count("inbound_draining")
-            return Response(status_code=503, headers={"Retry-After": "1"})
+            return _try_again()
         call_sid, from_number = form.get("CallSid", ""), form.get("From", "")
         try:
             caller = await deps.callbacks.lookup(from_number) if deps.callbacks and from_number else None
@@ -321,33 +353,25 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         except TRANSIENT_ERRORS as exc:
             registry.count("inbound_bus_unavailable")
             log.error("inbound call: the bus is unavailable (%s); answering 503", exc or type(exc).__name__)
-            return Response(status_code=503, headers={"Retry-After": "1"})
+            return _try_again()
         if taken is None or not call_sid:
             registry.count("inbound_unknown_caller")
             log.info("inbound call %s from a number Haggle did not call: %s", call_sid[:40],
                      "forwarded" if settings.forward_unknown_to else "one line and a hang-up")
-            return Response(unknown_caller_twiml(settings.forward_unknown_to), media_type="application/xml")
+            return _xml(unknown_caller_twiml(settings.forward_unknown_to))
         ctx, event = taken
         if (await publish(event, started)).status_code != 204:
-            return Response(status_code=503, headers={"Retry-After": "1"})
+            return _try_again()
         log.info("call %s: %s called back (job %s, attempt %d)", ctx.call_id, ctx.provider_id, ctx.job_id,
                  ctx.attempt)
         if registry.prewarms.start(ctx.call_id, lambda: open_realtime(ctx)):
             log.info("call %s: prewarming the realtime session", ctx.call_id)
-        return Response(_twiml(settings, ctx), media_type="application/xml")
+        return _xml(_twiml(settings, ctx))
 
-    @router.post("/twilio/status")
-    async def twilio_status(request: Request) -> Response:
-        started = asyncio.get_running_loop().time()
-        found = await call_callback(request, "CallStatus", "status")
-        if isinstance(found, Response):
-            return found
-        ctx, form, call_sid, status = found
-        duration: float | None
-        try:
-            duration = float(form["CallDuration"]) if form.get("CallDuration") else None
-        except ValueError:
-            duration = None
+    @per_call_webhook("/twilio/status", "CallStatus", "status")
+    async def twilio_status(found: Callback) -> Response:
+        ctx, form, call_sid, status, started = found
+        duration = _seconds(form, "CallDuration")
         if status in ev.TERMINAL_TWILIO_STATUSES and call_sid in registry.calls:
             registry.calls[call_sid].request_end("provider_hangup")
         return await publish(ev.CallStatusChanged(
@@ -357,13 +381,9 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             duration_s=duration,
         ), started)
 
-    @router.post("/twilio/amd")
-    async def twilio_amd(request: Request) -> Response:
-        started = asyncio.get_running_loop().time()
-        found = await call_callback(request, "AnsweredBy", "amd")
-        if isinstance(found, Response):
-            return found
-        ctx, _, call_sid, answered_by = found
+    @per_call_webhook("/twilio/amd", "AnsweredBy", "amd")
+    async def twilio_amd(found: Callback) -> Response:
+        ctx, _, call_sid, answered_by, started = found
         event = ev.MachineDetected(
             **about_call(ctx, call_sid),
             event_id=ids.machine_detected_event_id(call_sid),
@@ -372,13 +392,9 @@ def build_router(deps: GatewayDeps) -> APIRouter:
         registry.on_machine_detected(event)  # other replicas react through the NATS subscription
         return await publish(event, started)
 
-    @router.post(RECORDING_CALLBACK)
-    async def twilio_recording(request: Request) -> Response:
-        started = asyncio.get_running_loop().time()
-        found = await call_callback(request, "RecordingSid", "recording")
-        if isinstance(found, Response):
-            return found
-        ctx, form, _, _ = found
+    @per_call_webhook(RECORDING_CALLBACK, "RecordingSid", "recording")
+    async def twilio_recording(found: Callback) -> Response:
+        ctx, form, _, _, started = found
         event = recording_event(form, job_id=ctx.job_id, provider_id=ctx.provider_id, attempt=ctx.attempt)
         log.info("call %s: recording %s %s (%ss)", event.call_sid, event.recording_sid, event.status,
                  event.duration_s)

@@ -166,9 +166,11 @@ class FeedHub:
                 queue.put_nowait(STOP)
 
 
-async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: str, *,
-                   provider: str | None = None, heartbeat_s: float = 15.0) -> AsyncIterator[str]:
-    """The SSE body for one job (or one provider's call when `provider` is given)."""
+@contextlib.asynccontextmanager
+async def _live(nc: NatsClient, hub: FeedHub, subject: str) -> AsyncIterator[asyncio.Queue[Msg | None]]:
+    """The live messages on `subject`, queued for one feed while it is open (and known to `hub`).
+
+    A feed that falls MAX_QUEUED behind gets STOP instead of more: it ends and its browser reconnects."""
     queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=MAX_QUEUED + 1)
 
     async def on_msg(msg: Msg) -> None:
@@ -178,9 +180,20 @@ async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: s
             return
         queue.put_nowait(msg)
 
-    sub = await nc.subscribe(subjects.job_filter(job_id), cb=on_msg)
+    sub = await nc.subscribe(subject, cb=on_msg)
     hub.queues.add(queue)
     try:
+        yield queue
+    finally:
+        hub.queues.discard(queue)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: str, *,
+                   provider: str | None = None, heartbeat_s: float = 15.0) -> AsyncIterator[str]:
+    """The SSE body for one job (or one provider's call when `provider` is given)."""
+    async with _live(nc, hub, subjects.job_filter(job_id)) as queue:
         fold = JobFold(job_id)
         seen: set[str] = set()
         out: list[str] = ["retry: 2000\n\n"]
@@ -234,10 +247,6 @@ async def job_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, job_id: s
                 out.append(sse("job", fold.job()))
             if out:
                 yield "".join(out)
-    finally:
-        hub.queues.discard(queue)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 def job_summary(job_id: str, states: list[st.ProviderState]) -> dict[str, Any] | None:
@@ -260,19 +269,8 @@ async def jobs_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, *,
     The list itself is server-rendered from the store, which trails the log; the feed folds a job from its
     history on the first live event that touches it (so a row is right even when the store had not caught up),
     then applies live events on top, dropping the ones the history already held."""
-    queue: asyncio.Queue[Msg | None] = asyncio.Queue(maxsize=MAX_QUEUED + 1)
-
-    async def on_msg(msg: Msg) -> None:
-        if queue.qsize() >= MAX_QUEUED:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(STOP)
-            return
-        queue.put_nowait(msg)
-
-    sub = await nc.subscribe(subjects.all_jobs_filter(), cb=on_msg)
-    hub.queues.add(queue)
     jobs: dict[str, _FoldedJob] = {}
-    try:
+    async with _live(nc, hub, subjects.all_jobs_filter()) as queue:
         yield "retry: 2000\n\n" + sse("ready", {"page": "jobs"})
         async for batch in _batches(queue, hub, heartbeat_s):
             if batch is None:
@@ -312,7 +310,3 @@ async def jobs_feed(nc: NatsClient, js: JetStreamContext, hub: FeedHub, *,
                     out.append(sse("jobrow", row))
             if out:
                 yield "".join(out)
-    finally:
-        hub.queues.discard(queue)
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()

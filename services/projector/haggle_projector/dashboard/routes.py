@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,16 @@ def _html(body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status_code, headers=SECURITY_HEADERS)
 
 
+def _key_refused() -> Response:
+    return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+
+
+def _event_stream(body: AsyncIterator[str]) -> StreamingResponse:
+    # Proxies must neither cache nor buffer a live feed: nginx holds it back unless told X-Accel-Buffering: no.
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
 def _safe_next(raw: str | None) -> str:
     """Only same-site paths: `//evil` or `https://evil` would make the sign-in form an open redirect."""
     if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
@@ -144,6 +154,16 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/ui/login?next={quote(target, safe='')}", status_code=303)
 
+    async def job_rows_or_refusal(request: Request, job_id: str) -> list[st.ProviderState] | Response:
+        """A job's rows for a page about it; else the page to answer: the sign-in, or "job not found"."""
+        if not await signed_in(request):
+            return to_login(request)
+        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
+        if not rows:
+            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
+                                                signed_in=protected), 404)
+        return rows
+
     @router.get("/")
     async def jobs_list(request: Request) -> Response:
         if not await signed_in(request):
@@ -157,24 +177,18 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
 
     @router.get("/ui/jobs/{job_id}")
     async def job_page(request: Request, job_id: str) -> Response:
-        if not await signed_in(request):
-            return to_login(request)
-        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
-        if not rows:
-            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
-                                                signed_in=protected), 404)
+        rows = await job_rows_or_refusal(request, job_id)
+        if isinstance(rows, Response):
+            return rows
         completed = await _job_completed(deps, job_id)
         return _html(templates.job_page({**job_doc(job_id, rows), "job_completed": completed}, signed_in=protected))
 
     @router.post("/ui/jobs/{job_id}/book")
     async def book(request: Request, job_id: str) -> Response:
         """The Book button: book the best offer inside the windows typed (one per line), then back to the job."""
-        if not await signed_in(request):
-            return to_login(request)
-        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
-        if not rows:
-            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
-                                                signed_in=protected), 404)
+        rows = await job_rows_or_refusal(request, job_id)
+        if isinstance(rows, Response):
+            return rows
         form = await request.form()
         windows = [w.strip() for w in str(form.get("windows") or "").splitlines() if w.strip()]
         try:
@@ -216,7 +230,7 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
     @router.get("/ui/jobs/{job_id}/calls/{provider_id}/recordings/{recording_sid}.wav")
     async def recording(request: Request, job_id: str, provider_id: str, recording_sid: str) -> Response:
         if not await signed_in(request):
-            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+            return _key_refused()
         rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
         state = next((r for r in rows if r.id == provider_id), None)
         rec = playable(state, recording_sid) if state is not None else None
@@ -227,29 +241,24 @@ def build_dashboard_router(deps: DashboardDeps) -> APIRouter:
     @router.get("/ui/jobs/{job_id}/events")
     async def events(request: Request, job_id: str, provider: str | None = None) -> Response:
         if not await signed_in(request):
-            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+            return _key_refused()
         if not JOB_ID.match(job_id) or (provider is not None and not JOB_ID.match(provider)):
             return Response("no such job\n", status_code=404, media_type="text/plain")
         body = job_feed(deps.nc, deps.js, deps.hub, job_id, provider=provider, heartbeat_s=deps.heartbeat_s)
-        return StreamingResponse(body, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return _event_stream(body)
 
     @router.get("/ui/events")
     async def jobs_events(request: Request) -> Response:
         if not await signed_in(request):
-            return Response("missing or wrong API key\n", status_code=401, media_type="text/plain")
+            return _key_refused()
         body = jobs_feed(deps.nc, deps.js, deps.hub, heartbeat_s=deps.heartbeat_s)
-        return StreamingResponse(body, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return _event_stream(body)
 
     @router.post("/ui/jobs/{job_id}/cancel")
     async def cancel_job(request: Request, job_id: str) -> Response:
-        if not await signed_in(request):
-            return to_login(request)
-        rows = await _job_rows(deps, job_id) if JOB_ID.match(job_id) else []
-        if not rows:
-            return _html(templates.message_page("Job not found", f"There is no job {job_id!r}.",
-                                                signed_in=protected), 404)
+        rows = await job_rows_or_refusal(request, job_id)
+        if isinstance(rows, Response):
+            return rows
         try:
             await deps.publish(job_cancelled(job_id))
         except LOG_ERRORS as exc:

@@ -54,6 +54,18 @@
     return tr;
   }
 
+  function updateCells(node, cells) {
+    node.querySelectorAll("[data-field]").forEach((cell) => {
+      const text = cells[cell.dataset.field];
+      if (text !== undefined && cell.textContent !== text) {
+        cell.textContent = text;
+        cell.classList.remove("flash");
+        void cell.offsetWidth; // restart the highlight animation
+        cell.classList.add("flash");
+      }
+    });
+  }
+
   function onRow(row) {
     let nodes = providerNodes(row.id);
     if (nodes.length === 0 && page === "job") nodes = [newRow(row)].filter(Boolean);
@@ -61,15 +73,7 @@
       node.dataset.status = row.status;
       node.dataset.outcome = row.outcome;
       node.dataset.terminal = row.terminal ? "true" : "false";
-      node.querySelectorAll("[data-field]").forEach((cell) => {
-        const text = row.cells[cell.dataset.field];
-        if (text !== undefined && cell.textContent !== text) {
-          cell.textContent = text;
-          cell.classList.remove("flash");
-          void cell.offsetWidth; // restart the highlight animation
-          cell.classList.add("flash");
-        }
-      });
+      updateCells(node, row.cells);
     }
   }
 
@@ -176,15 +180,7 @@
 
   function jobCells(tr, row) {
     tr.dataset.state = row.state;
-    tr.querySelectorAll("[data-field]").forEach((cell) => {
-      const text = row.cells[cell.dataset.field];
-      if (text !== undefined && cell.textContent !== text) {
-        cell.textContent = text;
-        cell.classList.remove("flash");
-        void cell.offsetWidth; // restart the highlight animation
-        cell.classList.add("flash");
-      }
-    });
+    updateCells(tr, row.cells);
   }
 
   function newJobRow(row) {
