@@ -7,8 +7,8 @@
 --
 -- It is idempotent and upgrades a seed-era `providers` table (only the seed's columns) in place:
 -- existing rows are kept, Haggle's columns are added with their defaults.
--- This file lives in the projector's package (the store reads it from there); deploy/migrations/001_providers.sql
--- is a symbolic link to it, so there is one copy to edit.
+-- Source of truth: services/projector/haggle_projector/stores/providers.sql
+-- (deploy/migrations/001_providers.sql is a copy; a test keeps them identical).
 
 create table if not exists providers (
     -- The seed's columns.
