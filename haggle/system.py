@@ -162,6 +162,12 @@ class System:
             self.nats.stop()
 
 
+# A server that closes an idle connection just as a client reuses it fails that request (httpx's pool and uvicorn
+# both default to 5 s, so the two expire together). The side that holds a pool (httpx, a proxy's upstream
+# keep-alive, a load balancer, at most about 60 s) must give the connection up first.
+IDLE_KEEP_ALIVE_S = 75
+
+
 async def start_system(
     settings: Settings,
     services: Iterable[str] = SERVICES,
@@ -184,7 +190,8 @@ async def start_system(
             handles.append(await start_service(name, rt, **(service_options or {}).get(name, {})))
         app = build_app(handles, settings=settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
-                                log_level="warning", lifespan="off", ws_max_size=65536)
+                                log_level="warning", lifespan="off", ws_max_size=65536,
+                                timeout_keep_alive=IDLE_KEEP_ALIVE_S)
         server = uvicorn.Server(config)
         system = System(settings=settings, rt=rt, handles=handles, server=server, port=0, nats=embedded)
         system._serve_task = asyncio.create_task(server.serve())

@@ -92,10 +92,12 @@ async def serve_app(app: Any, host: str = "127.0.0.1", port: int = 0, *, startup
 
     `sock`: an already bound socket to serve on instead (for a caller that must know the port before the app
     exists); it is closed when the server stops. `name` is for log and error messages. Other keyword arguments
-    go to `uvicorn.Config` (defaults here: log_level="warning", lifespan="off").
+    go to `uvicorn.Config` (defaults here: log_level="warning", lifespan="off", and idle connections kept 75 s, as
+    the services do: longer than a client's pool keeps them, so a reused connection is never one being closed).
     """
     config.setdefault("log_level", "warning")
     config.setdefault("lifespan", "off")
+    config.setdefault("timeout_keep_alive", 75)
     server = _EmbeddedServer(uvicorn.Config(app, host=host, port=port, **config))
     task = asyncio.create_task(_serve(server, None if sock is None else [sock]), name=f"{name} (uvicorn)")
     served = ServedApp(server, task, host, port, name, shutdown_timeout)
