@@ -9,42 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.websockets import WebSocketDisconnect
-
-
-def _tick_100ms() -> None:
-    """The per-call ticker wakes every 100 ms instead of 50 ms."""
-    from haggle_gateway import pumps
-
-    pumps.TICK_S = 0.1
-
-
-def _raw_asgi_link() -> None:
-    """StarletteLink talks to the ASGI receive/send callables directly instead of through starlette's wrapper."""
-    from haggle_gateway import app
-    from haggle_gateway.bridge import Frame
-
-    async def receive(self: app.StarletteLink) -> Frame:
-        if self._closed:
-            return Frame(closed=True)
-        try:
-            message = await self._ws._receive()
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self._closed = True
-            return Frame(closed=True)
-        if message["type"] == "websocket.disconnect":
-            self._closed = True
-            return Frame(closed=True)
-        text = message.get("text")
-        if text is not None:
-            return Frame(text=text)
-        return Frame(binary=message.get("bytes") or b"")
-
-    async def send(self: app.StarletteLink, text: str) -> None:
-        await self._ws._send({"type": "websocket.send", "text": text})
-
-    app.StarletteLink.receive = receive  # type: ignore[method-assign]
-    app.StarletteLink.send = send  # type: ignore[method-assign]
+from starlette.websockets import WebSocket
 
 
 def _mark_each_chunk() -> None:
@@ -63,31 +28,17 @@ def _tick_50ms() -> None:
 
 
 def _starlette_ws() -> None:
-    """The gateway as it was: media-stream frames through Starlette's WebSocket wrapper (receive/send_text)."""
+    """The gateway as it was: media-stream frames through Starlette's WebSocket wrapper (its receive/send re-check
+    the wrapper's state machine), the link otherwise unchanged."""
     from haggle_gateway import app
-    from haggle_gateway.bridge import Frame
 
-    async def receive(self: app.StarletteLink) -> Frame:
-        if self._closed:
-            return Frame(closed=True)
-        try:
-            message = await self._ws.receive()
-        except (WebSocketDisconnect, RuntimeError):
-            self._closed = True
-            return Frame(closed=True)
-        if message["type"] == "websocket.disconnect":
-            self._closed = True
-            return Frame(closed=True)
-        text = message.get("text")
-        if text is not None:
-            return Frame(text=text)
-        return Frame(binary=message.get("bytes") or b"")
+    init = app.StarletteLink.__init__
 
-    async def send(self: app.StarletteLink, text: str) -> None:
-        await self._ws.send_text(text)
+    def through_the_wrapper(self: app.StarletteLink, websocket: WebSocket) -> None:
+        init(self, websocket)
+        self._receive, self._send = websocket.receive, websocket.send
 
-    app.StarletteLink.receive = receive  # type: ignore[method-assign]
-    app.StarletteLink.send = send  # type: ignore[method-assign]
+    app.StarletteLink.__init__ = through_the_wrapper  # type: ignore[method-assign]
 
 
 def _gc_freeze() -> None:
@@ -95,8 +46,6 @@ def _gc_freeze() -> None:
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
-    "tick100": _tick_100ms,
-    "rawlink": _raw_asgi_link,
     "gcfreeze": _gc_freeze,
     "markeach": _mark_each_chunk,
     "tick50": _tick_50ms,
