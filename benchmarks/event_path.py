@@ -3,8 +3,9 @@
 A fresh nats-server and the real projector service (`haggle_projector.run.start`, SQLite store, its durable
 ordered consumer) run in this process. `calls` simulated calls each publish one utterance every `interval_s`
 (random phase, so the rate is steady, like the gateway's outboxes during `calls` live calls). The lag of an
-utterance is the time from just before its publish to the moment the projector's store upsert that first
-contains it has returned (the store's `upsert` is wrapped; nothing else is changed).
+utterance is the time from just before its publish to the moment the projector's store write that first
+contains it has returned (the store's `upsert_many`, through which the projector writes each event's rows in one
+transaction, is wrapped; nothing else is changed).
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ async def _run(rt: Runtime, *, calls: int, duration_s: float, interval_s: float,
     published_at: dict[str, float] = {}
     lags: list[float] = []
     rows = 0
-    original = store.upsert
+    original = store.upsert_many
     changed = asyncio.Event()
 
-    async def timed_upsert(row: ProviderState) -> None:
+    async def timed_upsert_many(states: list[ProviderState]) -> None:
         nonlocal rows
-        await original(row)
+        await original(states)
         now = time.perf_counter()
-        rows += 1
-        for u in row.transcript:
-            at = published_at.pop(u.utterance_id, None)
-            if at is not None:
-                lags.append((now - at) * 1000.0)
+        rows += len(states)
+        for row in states:
+            for u in row.transcript:
+                at = published_at.pop(u.utterance_id, None)
+                if at is not None:
+                    lags.append((now - at) * 1000.0)
         changed.set()
 
-    store.upsert = timed_upsert
+    store.upsert_many = timed_upsert_many
     job_id = f"benchjob_{secrets.token_hex(4)}"
     providers = [ev.ProviderSpec(id=f"bp{i}_{secrets.token_hex(3)}", service_provider=f"Bench {i}",
                                  phone_number=f"+1415555{i:04d}") for i in range(calls)]
