@@ -132,9 +132,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Under xdist (`make test` runs two workers) the PostgreSQL tests run on one worker, so only one session opens
-    # `pg_url` (one testcontainer where Docker stands in for the machine's server); each test already has its own
-    # schema or table. Everything else spreads freely, with a nats-server per worker.
-    for item in items:
-        if item.get_closest_marker("postgres"):
-            item.add_marker(pytest.mark.xdist_group("postgres"))
+    # Longest first: under `--dist load` the first items go out one per worker, so the real-time end-to-end tests
+    # start together at the beginning instead of one of them starting last and setting the suite's end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: collection order otherwise
+
+
+@pytest.fixture
+def pg_database(pg_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test's own, dropped afterwards: tests that need the default `public.providers`
+    table run on any xdist worker at the same time as the others without sharing it."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"haggle_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    try:
+        yield urlunsplit(urlsplit(pg_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # FORCE: a service a test left connected
+            conn.execute(f"drop database if exists {name} with (force)")

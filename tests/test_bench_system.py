@@ -18,6 +18,7 @@ from benchmarks.gateway_bench import Bench, Step
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.mark.slow
 async def test_system_step_streams_both_ways_and_reports(tmp_path: Path) -> None:
     async with Bench(tmp_path, pin=False, quiet_wait_s=0.0) as bench:
         system = await bench.run(Step(target="system", calls=2, duration_s=1.5, warmup_s=0.5, loop="asyncio"))

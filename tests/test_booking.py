@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
@@ -62,6 +63,7 @@ async def wait_booking(api: str, job_id: str, status: str, timeout_s: float) -> 
     return await asyncio.wait_for(poll(), timeout_s)
 
 
+@pytest.mark.slow
 async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(nc, nats_server,
                                                                                 tmp_path: Path) -> None:
     joe = negotiation("Joe's Plumbing", "+14155550301", first_quote=200, counter=150, final=175, ms_per_char=8)

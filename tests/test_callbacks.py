@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_gateway.inbound import INBOUND_PATH, UNKNOWN_CALLER_LINE, unknown_caller_twiml
@@ -28,6 +29,7 @@ def test_unknown_caller_twiml() -> None:
     assert "<Dial>+14155550199</Dial>" in unknown_caller_twiml("+14155550199")
 
 
+@pytest.mark.slow
 async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'cb.db'}", calling_hours=None,
                         port=0)

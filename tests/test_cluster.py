@@ -33,6 +33,7 @@ N = 30
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
+@pytest.mark.slow
 async def test_cluster_job_survives_a_nats_node_and_a_gateway_dying(tmp_path: Path) -> None:
     # Auth on, as in deploy/nats/: the services carry the user and password in NATS_URL.
     cluster = NatsCluster(tmp_path / "nats", size=3, auth=("haggle", "cluster-secret")).start()

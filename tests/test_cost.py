@@ -46,6 +46,7 @@ def test_priced_event_adds_its_parts() -> None:
     assert missing.total == missing.realtime_cost == round(10 / 60 * RATE, 4)  # the status's duration
 
 
+@pytest.mark.slow
 async def test_costs_add_up_per_call_provider_and_job(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'cost.db'}", calling_hours=None,
                         port=0, realtime_price_per_minute=RATE)

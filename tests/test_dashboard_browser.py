@@ -113,6 +113,7 @@ async def statuses(page: Any) -> dict[str, list[str]]:
     return await page.evaluate("() => window.__seen")
 
 
+@pytest.mark.slow
 async def test_simulated_job_started_from_the_form_shows_live_to_the_end(nc, nats_server, tmp_path: Path,
                                                                          browser: Any) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'b.db'}", port=0, api_key=KEY)
@@ -211,6 +212,7 @@ def scripted_call(job_id: str, pid: str) -> list[ev.Event]:
     ]
 
 
+@pytest.mark.slow
 async def test_scripted_call_updates_the_page_step_by_step(nc, nats_server, tmp_path: Path, browser: Any) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 's.db'}", port=0, api_key=KEY)
     system = await start_system(settings, ["projector"], nats_url=nats_server.url, port=0)

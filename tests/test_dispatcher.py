@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_sim.personas import Persona, PersonaBook, Turn, negotiation
@@ -66,8 +67,11 @@ def max_in_any_second(times: list[float]) -> int:
     return best
 
 
+@pytest.mark.slow
 async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_server, tmp_path: Path) -> None:
-    personas = numbered(60, "no-answer", ring_ms=2600)
+    # 24 calls ringing 2.6 s, at most 5 live: the cap binds (5 / 2.6 s is about the 2/s pacing) and the whole job
+    # still takes 11.5 s or more, long enough that a pacing each process kept for itself would show.
+    personas = numbered(24, "no-answer", ring_ms=2600)
     async with standins(personas) as (twilio, realtime):
         port = free_port()
         public = f"http://127.0.0.1:{port}"
@@ -94,19 +98,20 @@ async def test_cap_and_pacing_hold_across_two_dispatcher_processes(nc, nats_serv
             await system.stop(5)
         stats = twilio.stats
         per_number = Counter(c.params["To"][0] for c in twilio.calls)
-    assert len(per_number) == 60 and set(per_number.values()) == {1}
+    assert len(per_number) == 24 and set(per_number.values()) == {1}
     assert 4 <= stats.max_live <= 5, stats.max_live  # the cap held, and it was actually reached
     # Pacing at 2/s shared by both processes. Measured where Twilio would, at the stand-in, a late REST request (a
     # busy loop on either side) can land close to the next one; so: never a burst, and never faster on average.
-    # (Unshared pacing would dial at 4/s: 4+ in a second and the 60 calls in ~15 s.)
+    # (Unshared pacing would dial at 4/s: 4+ in a second and the 24 calls in ~6 s.)
     created = sorted(stats.created_at)
     assert max_in_any_second(created) <= 3
     assert created[-1] - created[0] >= (len(created) - 1) / 2.0
     assert {(p["call_status"], p["outcome"]) for p in doc["providers"]} == {("failed", "no_answer")}
     history = await bus.job_history(nc.jetstream(), "caps")
-    assert sum(isinstance(e, ev.CallDialed) for e in history) == 60
+    assert sum(isinstance(e, ev.CallDialed) for e in history) == 24
 
 
+@pytest.mark.slow
 async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
     voicemail = Persona(business="Voicemail Plumbing", phone="+14155557003", answer="voicemail",
                         turns=(Turn("provider", "You have reached Voicemail Plumbing, please leave a message."),),
@@ -200,6 +205,7 @@ async def drained_dials(js) -> None:  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc, nats_server, tmp_path: Path) -> None:
     personas = numbered(50, "no-answer", ring_ms=1500, start=200)
     async with standins(personas) as (twilio, realtime):
@@ -250,6 +256,7 @@ async def test_sigkill_mid_job_dials_everyone_once_and_reconciles_live_calls(nc,
     assert sum(isinstance(e, ev.CallDialed) for e in history) == 50
 
 
+@pytest.mark.slow
 async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_server, tmp_path: Path) -> None:
     personas = [negotiation(f"Cancel Plumber {i}", f"+1415559{i:04d}", first_quote=200, counter=150, final=175,
                             ms_per_char=10) for i in range(6)]

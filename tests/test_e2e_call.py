@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_sim.personas import demo_personas
@@ -18,6 +19,7 @@ from haggle.simulate import simulated_world
 from haggle.system import start_system
 
 
+@pytest.mark.slow
 async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'e2e.db'}", calling_hours=None,
                         port=0)

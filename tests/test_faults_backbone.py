@@ -28,6 +28,7 @@ from haggle.simulate import simulated_world
 from haggle.system import start_system
 
 
+@pytest.mark.slow
 async def test_nats_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
     server = EmbeddedNats(tmp_path / "nats", name="restartable").start()
     personas = demo_personas(ms_per_char=14)

@@ -265,6 +265,7 @@ async def test_provider_hangup_ends_the_call_without_a_rest_hangup(nc) -> None: 
         assert texts[:4] == [t.text.replace("{business}", "Joe's Plumbing") for t in persona.turns[:4]]
 
 
+@pytest.mark.slow
 async def test_voicemail_verdict_ends_the_call(nc) -> None:  # type: ignore[no-untyped-def]
     persona = Persona(business="Drain Kings", phone="+14155550105", answer="voicemail", ms_per_char=12)
     async with GatewayHarness(nc, PersonaBook([persona])) as h:

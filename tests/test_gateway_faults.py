@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
@@ -183,6 +184,7 @@ def joe(ms_per_char: int = 12) -> Persona:
 # ------------------------------------------------------------------------------------------------ realtime drops
 
 
+@pytest.mark.slow
 async def test_realtime_drop_is_survived_by_reopening_with_the_conversation(nc, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     persona = joe()
     # The first session dies right after the agent's second line; the second one is not dropped.
@@ -220,6 +222,7 @@ async def test_realtime_drop_is_survived_by_reopening_with_the_conversation(nc, 
     assert [u.text for u in by_call[call.sid]] == [line["text"] for line in lines(persona)]
 
 
+@pytest.mark.slow
 async def test_realtime_lost_twice_or_not_reopened_ends_the_call(nc, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     persona = joe()
     scenarios = {
@@ -318,6 +321,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+@pytest.mark.slow
 async def test_gateway_killed_mid_call_is_settled_from_the_status_callback(nc, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     persona = joe(ms_per_char=30)  # slow enough to be mid-conversation at the kill
     book = PersonaBook([persona])
@@ -377,6 +381,7 @@ def short_call() -> Persona:
     ))
 
 
+@pytest.mark.slow
 async def test_sigterm_drains_live_calls_then_ends_the_rest(nc, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     quick, slow = short_call(), joe(ms_per_char=40)
     book = PersonaBook([quick, slow])

@@ -32,6 +32,7 @@ def agreed_price(h: GatewayHarness, call_sid: str) -> float | None:
 
 
 @pytest.mark.parametrize(("amd", "verdict"), [("Enable", "machine_start"), ("DetectMessageEnd", "machine_end_other")])
+@pytest.mark.slow
 async def test_receptionist_with_a_long_greeting_is_talked_to(nc, amd: str, verdict: str) -> None:  # type: ignore[no-untyped-def]
     persona = receptionist("Summit Plumbing", "+14155550111", first_quote=200, counter=150, final=175,
                            greeting_ms=5000, ms_per_char=12)
@@ -57,6 +58,7 @@ async def test_voicemail_after_the_beep_hangs_up_by_default(nc) -> None:  # type
 
 
 @pytest.mark.parametrize("amd", ["DetectMessageEnd", "Enable"])
+@pytest.mark.slow
 async def test_voicemail_message_is_left_after_the_beep(nc, amd: str) -> None:  # type: ignore[no-untyped-def]
     """DetectMessageEnd says `machine_end_beep`; Enable only `machine_start`, and the gateway hears the beep."""
     persona = voicemail("Drain Kings", "+14155550113", greeting_ms=3000)
@@ -76,6 +78,7 @@ async def test_voicemail_message_is_left_after_the_beep(nc, amd: str) -> None:  
         assert stream.marks_echoed[-1][1].endswith("-bye")
 
 
+@pytest.mark.slow
 async def test_phone_menu_is_answered_with_keys_and_reaches_a_price(nc) -> None:  # type: ignore[no-untyped-def]
     persona = phone_menu("Summit Plumbing", "+14155550114", first_quote=200, counter=150, final=175, key="1",
                          ms_per_char=12)
@@ -91,6 +94,7 @@ async def test_phone_menu_is_answered_with_keys_and_reaches_a_price(nc) -> None:
         assert stream.talked_over_bytes == 0  # nothing said over the menu
 
 
+@pytest.mark.slow
 async def test_a_menu_that_never_lets_us_through_ends_as_ivr_stuck(nc) -> None:  # type: ignore[no-untyped-def]
     # Only 9 leads on, and nobody presses 9: the menu replays after every other key.
     persona = Persona(business="Loop Plumbing", phone="+14155550115", ms_per_char=12, menu_timeout_ms=4000,
@@ -111,6 +115,7 @@ async def test_a_menu_that_never_lets_us_through_ends_as_ivr_stuck(nc) -> None: 
         assert stream.talked_over_bytes == 0
 
 
+@pytest.mark.slow
 async def test_hold_music_then_a_person_and_a_price(nc) -> None:  # type: ignore[no-untyped-def]
     persona = on_hold("Bay Pipe Pros", "+14155550116", first_quote=250, counter=150, final=180, hold_ms=10000,
                       ms_per_char=12)
@@ -127,6 +132,7 @@ async def test_hold_music_then_a_person_and_a_price(nc) -> None:  # type: ignore
         assert len(greetings) <= 1
 
 
+@pytest.mark.slow
 async def test_call_screening_gets_one_line_then_the_person(nc) -> None:  # type: ignore[no-untyped-def]
     persona = screened("Joe's Plumbing", "+14155550117", first_quote=200, counter=150, final=175, ms_per_char=12)
     async with GatewayHarness(nc, PersonaBook([persona])) as h:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 from haggle_contracts import events as ev
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +48,7 @@ async def refused_stream(base_url: str) -> int | None:
         return ws.close_code
 
 
+@pytest.mark.slow
 async def test_gateway_metrics_after_a_simulated_call(nc, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     persona = joe()
     async with world(nc, nats_server.url, tmp_path, [persona], "m1",

@@ -59,9 +59,7 @@ async def until(check, timeout_s: float = 20.0):  # type: ignore[no-untyped-def]
 def projection_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'p.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    with psycopg.connect(url, autocommit=True) as conn:  # this test's own table: start from nothing
-        conn.execute("drop table if exists providers")
+    url: str = request.getfixturevalue("pg_database")  # this test's own database: `public.providers` from nothing
     return url
 
 

@@ -111,17 +111,14 @@ async def test_projection_store_down_at_start_does_not_stop_the_service(nc, nats
 
 @pytest.mark.postgres
 async def test_a_projection_store_that_comes_up_later_is_projected_into(nc, nats_server, tmp_path: Path,
-                                                                       pg_url: str) -> None:
+                                                                       pg_database: str) -> None:
     """PostgreSQL unreachable at start (nothing listens on its port yet), then reachable through a TCP relay to the
     real server: the service was up all along, and once the store answers the projection catches up."""
-    import psycopg
     from haggle_sim.tcp_balancer import TcpBalancer
 
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("drop table if exists providers")
     relay_port = free_port()
-    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{relay_port}")
-    assert url != pg_url
+    url = pg_database.replace("127.0.0.1:5432", f"127.0.0.1:{relay_port}")
+    assert url != pg_database
     system = await start_system(Settings(data_dir=tmp_path, projection_url=url, port=0), ["projector"],
                                 nats_url=nats_server.url, port=0)
     try:

@@ -92,6 +92,7 @@ def test_options_answers_with_the_documented_methods(api: str) -> None:
     assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST", "OPTIONS"}
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_nothing(api: str) -> None:
     config = SchemathesisConfig.from_dict({
         "headers": {"Authorization": f"Bearer {KEY}"},

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import msgspec
+import pytest
 from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_projector.projector import Projector, rebuild
@@ -97,6 +98,7 @@ async def _wait_rows(store: SqliteStore, job_id: str, predicate, timeout: float 
     return await asyncio.wait_for(poll(), timeout)
 
 
+@pytest.mark.slow
 async def test_projector_killed_mid_stream_loses_and_duplicates_nothing(nc, nats_server, tmp_path: Path) -> None:
     """SIGKILL the projector process while events are still arriving; a restarted one finishes the job."""
     js = nc.jetstream()

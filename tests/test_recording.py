@@ -136,6 +136,7 @@ async def test_recorded_call_plays_on_the_call_page(nc, nats_server, tmp_path: P
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 async def test_record_calls_on_through_the_real_services(nc, nats_server, tmp_path: Path,
                                                          browser: Any) -> None:  # noqa: F811
     """RECORD_CALLS=on: the gateway's TwiML starts a dual-channel recording, the agent's opening says the notice,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import events as ev
 from haggle_contracts import fanout, subjects
 from haggle_contracts.calls import decode_context
@@ -42,6 +43,7 @@ def personas() -> list[Persona]:
     ]
 
 
+@pytest.mark.slow
 async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None:
     cast = personas()
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'm.db'}", calling_hours=None,

@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_gateway.transfer import FALLBACK_LINE
@@ -34,6 +35,7 @@ def owner_only(business: str, phone: str) -> Persona:
     ))
 
 
+@pytest.mark.slow
 async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 't.db'}", calling_hours=None,
                         port=0, transfer_ring_s=5)

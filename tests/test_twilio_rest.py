@@ -54,6 +54,7 @@ async def run_job(nc, nats_url: str, world, job_id: str, personas: list[Persona]
     return doc, await bus.job_history(nc.jetstream(), job_id)
 
 
+@pytest.mark.slow
 async def test_rate_limits_and_server_errors_delay_the_dial_and_honour_retry_after(
         nc, nats_server, tmp_path: Path) -> None:
     busy = Persona(business="Busy Bee Plumbing", phone="+14155558001", answer="busy", ring_ms=100)
@@ -90,6 +91,7 @@ async def test_an_outage_longer_than_the_window_fails_the_dial_as_transient(nc, 
     assert (row["call_status"], row["outcome"]) == ("failed", "failed")
 
 
+@pytest.mark.slow
 async def test_a_create_lost_in_a_client_timeout_is_adopted_not_placed_again(nc, nats_server, tmp_path: Path) -> None:
     deal = negotiation("Deal Plumbing", "+14155558003", first_quote=200, counter=150, final=175, ms_per_char=10)
     async with simulated_world(world_settings(tmp_path, twilio_http_timeout_s=1.0),
@@ -112,6 +114,7 @@ async def test_a_create_lost_in_a_client_timeout_is_adopted_not_placed_again(nc,
     assert (row["call_status"], row["outcome"], row["negotiated_price"]) == ("completed", "agreed", 175)
 
 
+@pytest.mark.slow
 async def test_status_callbacks_out_of_order_and_twice_leave_the_right_final_state(
         nc, nats_server, tmp_path: Path) -> None:
     deal = negotiation("Deal Plumbing", "+14155558004", first_quote=200, counter=150, final=175, ms_per_char=10)

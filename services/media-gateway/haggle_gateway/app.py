@@ -389,8 +389,11 @@ def build_router(deps: GatewayDeps) -> APIRouter:
             event_id=ids.machine_detected_event_id(call_sid),
             answered_by=answered_by,
         )
-        registry.on_machine_detected(event)  # other replicas react through the NATS subscription
-        return await publish(event, started)
+        # On the log first, then acted on here: the CallEnded a voicemail verdict leads to must not precede it.
+        # Other replicas react through the NATS subscription; this one reacts even if the publish failed.
+        response = await publish(event, started)
+        registry.on_machine_detected(event)
+        return response
 
     @per_call_webhook(RECORDING_CALLBACK, "RecordingSid", "recording")
     async def twilio_recording(found: Callback) -> Response:
