@@ -19,12 +19,10 @@ from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import PersonaBook, ToolCall, Turn, negotiation
-from waits import ACCEPTED, settled, wait_job_completed
+from waits import ACCEPTED, job_body, running_world, settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
-from haggle.simulate import simulated_world
-from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
 WINDOWS = ["Sat Jan 10, 8am-12pm", "Mon Jan 12, after 3pm"]
@@ -71,50 +69,42 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
     cast = [replace(joe, callbacks=(BOOKED_OUT, CONFIRMS)), bay]
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'b.db'}", calling_hours=None,
                         port=0, negotiation_strategy="market")
-    async with simulated_world(settings, personas=PersonaBook(cast)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        try:
-            body = {"job_id": "bk", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
-                    "providers": [{"id": f"b{i}", "service_provider": p.business, "phone_number": p.phone}
-                                  for i, p in enumerate(cast)]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                early = await http.post("/jobs/bk/book", json={})
-                assert early.status_code == 409 and "still negotiating" in early.json()["detail"]
-                assert (await http.post("/jobs/nojob/book", json={})).status_code == 404
-                await wait_job_completed(nc, "bk", timeout=90)
-                bad = await http.post("/jobs/bk/book", json={"windows": ["\x00"], "when": "now"})
-                assert bad.status_code == 422
-                assert (await http.post("/jobs/bk/book", json={"provider_id": "nobody"})).status_code == 404
-                # The job page's Book button: the best offer, inside the windows typed one per line.
-                page = (await http.get("/ui/jobs/bk")).text
-                assert 'id="book"' in page and "Book Joe&#x27;s Plumbing at $175" in page
-                refused = await http.post("/ui/jobs/bk/book", data={"windows": "x" * 300})
-                assert refused.status_code == 409 and "at most 200 characters" in refused.text
-                pressed = await http.post("/ui/jobs/bk/book", data={"windows": "\n".join(WINDOWS)})
-                assert pressed.status_code == 303 and pressed.headers["location"] == "/ui/jobs/bk"
-                again = await http.post("/jobs/bk/book", json={})
-                assert again.status_code == 409 and "already requested" in again.json()["detail"]
-                doc = await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
-                page = (await http.get("/ui/jobs/bk")).text
-                assert 'data-booking-status="failed"' in page and 'id="book"' in page  # it can be booked again
-                # Booked again through the API, for another day: this time the business confirms.
-                booked = await http.post("/jobs/bk/book", json={"windows": ["Tue Jan 13, any time"]})
-                assert booked.status_code == 202, booked.text
-                assert booked.json() == {"status": "requested", "job_id": "bk", "provider_id": "b0", "price": 175,
-                                         "windows": ["Tue Jan 13, any time"]}
-                confirmed = await wait_booking(system.base_url, "bk", "confirmed", timeout_s=60)
-                assert confirmed["best_offer"]["provider_id"] == "b0"  # the agreement stands during the call
-                confirmed = await settled(system.base_url, "bk", timeout_s=30)
-                page = (await http.get("/ui/jobs/bk")).text
-                assert 'data-booking-status="confirmed"' in page and "Tue Jan 13, 10am" in page
-                assert 'id="book"' not in page  # booked: no second booking
-            calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
-            contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
-        finally:
-            await system.stop(5)
-        dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
+    async with running_world(settings, PersonaBook(cast), nats_server.url) as (world, system):
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("bk", cast, ids="b"))).status_code in ACCEPTED
+            early = await http.post("/jobs/bk/book", json={})
+            assert early.status_code == 409 and "still negotiating" in early.json()["detail"]
+            assert (await http.post("/jobs/nojob/book", json={})).status_code == 404
+            await wait_job_completed(nc, "bk", timeout=90)
+            bad = await http.post("/jobs/bk/book", json={"windows": ["\x00"], "when": "now"})
+            assert bad.status_code == 422
+            assert (await http.post("/jobs/bk/book", json={"provider_id": "nobody"})).status_code == 404
+            # The job page's Book button: the best offer, inside the windows typed one per line.
+            page = (await http.get("/ui/jobs/bk")).text
+            assert 'id="book"' in page and "Book Joe&#x27;s Plumbing at $175" in page
+            refused = await http.post("/ui/jobs/bk/book", data={"windows": "x" * 300})
+            assert refused.status_code == 409 and "at most 200 characters" in refused.text
+            pressed = await http.post("/ui/jobs/bk/book", data={"windows": "\n".join(WINDOWS)})
+            assert pressed.status_code == 303 and pressed.headers["location"] == "/ui/jobs/bk"
+            again = await http.post("/jobs/bk/book", json={})
+            assert again.status_code == 409 and "already requested" in again.json()["detail"]
+            doc = await wait_booking(system.base_url, "bk", "failed", timeout_s=60)
+            page = (await http.get("/ui/jobs/bk")).text
+            assert 'data-booking-status="failed"' in page and 'id="book"' in page  # it can be booked again
+            # Booked again through the API, for another day: this time the business confirms.
+            booked = await http.post("/jobs/bk/book", json={"windows": ["Tue Jan 13, any time"]})
+            assert booked.status_code == 202, booked.text
+            assert booked.json() == {"status": "requested", "job_id": "bk", "provider_id": "b0", "price": 175,
+                                     "windows": ["Tue Jan 13, any time"]}
+            confirmed = await wait_booking(system.base_url, "bk", "confirmed", timeout_s=60)
+            assert confirmed["best_offer"]["provider_id"] == "b0"  # the agreement stands during the call
+            confirmed = await settled(system.base_url, "bk", timeout_s=30)
+            page = (await http.get("/ui/jobs/bk")).text
+            assert 'data-booking-status="confirmed"' in page and "Tue Jan 13, 10am" in page
+            assert 'id="book"' not in page  # booked: no second booking
+        calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
+        contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+    dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
     assert dialed.count(joe.phone) == 3 and dialed.count(bay.phone) == 1  # the booking calls went to the best
     booking_ctx = next(c for c in contexts if c.provider_id == "b0" and c.booking is not None)

@@ -10,17 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_gateway.inbound import INBOUND_PATH, UNKNOWN_CALLER_LINE, unknown_caller_twiml
 from haggle_sim.callbacks import callback_persona
 from haggle_sim.personas import demo_personas
-from waits import ACCEPTED
+from waits import ACCEPTED, JobWatch, job_body, running_world
 
 from haggle import bus
 from haggle.config import Settings
-from haggle.simulate import SIM_FROM, simulated_world
-from haggle.system import start_system
+from haggle.simulate import SIM_FROM
 
 
 def test_unknown_caller_twiml() -> None:
@@ -35,61 +33,37 @@ async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path
                         port=0)
     personas = demo_personas(ms_per_char=12)
     drip = next(p for p in personas if p.business == "Drip Masters")
-    async with simulated_world(settings, personas=personas) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        seen: list[ev.Event] = []
-        changed = asyncio.Event()
+    async with running_world(settings, personas, nats_server.url) as (world, system), JobWatch(nc, "cb1") as watch:
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("cb1", [drip], ids="d"))).status_code in ACCEPTED
+            first = await watch.until(lambda e: isinstance(e, ev.PriceExtracted), 60)
+            assert first.outcome == ev.Outcome.NO_AGREEMENT and first.attempt == 1  # type: ignore[attr-defined]
+            sessions_before = len(world.realtime.sessions)  # type: ignore[attr-defined]
 
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-            seen.append(codec.decode(msg.data))
-            changed.set()
+            # An hour later Drip Masters calls the number back.
+            world.personas.add(callback_persona(drip.business, drip.phone, price=180))
+            voice_url = world.settings.public_base_url + INBOUND_PATH  # as set in the Twilio console
+            call = await world.twilio.inbound_call(drip.phone, SIM_FROM, voice_url)  # type: ignore[attr-defined]
+            inbound = await watch.until(lambda e: isinstance(e, ev.InboundCallReceived), 30)
+            second = await watch.until(lambda e: isinstance(e, ev.PriceExtracted) and e.attempt == 2, 60)
 
-        async def until(pred) -> ev.Event:  # type: ignore[no-untyped-def]
-            while True:
-                found = next((e for e in seen if pred(e)), None)
-                if found is not None:
-                    return found
-                changed.clear()
-                await changed.wait()
-
-        sub = await nc.subscribe(subjects.job_filter("cb1"), cb=on_msg)
-        try:
-            body = {"job_id": "cb1", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
-                    "providers": [{"id": "d0", "service_provider": drip.business, "phone_number": drip.phone}]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                first = await asyncio.wait_for(until(lambda e: isinstance(e, ev.PriceExtracted)), 60)
-                assert first.outcome == ev.Outcome.NO_AGREEMENT and first.attempt == 1  # type: ignore[attr-defined]
-                sessions_before = len(world.realtime.sessions)  # type: ignore[attr-defined]
-
-                # An hour later Drip Masters calls the number back.
-                world.personas.add(callback_persona(drip.business, drip.phone, price=180))
-                voice_url = world.settings.public_base_url + INBOUND_PATH  # as set in the Twilio console
-                call = await world.twilio.inbound_call(drip.phone, SIM_FROM, voice_url)  # type: ignore[attr-defined]
-                inbound = await asyncio.wait_for(until(lambda e: isinstance(e, ev.InboundCallReceived)), 30)
-                second = await asyncio.wait_for(until(
-                    lambda e: isinstance(e, ev.PriceExtracted) and e.attempt == 2), 60)
-
-                async def projected() -> dict:  # type: ignore[type-arg]
-                    while True:  # the projection trails the log: until it holds the callback's result
-                        doc = (await http.get("/jobs/cb1")).json()
-                        if doc["providers"][0]["outcome"] == "agreed":
-                            return doc  # type: ignore[no-any-return]
-                        await asyncio.sleep(0.1)
-
-                try:
-                    doc = await asyncio.wait_for(projected(), 15)
-                except TimeoutError:
+            async def projected() -> dict:  # type: ignore[type-arg]
+                while True:  # the projection trails the log: until it holds the callback's result
                     doc = (await http.get("/jobs/cb1")).json()
-                page = (await http.get("/ui/jobs/cb1/calls/d0")).text
+                    if doc["providers"][0]["outcome"] == "agreed":
+                        return doc  # type: ignore[no-any-return]
+                    await asyncio.sleep(0.1)
 
-                # A number Haggle never called: one polite line, then the call ends; nothing on any job.
-                stranger = await world.twilio.inbound_call("+14155559999", SIM_FROM, voice_url)  # type: ignore[attr-defined]
-                await world.twilio.wait_for_call_end(stranger.sid)  # type: ignore[attr-defined]
-        finally:
-            await sub.unsubscribe()
-            await system.stop(5)
+            try:
+                doc = await asyncio.wait_for(projected(), 15)
+            except TimeoutError:
+                doc = (await http.get("/jobs/cb1")).json()
+            page = (await http.get("/ui/jobs/cb1/calls/d0")).text
+
+            # A number Haggle never called: one polite line, then the call ends; nothing on any job.
+            stranger = await world.twilio.inbound_call("+14155559999", SIM_FROM, voice_url)  # type: ignore[attr-defined]
+            await world.twilio.wait_for_call_end(stranger.sid)  # type: ignore[attr-defined]
+    seen = watch.seen
 
     assert inbound.call_sid == call.sid and inbound.from_number == drip.phone  # type: ignore[attr-defined]
     assert inbound.attempt == 2 and inbound.provider_id == "d0"  # type: ignore[attr-defined]

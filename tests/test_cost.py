@@ -13,15 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_dispatcher.call_cost import CallCharge, parse_price, priced_event
 from haggle_sim.personas import demo_personas
-from waits import ACCEPTED, settled
+from waits import ACCEPTED, JobWatch, job_body, running_world, settled
 
 from haggle.config import Settings
-from haggle.simulate import simulated_world
-from haggle.system import start_system
 
 RATE = 0.05  # REALTIME_PRICE_PER_MINUTE
 TWILIO_RATE = Decimal("0.0140")
@@ -52,47 +49,33 @@ async def test_costs_add_up_per_call_provider_and_job(nc, nats_server, tmp_path:
                         port=0, realtime_price_per_minute=RATE)
     personas = list(demo_personas(ms_per_char=12))
     unpriced = next(p for p in personas if p.business == "Drip Masters")
-    async with simulated_world(settings, personas=demo_personas(ms_per_char=12)) as world:
+    async with running_world(settings, demo_personas(ms_per_char=12), nats_server.url,
+                             dispatcher={"price_reads": 3, "price_reread_s": 0.2}) as (world, system):
         twilio = world.twilio
         twilio.api.pricing.per_minute = TWILIO_RATE  # type: ignore[attr-defined]
         twilio.api.pricing.null_reads = 1  # type: ignore[attr-defined]
         twilio.api.pricing.never_priced = {unpriced.phone}  # type: ignore[attr-defined]
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0},
-                                                     "dispatcher": {"price_reads": 3, "price_reread_s": 0.2}})
-        priced: dict[str, ev.CallPriced] = {}
-        all_priced = asyncio.Event()
 
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-            event = codec.decode(msg.data)
-            if isinstance(event, ev.CallPriced):
-                priced[event.call_sid] = event
-                if len(priced) == len(personas):
-                    all_priced.set()
+        def all_priced() -> dict[str, ev.CallPriced] | None:
+            priced = {e.call_sid: e for e in watch.seen if isinstance(e, ev.CallPriced)}
+            return priced if len(priced) == len(personas) else None
 
-        sub = await nc.subscribe(subjects.job_filter("cost1"), cb=on_msg)
-        try:
-            body = {"job_id": "cost1", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
-                    "providers": [{"id": f"c{i}", "service_provider": p.business, "phone_number": p.phone}
-                                  for i, p in enumerate(personas)]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                await asyncio.wait_for(all_priced.wait(), 90)
-                await settled(system.base_url, "cost1", timeout_s=20)
+        async with JobWatch(nc, "cost1") as watch, httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("cost1", personas, ids="c"))).status_code in ACCEPTED
+            await watch.wait_for(all_priced, 90)
+            await settled(system.base_url, "cost1", timeout_s=20)
 
-                async def costed() -> dict:  # type: ignore[type-arg]
-                    while True:  # the projection trails the log: until it holds every CallPriced
-                        doc = (await http.get("/jobs/cost1")).json()
-                        if doc["cost"]["calls_priced"] == len(personas):
-                            return doc  # type: ignore[no-any-return]
-                        await asyncio.sleep(0.1)
+            async def costed() -> dict:  # type: ignore[type-arg]
+                while True:  # the projection trails the log: until it holds every CallPriced
+                    doc = (await http.get("/jobs/cost1")).json()
+                    if doc["cost"]["calls_priced"] == len(personas):
+                        return doc  # type: ignore[no-any-return]
+                    await asyncio.sleep(0.1)
 
-                doc = await asyncio.wait_for(costed(), 20)
-                csv_text = (await http.get("/jobs/cost1/results.csv")).text
-        finally:
-            await sub.unsubscribe()
-            await system.stop(5)
-        calls = {c.sid: c for c in twilio.calls}  # type: ignore[attr-defined]
+            doc = await asyncio.wait_for(costed(), 20)
+            csv_text = (await http.get("/jobs/cost1/results.csv")).text
+    calls = {c.sid: c for c in twilio.calls}  # type: ignore[attr-defined]
+    priced = {e.call_sid: e for e in watch.seen if isinstance(e, ev.CallPriced)}
 
     # Per call: Twilio's part is exactly what the stand-in charged (read after its first `null` answer), the
     # realtime part is the answered minutes at the operator's rate, and the two add up.

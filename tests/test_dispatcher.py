@@ -20,12 +20,12 @@ from haggle_contracts import subjects
 from haggle_sim.personas import Persona, PersonaBook, Turn, negotiation
 from haggle_sim.realtime_standin import RealtimeStandin
 from haggle_sim.twilio_standin import TwilioStandin
-from waits import ACCEPTED, settled, wait_healthy, wait_job_completed
+from waits import ACCEPTED, job_body, running_world, settled, wait_healthy, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
 from haggle.nats_embedded import free_port
-from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY, simulated_world
+from haggle.simulate import SIM_ACCOUNT_SID, SIM_AUTH_TOKEN, SIM_FROM, SIM_XAI_KEY
 from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
@@ -34,11 +34,6 @@ HAGGLE = str(Path(sys.executable).parent / "haggle")
 def numbered(n: int, answer: str, ring_ms: int, start: int = 0) -> list[Persona]:
     return [Persona(business=f"Provider {i}", phone=f"+1415556{i:04d}", answer=answer, ring_ms=ring_ms)  # type: ignore[arg-type]
             for i in range(start, start + n)]
-
-
-def job_body(job_id: str, personas: list[Persona], **extra: object) -> dict:  # type: ignore[type-arg]
-    return {"job_id": job_id, "problem": "leaking faucet", "zip_code": "94110", "max_price": 200,
-            "providers": [{"service_provider": p.business, "phone_number": p.phone} for p in personas], **extra}
 
 
 def sim_env(nats_url: str, twilio: TwilioStandin, realtime: RealtimeStandin, public: str, **extra: str) -> dict:  # type: ignore[type-arg]
@@ -126,18 +121,13 @@ async def test_retries_by_outcome(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
                         projection_url=f"sqlite:///{tmp_path / 'r.db'}", port=0,
                         max_call_attempts=3, retry_delay_s=0.3, calling_hours=None)
-    async with simulated_world(settings, personas=PersonaBook(personas)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        try:
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("retry", personas))).status_code in ACCEPTED
-            await wait_job_completed(nc, "retry", timeout=90)
-            doc = await settled(system.base_url, "retry", timeout_s=20)
-        finally:
-            await system.stop(5)
-        calls = Counter(c.params["To"][0] for c in world.twilio.calls)  # type: ignore[attr-defined]
-        voicemail_calls = [c for c in world.twilio.calls if c.params["To"][0] == voicemail.phone]  # type: ignore[attr-defined]
+    async with running_world(settings, PersonaBook(personas), nats_server.url) as (world, system):
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("retry", personas))).status_code in ACCEPTED
+        await wait_job_completed(nc, "retry", timeout=90)
+        doc = await settled(system.base_url, "retry", timeout_s=20)
+    calls = Counter(c.params["To"][0] for c in world.twilio.calls)  # type: ignore[attr-defined]
+    voicemail_calls = [c for c in world.twilio.calls if c.params["To"][0] == voicemail.phone]  # type: ignore[attr-defined]
     rows = {p["service_provider"]: p for p in doc["providers"]}
     assert calls == {"+14155557001": 3, "+14155557002": 3, "+14155557003": 3, "+14155557005": 1}
     assert (rows["Busy Bee Plumbing"]["call_status"], rows["Busy Bee Plumbing"]["outcome"],
@@ -165,32 +155,28 @@ async def test_repeated_starts_dial_nobody_twice(nc, nats_server, tmp_path: Path
     settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
                         projection_url=f"sqlite:///{tmp_path / 'i.db'}", port=0,
                         max_call_attempts=1, calling_hours=None)
-    async with simulated_world(settings, personas=PersonaBook(personas)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url)
-        try:
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("twice", personas))).status_code in ACCEPTED
-                await settled(system.base_url, "twice", timeout_s=20)
-                assert (await http.post("/start-job/twice")).json() == {"status": "started", "count": 3}
-            # A third start straight on the bus, as another system would publish it.
-            [first] = [e for e in await bus.job_history(nc.jetstream(), "twice") if isinstance(e, ev.JobStarted)][:1]
-            import msgspec
+    async with running_world(settings, PersonaBook(personas), nats_server.url, extractor={}) as (world, system):
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("twice", personas))).status_code in ACCEPTED
+            await settled(system.base_url, "twice", timeout_s=20)
+            assert (await http.post("/start-job/twice")).json() == {"status": "started", "count": 3}
+        # A third start straight on the bus, as another system would publish it.
+        [first] = [e for e in await bus.job_history(nc.jetstream(), "twice") if isinstance(e, ev.JobStarted)][:1]
+        import msgspec
 
-            await bus.Publisher(nc.jetstream()).publish(msgspec.structs.replace(first, event_id="from-elsewhere"))
-            await wait_job_completed(nc, "twice", timeout=30)
-            # Every start has been handled by the dispatcher once its consumer is drained.
-            js = nc.jetstream()
+        await bus.Publisher(nc.jetstream()).publish(msgspec.structs.replace(first, event_id="from-elsewhere"))
+        await wait_job_completed(nc, "twice", timeout=30)
+        # Every start has been handled by the dispatcher once its consumer is drained.
+        js = nc.jetstream()
 
-            async def drained() -> None:
-                while (await js.consumer_info(subjects.STREAM, "dispatcher-jobs")).num_ack_pending or \
-                        (await js.consumer_info(subjects.STREAM, "dispatcher-jobs")).num_pending:
-                    await asyncio.sleep(0.05)
+        async def drained() -> None:
+            while (await js.consumer_info(subjects.STREAM, "dispatcher-jobs")).num_ack_pending or \
+                    (await js.consumer_info(subjects.STREAM, "dispatcher-jobs")).num_pending:
+                await asyncio.sleep(0.05)
 
-            await asyncio.wait_for(drained(), 20)
-            await asyncio.wait_for(drained_dials(js), 20)
-        finally:
-            await system.stop(5)
-        calls = Counter(c.params["To"][0] for c in world.twilio.calls)  # type: ignore[attr-defined]
+        await asyncio.wait_for(drained(), 20)
+        await asyncio.wait_for(drained_dials(js), 20)
+    calls = Counter(c.params["To"][0] for c in world.twilio.calls)  # type: ignore[attr-defined]
     assert sorted(calls.values()) == [1, 1, 1]
     history = await bus.job_history(nc.jetstream(), "twice")
     assert sum(isinstance(e, ev.JobStarted) for e in history) == 3
@@ -263,20 +249,15 @@ async def test_cancel_stops_queued_dials_and_lets_live_calls_finish(nc, nats_ser
     settings = Settings(data_dir=tmp_path, negotiation_strategy="independent",
                         projection_url=f"sqlite:///{tmp_path / 'c.db'}", port=0,
                         max_concurrent_calls=2, calls_per_second=5, max_call_attempts=1, calling_hours=None)
-    async with simulated_world(settings, personas=PersonaBook(personas)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        try:
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=job_body("cancel", personas))).status_code in ACCEPTED
-                first = await world.twilio.wait_for_call(timeout=20)  # type: ignore[attr-defined]
-                assert (await http.post("/jobs/cancel/cancel")).json()["status"] == "cancelling"
-                assert (await http.post("/jobs/nope/cancel")).status_code == 404
-                await wait_job_completed(nc, "cancel", timeout=60)
-                doc = await settled(system.base_url, "cancel", timeout_s=20)
-        finally:
-            await system.stop(5)
-        dialed = {c.params["To"][0] for c in world.twilio.calls}  # type: ignore[attr-defined]
+    async with running_world(settings, PersonaBook(personas), nats_server.url) as (world, system):
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("cancel", personas))).status_code in ACCEPTED
+            first = await world.twilio.wait_for_call(timeout=20)  # type: ignore[attr-defined]
+            assert (await http.post("/jobs/cancel/cancel")).json()["status"] == "cancelling"
+            assert (await http.post("/jobs/nope/cancel")).status_code == 404
+            await wait_job_completed(nc, "cancel", timeout=60)
+            doc = await settled(system.base_url, "cancel", timeout_s=20)
+    dialed = {c.params["To"][0] for c in world.twilio.calls}  # type: ignore[attr-defined]
     assert first.params["To"][0] in dialed and 1 <= len(dialed) <= 2  # only what was live at the cancel
     rows = doc["providers"]
     live = [p for p in rows if p["phone_number"] in dialed]

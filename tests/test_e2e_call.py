@@ -3,49 +3,29 @@ client talking to the Twilio and xAI stand-ins. Three providers are called, nego
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
-from haggle_contracts import codec, fanout, subjects
 from haggle_contracts import events as ev
+from haggle_contracts import fanout
 from haggle_sim.personas import demo_personas
-from waits import ACCEPTED, settled
+from waits import ACCEPTED, JobWatch, job_body, running_world, settled
 
 from haggle import bus
 from haggle.config import Settings
-from haggle.simulate import simulated_world
-from haggle.system import start_system
 
 
 @pytest.mark.slow
 async def test_three_providers_end_to_end(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'e2e.db'}", calling_hours=None,
                         port=0)
-    async with simulated_world(settings, personas=demo_personas(ms_per_char=12)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        try:
-            completed = asyncio.Event()
-
-            async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-                if isinstance(codec.decode(msg.data), ev.JobCompleted):
-                    completed.set()
-
-            sub = await nc.subscribe(subjects.job_filter("e2e"), cb=on_msg)
-            personas = list(world.personas)
-            body = {"job_id": "e2e", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
-                    "providers": [{"id": f"p{i}", "service_provider": p.business, "phone_number": p.phone}
-                                  for i, p in enumerate(personas)]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                await asyncio.wait_for(completed.wait(), 90)
-                await sub.unsubscribe()
-
-                doc = await settled(system.base_url, "e2e", timeout_s=10)
-        finally:
-            await system.stop(5)
+    async with running_world(settings, demo_personas(ms_per_char=12), nats_server.url) as (world, system):
+        personas = list(world.personas)
+        async with JobWatch(nc, "e2e") as watch, httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            assert (await http.post("/jobs", json=job_body("e2e", personas, ids="p"))).status_code in ACCEPTED
+            await watch.until(lambda e: isinstance(e, ev.JobCompleted), 90)
+        doc = await settled(system.base_url, "e2e", timeout_s=10)
 
     by_name = {p["service_provider"]: p for p in doc["providers"]}
     for persona in personas:

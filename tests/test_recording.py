@@ -17,7 +17,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_sim.http_server import serve_app
 from haggle_sim.personas import demo_personas
@@ -25,11 +24,10 @@ from haggle_sim.twilio_standin import TwilioStandin
 from test_dashboard_browser import KEY, browser, chromium, new_page, sign_in  # noqa: F401 (fixtures)
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from waits import ACCEPTED
+from waits import ACCEPTED, JobWatch, job_body, running_world
 
 from haggle import bus
 from haggle.config import Settings
-from haggle.simulate import simulated_world
 from haggle.system import start_system
 from haggle.twilio_recording import CALLBACK_PATH, recording_event, start_recording_twiml
 
@@ -146,50 +144,31 @@ async def test_record_calls_on_through_the_real_services(nc, nats_server, tmp_pa
                         port=0, api_key=KEY, record_calls=True, recording_notice=notice)
     personas = demo_personas(ms_per_char=12)
     joe = next(p for p in personas if p.business == "Joe's Plumbing")
-    async with simulated_world(settings, personas=personas) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        recorded: list[ev.CallRecorded] = []
-        got = asyncio.Event()
+    async with running_world(settings, personas, nats_server.url) as (world, system), JobWatch(nc, "rec1") as watch:
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10,
+                                     headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert (await http.post("/jobs", json=job_body("rec1", [joe], ids="p"))).status_code in ACCEPTED
+            event = await watch.until(lambda e: isinstance(e, ev.CallRecorded), 90)
+        # the callback's answer is noted once the stand-in is done with the call
+        call = await world.twilio.wait_for_call_end(event.call_sid)  # type: ignore[attr-defined]
+        assert '<Recording channels="dual"' in call.twiml_documents[0]
+        assert call.recordings[0].callbacks[0].status_code == 204  # the gateway took the signed callback
+        assert event.status == "completed" and event.channels == 2 and event.duration_s == call.duration
+        history = await bus.job_history(nc.jetstream(), "rec1")
+        first_agent = next(e for e in history if isinstance(e, ev.UtteranceTranscribed)
+                           and e.role == ev.Role.ASSISTANT)
+        print("DEBUG", [(e.role, e.text, e.interrupted) for e in history if isinstance(e, ev.UtteranceTranscribed)])
+        assert first_agent.text.endswith(notice), first_agent.text
 
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-            event = codec.decode(msg.data)
-            if isinstance(event, ev.CallRecorded):
-                recorded.append(event)
-                got.set()
-
-        sub = await nc.subscribe(subjects.job_filter("rec1"), cb=on_msg)
-        try:
-            body = {"job_id": "rec1", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
-                    "providers": [{"id": "p0", "service_provider": joe.business, "phone_number": joe.phone}]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10,
-                                         headers={"Authorization": f"Bearer {KEY}"}) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                await asyncio.wait_for(got.wait(), 90)
-            event = recorded[0]
-            # the callback's answer is noted once the stand-in is done with the call
-            call = await world.twilio.wait_for_call_end(event.call_sid)  # type: ignore[attr-defined]
-            assert '<Recording channels="dual"' in call.twiml_documents[0]
-            assert call.recordings[0].callbacks[0].status_code == 204  # the gateway took the signed callback
-            assert event.status == "completed" and event.channels == 2 and event.duration_s == call.duration
-            history = await bus.job_history(nc.jetstream(), "rec1")
-            first_agent = next(e for e in history if isinstance(e, ev.UtteranceTranscribed)
-                               and e.role == ev.Role.ASSISTANT)
-            print("DEBUG", [(e.role, e.text, e.interrupted) for e in history if isinstance(e, ev.UtteranceTranscribed)])
-            assert first_agent.text.endswith(notice), first_agent.text
-
-            page = await new_page(browser, system.base_url)
-            await sign_in(page)
-            await page.goto("/ui/jobs/rec1/calls/p0")
-            audio = page.locator(f"#recordings li[data-recording-sid={event.recording_sid}] audio")
-            await audio.wait_for()
-            seconds = await audio.evaluate("""a => new Promise((ok, fail) => {
-                a.addEventListener('loadedmetadata', () => ok(a.duration), {once: true});
-                a.addEventListener('error', () => fail(new Error('audio error')), {once: true});
-                a.load();
-            })""")
-            assert abs(seconds - event.duration_s) < 0.5, seconds
-            assert not page.js_errors, page.js_errors
-        finally:
-            await sub.unsubscribe()
-            await system.stop(5)
+        page = await new_page(browser, system.base_url)
+        await sign_in(page)
+        await page.goto("/ui/jobs/rec1/calls/p0")
+        audio = page.locator(f"#recordings li[data-recording-sid={event.recording_sid}] audio")
+        await audio.wait_for()
+        seconds = await audio.evaluate("""a => new Promise((ok, fail) => {
+            a.addEventListener('loadedmetadata', () => ok(a.duration), {once: true});
+            a.addEventListener('error', () => fail(new Error('audio error')), {once: true});
+            a.load();
+        })""")
+        assert abs(seconds - event.duration_s) < 0.5, seconds
+        assert not page.js_errors, page.js_errors

@@ -17,12 +17,10 @@ from haggle_contracts import events as ev
 from haggle_contracts import fanout, subjects
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import Persona, PersonaBook, callback, follow_policy
-from waits import ACCEPTED, settled, wait_job_completed
+from waits import ACCEPTED, job_body, running_world, settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
-from haggle.simulate import simulated_world
-from haggle.system import start_system
 
 HAGGLE = str(Path(sys.executable).parent / "haggle")
 
@@ -48,23 +46,16 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
     cast = personas()
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 'm.db'}", calling_hours=None,
                         port=0, negotiation_strategy="market", negotiation_rounds=2)
-    async with simulated_world(settings, personas=PersonaBook(cast)) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        try:
-            body = {"job_id": "mkt", "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 250,
-                    "providers": [{"id": f"p{i}", "service_provider": p.business, "phone_number": p.phone}
-                                  for i, p in enumerate(cast)]}
-            async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
-                assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-            await wait_job_completed(nc, "mkt", timeout=120)
-            doc = await settled(system.base_url, "mkt", timeout_s=20)
-            js = nc.jetstream()
-            calls_kv = await js.key_value(subjects.KV_CALLS)
-            contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
-        finally:
-            await system.stop(5)
-        dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
+    async with running_world(settings, PersonaBook(cast), nats_server.url) as (world, system):
+        async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
+            body = job_body("mkt", cast, ids="p", max_price=250)
+            assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
+        await wait_job_completed(nc, "mkt", timeout=120)
+        doc = await settled(system.base_url, "mkt", timeout_s=20)
+        js = nc.jetstream()
+        calls_kv = await js.key_value(subjects.KV_CALLS)
+        contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+    dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
     history = await bus.job_history(nc.jetstream(), "mkt")
     kinds = [(type(e).__name__, fanout.provider_of(e)) for e in history]

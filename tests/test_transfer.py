@@ -5,20 +5,17 @@ the agent on a new stream, which closes politely and hangs up. Each transfer is 
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
 from haggle_gateway.transfer import FALLBACK_LINE
 from haggle_sim.personas import Persona, PersonaBook, ToolCall, Turn
-from waits import ACCEPTED
+from waits import ACCEPTED, JobWatch, job_body, running_world
 
 from haggle.config import Settings
-from haggle.simulate import simulated_world
-from haggle.system import start_system
 
 HOMEOWNER = "+14155550177"
 AWAY = "+14155550178"
@@ -35,6 +32,10 @@ def owner_only(business: str, phone: str) -> Persona:
     ))
 
 
+def transfer_of(job_id: str) -> Callable[[ev.Event], bool]:
+    return lambda e: isinstance(e, ev.HomeownerTransfer) and e.job_id == job_id
+
+
 @pytest.mark.slow
 async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, projection_url=f"sqlite:///{tmp_path / 't.db'}", calling_hours=None,
@@ -43,41 +44,17 @@ async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path)
     missed = owner_only("Owner Only Plumbing", "+14155550192")
     book = PersonaBook([reached, missed, Persona(business="Pat Rivera", phone=HOMEOWNER, ring_ms=300),
                         Persona(business="Sam Rivera", phone=AWAY, answer="no-answer")])
-    async with simulated_world(settings, personas=book) as world:
-        system = await start_system(world.settings, nats_url=nats_server.url,
-                                    service_options={"extractor": {"gateway_grace_s": 1.0}})
-        seen: list[ev.Event] = []
-        changed = asyncio.Event()
-
-        async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
-            seen.append(codec.decode(msg.data))
-            changed.set()
-
-        async def transfer_of(job_id: str) -> ev.HomeownerTransfer:
-            while True:
-                found = next((e for e in seen if isinstance(e, ev.HomeownerTransfer) and e.job_id == job_id), None)
-                if found is not None:
-                    return found
-                changed.clear()
-                await changed.wait()
-
-        subs = [await nc.subscribe(subjects.job_filter(j), cb=on_msg) for j in ("t1", "t2")]
-        try:
+    async with running_world(settings, book, nats_server.url) as (world, system):
+        async with JobWatch(nc, "t1", "t2") as watch:
             async with httpx.AsyncClient(base_url=system.base_url, timeout=10) as http:
                 for job_id, persona, homeowner in (("t1", reached, HOMEOWNER), ("t2", missed, AWAY)):
-                    body = {"job_id": job_id, "problem": "leaking kitchen faucet", "zip_code": "94110",
-                            "max_price": 200, "homeowner_phone": homeowner,
-                            "providers": [{"id": f"{job_id}p", "service_provider": persona.business,
-                                           "phone_number": persona.phone}]}
+                    body = job_body(job_id, [persona], ids=f"{job_id}p", homeowner_phone=homeowner)
                     assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
-                connected = await asyncio.wait_for(transfer_of("t1"), 60)
-                not_reached = await asyncio.wait_for(transfer_of("t2"), 60)
+                connected = await watch.until(transfer_of("t1"), 60)
+                not_reached = await watch.until(transfer_of("t2"), 60)
             await world.twilio.wait_all_ended(60)  # type: ignore[attr-defined]
-        finally:
-            for sub in subs:
-                await sub.unsubscribe()
-            await system.stop(5)
-        calls = {c.to: c for c in world.twilio.calls}  # type: ignore[attr-defined]
+    calls = {c.to: c for c in world.twilio.calls}  # type: ignore[attr-defined]
+    seen = watch.seen
 
     # The homeowner answered: briefed in one line, bridged, and the call ended with them.
     call = calls[reached.phone]

@@ -1,18 +1,27 @@
 """Bounded waits on a running system, shared by the test modules that start one: a service answering /healthz, a
-job settled in the projection, JobCompleted on the log. The projection and /healthz are HTTP read models with
-nothing to subscribe to, so those two poll (every 0.1 s, always under a timeout)."""
+job settled in the projection, JobCompleted on the log, a job's events as they are published (`JobWatch`). The
+projection and /healthz are HTTP read models with nothing to subscribe to, so those two poll (every 0.1 s, always
+under a timeout). Also the end-to-end setup those modules share: every service on the simulated world
+(`running_world`) and the job they post (`job_body`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import httpx
 from haggle_contracts import codec, subjects
 from haggle_contracts import events as ev
+from haggle_sim.personas import Persona, PersonaBook
 
 from haggle import bus
+from haggle.config import Settings
+from haggle.simulate import World, simulated_world
+from haggle.system import System, start_system
+
+T = TypeVar("T")
 
 TERMINAL = ("completed", "failed")
 
@@ -64,3 +73,72 @@ async def wait_job_completed(nc: Any, job_id: str, timeout: float) -> None:
 # than the API's bounded wait, as on a loaded machine. Either way the job is on the log; tests that go on to wait
 # for the job itself accept both, so none of them asserts how fast the projection is.
 ACCEPTED = (201, 202)
+
+
+@contextlib.asynccontextmanager
+async def running_world(settings: Settings, personas: PersonaBook, nats_url: str,
+                        **service_options: dict[str, object]) -> AsyncIterator[tuple[World, System]]:
+    """Every service on the simulated world (the Twilio and xAI stand-ins playing `personas`), on `nats_url`; the
+    extractor waits 1 s for the gateway's own result unless `extractor=` says otherwise. Stopped on the way out."""
+    async with simulated_world(settings, personas=personas) as world:
+        system = await start_system(world.settings, nats_url=nats_url,
+                                    service_options={"extractor": {"gateway_grace_s": 1.0}, **service_options})
+        try:
+            yield world, system
+        finally:
+            await system.stop(5)
+
+
+def job_body(job_id: str, personas: Iterable[Persona], ids: str | None = None, **extra: object) -> dict[str, Any]:
+    """The POST /jobs body calling each persona; with `ids`, provider i gets the id f"{ids}{i}". `extra` adds
+    fields or overrides the defaults (max_price, homeowner_phone...)."""
+    providers = [{"service_provider": p.business, "phone_number": p.phone} for p in personas]
+    if ids is not None:
+        providers = [{"id": f"{ids}{i}", **p} for i, p in enumerate(providers)]
+    return {"job_id": job_id, "problem": "leaking kitchen faucet", "zip_code": "94110", "max_price": 200,
+            "providers": providers, **extra}
+
+
+class JobWatch:
+    """Every event of the given jobs published while the watch is open, in `seen`. It is a plain subscription: it
+    sees what is published after it opens, so open it before the job is posted."""
+
+    def __init__(self, nc: Any, *job_ids: str) -> None:
+        self.seen: list[ev.Event] = []
+        self._nc, self._job_ids = nc, job_ids
+        self._changed = asyncio.Event()
+        self._subs: list[Any] = []
+
+    async def _on_msg(self, msg: Any) -> None:
+        self.seen.append(codec.decode(msg.data))
+        self._changed.set()
+
+    async def __aenter__(self) -> JobWatch:
+        try:
+            for job_id in self._job_ids:
+                self._subs.append(await self._nc.subscribe(subjects.job_filter(job_id), cb=self._on_msg))
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()
+
+    async def wait_for(self, found: Callable[[], T | None], timeout_s: float) -> T:
+        """What `found()` answers once it is not None, checked on every event, within `timeout_s`."""
+        async def loop() -> T:
+            while True:
+                result = found()
+                if result is not None:
+                    return result
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(loop(), timeout_s)
+
+    async def until(self, pred: Callable[[ev.Event], bool], timeout_s: float) -> ev.Event:
+        """The first event seen for which `pred` holds (it may have come already), within `timeout_s`."""
+        return await self.wait_for(lambda: next((e for e in self.seen if pred(e)), None), timeout_s)
