@@ -63,7 +63,6 @@ async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path
             # A number Haggle never called: one polite line, then the call ends; nothing on any job.
             stranger = await world.twilio.inbound_call("+14155559999", SIM_FROM, voice_url)  # type: ignore[attr-defined]
             await world.twilio.wait_for_call_end(stranger.sid)  # type: ignore[attr-defined]
-    seen = watch.seen
 
     assert inbound.call_sid == call.sid and inbound.from_number == drip.phone  # type: ignore[attr-defined]
     assert inbound.attempt == 2 and inbound.provider_id == "d0"  # type: ignore[attr-defined]
@@ -74,7 +73,7 @@ async def test_callback_reaches_the_agent_with_context(nc, nats_server, tmp_path
     assert "Their first quote: $" in session.instructions
     assert "Business: Sorry, I can't go that low." in session.instructions  # what they said on the first call
     # The callback is the provider's second attempt, with its own conversation and result.
-    said = [e for e in seen if isinstance(e, ev.UtteranceTranscribed) and e.attempt == 2]
+    said = [e for e in watch.seen if isinstance(e, ev.UtteranceTranscribed) and e.attempt == 2]
     assert said and said[0].text.startswith("Hi, this is Drip Masters returning your call")
     assert second.outcome == ev.Outcome.AGREED and second.price == 180  # type: ignore[attr-defined]
     row = doc["providers"][0]

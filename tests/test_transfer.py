@@ -54,7 +54,6 @@ async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path)
                 not_reached = await watch.until(transfer_of("t2"), 60)
             await world.twilio.wait_all_ended(60)  # type: ignore[attr-defined]
     calls = {c.to: c for c in world.twilio.calls}  # type: ignore[attr-defined]
-    seen = watch.seen
 
     # The homeowner answered: briefed in one line, bridged, and the call ended with them.
     call = calls[reached.phone]
@@ -63,7 +62,7 @@ async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path)
     dial = call.dials[0]
     assert dial.number == HOMEOWNER and dial.status == "completed" and len(dial.whisper) == 1
     assert "Book Direct Plumbing is on the line about your leaking kitchen faucet request" in dial.whisper[0]
-    said = [e.text for e in seen if isinstance(e, ev.UtteranceTranscribed) and e.job_id == "t1"
+    said = [e.text for e in watch.seen if isinstance(e, ev.UtteranceTranscribed) and e.job_id == "t1"
             and e.role == ev.Role.ASSISTANT]
     assert "let me connect you with the homeowner" in said[-1]  # the agent said so before handing over
     assert len(call.streams) == 1
@@ -72,7 +71,7 @@ async def test_transfer_connects_and_falls_back(nc, nats_server, tmp_path: Path)
     assert not_reached.outcome == "not_reached" and not_reached.dial_status == "no-answer"
     assert back.dials[0].status == "no-answer" and back.dials[0].whisper == []
     assert len(back.streams) == 2
-    closing = [e for e in seen if isinstance(e, ev.UtteranceTranscribed) and e.job_id == "t2"
+    closing = [e for e in watch.seen if isinstance(e, ev.UtteranceTranscribed) and e.job_id == "t2"
                and e.role == ev.Role.ASSISTANT and e.text == FALLBACK_LINE]
-    assert closing, [getattr(e, "text", None) for e in seen if e.job_id == "t2"]
+    assert closing, [getattr(e, "text", None) for e in watch.seen if e.job_id == "t2"]
     assert back.updates[-1].get("Status") == "completed"  # the agent hung up after its closing line
