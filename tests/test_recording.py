@@ -157,7 +157,6 @@ async def test_record_calls_on_through_the_real_services(nc, nats_server, tmp_pa
         history = await bus.job_history(nc.jetstream(), "rec1")
         first_agent = next(e for e in history if isinstance(e, ev.UtteranceTranscribed)
                            and e.role == ev.Role.ASSISTANT)
-        print("DEBUG", [(e.role, e.text, e.interrupted) for e in history if isinstance(e, ev.UtteranceTranscribed)])
         assert first_agent.text.endswith(notice), first_agent.text
 
         page = await new_page(browser, system.base_url)
