@@ -53,7 +53,9 @@ async def test_voicemail_after_the_beep_hangs_up_by_default(nc) -> None:  # type
         ended = await h.wait_ended(ctx.call_sid, timeout_s=30)
         call = await h.twilio.wait_for_call_end(ctx.call_sid, timeout=10)
         assert (ended.reason, ended.voicemail_left) == ("voicemail", False)
-        assert [m.answered_by for m in h.of(ev.MachineDetected, ctx.call_sid)] == ["machine_end_beep"]
+        # AMD's verdict (at the beep's end) and the gateway's own beep detector race to end the call; when the
+        # detector wins, the call is over before the verdict and the stand-in sends none (as for any ended call).
+        assert [m.answered_by for m in h.of(ev.MachineDetected, ctx.call_sid)] in ([], ["machine_end_beep"])
         assert call.updates == [{"Status": "completed"}]
 
 
