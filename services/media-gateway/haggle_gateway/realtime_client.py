@@ -142,7 +142,7 @@ class RealtimeClient:
 
     async def _recv_raw(self) -> rt.ServerEvent:
         try:
-            data = await self._ws.recv()
+            data = await self._ws.recv(decode=False)  # msgspec reads the UTF-8 bytes: no str made per event
         except websockets.exceptions.ConnectionClosed as exc:
             raise RealtimeError(f"realtime connection closed: {exc}") from exc
         try:
@@ -159,7 +159,8 @@ class RealtimeClient:
 
     async def send(self, event: dict[str, Any]) -> None:
         try:
-            await self._ws.send(_encoder.encode(event).decode())
+            # Already UTF-8 JSON: sent as a text frame without a round trip through str (one per caller frame).
+            await self._ws.send(_encoder.encode(event), text=True)
         except websockets.exceptions.ConnectionClosed as exc:
             raise RealtimeError(f"realtime connection closed: {exc}") from exc
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from haggle_contracts import events as ev
@@ -68,8 +68,9 @@ class SessionKeeper:
         """The session is gone (its socket closed); sends are dropped until it is reopened."""
         self.down = True
 
-    async def recv(self) -> rt.ServerEvent:
-        return await self.session.recv()
+    def recv(self) -> Coroutine[Any, Any, rt.ServerEvent]:
+        # The session's own coroutine, not one wrapping it: one coroutine level less on every model event.
+        return self.session.recv()
 
     async def close(self) -> None:
         await self.session.close()
