@@ -44,18 +44,19 @@ class TwilioPump:
         self._unknown_seen: set[str] = set()
 
     async def run(self) -> None:
-        bridge = self._bridge
+        bridge, guard, clock, receive = self._bridge, self._guard, self._clock, self._link.receive
         while True:
-            frame = await self._link.receive()
+            frame = await receive()
             if frame.closed:
                 # No `stop` first: the socket died, not the call. It may still be up: the bridge hangs up.
                 log.warning("call %s: Twilio media stream closed without a stop", bridge.call_sid)
                 bridge.request_end("twilio_stream_lost")
                 return
-            violation = self._guard.check_size(frame.size)
-            if violation is None and frame.text is not None:
+            text, size = frame.text, frame.size
+            violation = guard.check_size(size)
+            if violation is None and text is not None:
                 try:
-                    message: tm.TwilioMessage | None = tm.parse_message(frame.text)
+                    message: tm.TwilioMessage | None = tm.parse_message(text)
                 except tm.MediaMessageError as exc:
                     log.warning("call %s: %s", bridge.call_sid, exc)
                     message = None
@@ -65,12 +66,12 @@ class TwilioPump:
             # peer's traffic and do not count against its rate (docs/twilio-media-streams.md, "Marks").
             if violation is None and not (isinstance(message, tm.Mark) and bridge.out.tracker.expected(
                     message.mark.name)):
-                violation = self._guard.check(frame.size, self._clock.now())
+                violation = guard.check(size, clock.now())
             if violation is not None:
                 log.warning("call %s: stream %s; closing", bridge.call_sid, violation)
                 bridge.request_end("protocol_error")
                 return
-            if frame.text is None:
+            if text is None:
                 if not self._binary_warned:
                     log.warning("call %s: binary frame on the media stream ignored", bridge.call_sid)
                     self._binary_warned = True
@@ -79,7 +80,10 @@ class TwilioPump:
             if message is None:
                 self._malformed()
                 continue
-            await self._dispatch(message)
+            if isinstance(message, tm.Media):  # five frames in six: straight to the handler, one coroutine less
+                await self._media(message)
+            else:
+                await self._dispatch(message)
 
     def _malformed(self) -> None:
         self.malformed += 1
@@ -88,9 +92,7 @@ class TwilioPump:
 
     async def _dispatch(self, message: tm.TwilioMessage) -> None:
         bridge = self._bridge
-        if isinstance(message, tm.Media):
-            await self._media(message)
-        elif isinstance(message, tm.Mark):
+        if isinstance(message, tm.Mark):
             await bridge.on_mark(message.mark.name)
         elif isinstance(message, tm.Stop):
             bridge.request_end("provider_hangup")
