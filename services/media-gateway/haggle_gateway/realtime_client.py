@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -151,11 +152,16 @@ class RealtimeClient:
             log.warning("unparseable realtime frame: %s", exc)
             return rt.UnknownEvent(type="invalid")
 
-    async def recv(self) -> rt.ServerEvent:
-        """The next server event (handshake leftovers first). Raises RealtimeError when the socket closes."""
+    def recv(self) -> Coroutine[Any, Any, rt.ServerEvent]:
+        """The next server event (handshake leftovers first). Raises RealtimeError when the socket closes.
+
+        Hands out the receiving coroutine itself rather than one awaiting it: a coroutine level less per event."""
         if self._backlog:
-            return self._backlog.popleft()
-        return await self._recv_raw()
+            return self._from_backlog()
+        return self._recv_raw()
+
+    async def _from_backlog(self) -> rt.ServerEvent:
+        return self._backlog.popleft()
 
     async def send(self, event: dict[str, Any]) -> None:
         try:
