@@ -1,0 +1,72 @@
+"""Before/after for the whole system: `haggle up` from another checkout and from this one, alternating in one
+bench session, each pair followed by the relay.
+
+    git worktree add --detach ../base main && (cd ../base && make install)
+    python -m benchmarks.compare_builds --base ../base [--rounds 4] [--duration 20] [--calls 100]
+
+On a machine shared with other work, absolute figures swing by tens of percent from one minute to the next; two
+builds measured in separate runs cannot be told apart by a few percent. Here both run back to back under the same
+load generator, the order swapped every round, and each round's own ratios are printed. The other checkout runs
+with its own venv (`<base>/.venv/bin/python`) and its own sources on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import gateway_bench as gb
+from . import system_proc
+
+
+async def compare(base: Path, rounds: int, duration_s: float, calls: int) -> list[dict[str, Any]]:
+    builds = {"before": (str(base / ".venv" / "bin" / "python"), base),
+              "after": (sys.executable, system_proc.REPO)}
+    results: list[dict[str, Any]] = []
+    async with gb.Bench(Path(tempfile.mkdtemp(prefix="haggle-compare-"))) as bench:
+        for i in range(rounds):
+            row: dict[str, Any] = {}
+            for name in (["before", "after"] if i % 2 == 0 else ["after", "before"]):
+                # `system_proc.spawn` starts `sys.executable` with REPO on PYTHONPATH: both point at the build.
+                saved = sys.executable, system_proc.REPO
+                sys.executable, system_proc.REPO = builds[name][0], builds[name][1]
+                try:
+                    row[name] = await bench.run(gb.Step(target="system", calls=calls, duration_s=duration_s,
+                                                        loop="uvloop"))
+                finally:
+                    sys.executable, system_proc.REPO = saved
+                print(f"{name:6}", gb.describe(row[name]), flush=True)
+            row["relay"] = await bench.run(gb.Step(target="relay", calls=calls, duration_s=duration_s, loop="uvloop"))
+            print("relay ", gb.describe(row["relay"]), flush=True)
+            cpu = {k: r["cpu_s_per_call_min"] for k, r in row.items()}
+            print(f"round {i + 1}: CPU s per call-min before {cpu['before']} after {cpu['after']} "
+                  f"relay {cpu['relay']}; after/before {cpu['after'] / cpu['before']:.3f}, "
+                  f"before/relay {cpu['before'] / cpu['relay']:.3f}, "
+                  f"after/relay {cpu['after'] / cpu['relay']:.3f}; other processes "
+                  + " / ".join(f"{row[k]['foreign_cpu_share']:.0%}" for k in ("before", "after", "relay"))
+                  + ("" if not any(gb.disturbed(r) for r in row.values()) else " (disturbed)"), flush=True)
+            results.append(row)
+    return results
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", type=Path, required=True, help="the other checkout (with its .venv)")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "haggle-compare-builds.json")
+    args = p.parse_args()
+    if not (args.base / ".venv" / "bin" / "python").exists():
+        p.error(f"{args.base}/.venv/bin/python not found: run `make install` there first")
+    results = asyncio.run(compare(args.base.resolve(), args.rounds, args.duration, args.calls))
+    args.out.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    cli()
