@@ -109,6 +109,25 @@ async def test_projection_store_down_at_start_does_not_stop_the_service(nc, nats
         await system.stop(5)
 
 
+async def test_a_migration_that_fails_is_tried_again_not_dropped() -> None:
+    """The background opener retries whatever open() raised, not only "unreachable": a migration that failed
+    once (say, a statement refused while the database was still starting) must not leave the service without a
+    projection until a restart."""
+    from haggle_projector.run import _open_when_reachable
+
+    class FlakyStore:
+        opens = 0
+
+        async def open(self) -> None:
+            self.opens += 1
+            if self.opens == 1:
+                raise RuntimeError("current transaction is aborted")
+
+    store, began = FlakyStore(), asyncio.Event()
+    await asyncio.wait_for(_open_when_reachable(store, began.set), 10)  # type: ignore[arg-type]
+    assert began.is_set() and store.opens == 2
+
+
 @pytest.mark.postgres
 async def test_a_projection_store_that_comes_up_later_is_projected_into(nc, nats_server, tmp_path: Path,
                                                                        pg_database: str) -> None:

@@ -7,6 +7,7 @@ requests the client sends.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import uuid
@@ -317,6 +318,32 @@ async def _pg_columns(url: str, schema: str, table: str) -> dict[str, str]:
             (schema, table),
         )
         return {name: dtype for name, dtype in await cur.fetchall()}
+
+
+@pytest.mark.postgres
+async def test_postgres_store_is_unavailable_until_migrated_and_readers_cannot_spoil_the_migration(
+        pg_schema: PgSchema) -> None:
+    """Reads that come while the store opens (the API polled while PostgreSQL came back) are a 503's
+    ConnectionError, not an error about a missing table that aborted open()'s migration on the shared connection
+    and left the service without a projection."""
+    store = PostgresStore(pg_schema.url, schema=pg_schema.name)
+    with pytest.raises(ConnectionError, match="not open yet"):
+        await store.list_job("j")
+
+    async def reader() -> list[ProviderState]:
+        while True:
+            try:
+                return await store.list_job("j")
+            except ConnectionError:
+                await asyncio.sleep(0)  # open() is on its way: yield to it, under the bound below
+
+    try:
+        _, rows = await asyncio.wait_for(asyncio.gather(store.open(), reader()), 30)
+        assert rows == []
+    finally:
+        await store.close()
+    with pytest.raises(ConnectionError, match="not open yet"):  # closed is not open either
+        await store.get("x")
 
 
 @pytest.mark.postgres

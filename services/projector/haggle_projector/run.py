@@ -25,7 +25,7 @@ async def _open_when_reachable(store: ProviderStore, then: Callable[[], None]) -
     while True:
         try:
             await store.open()
-        except ConnectionError as exc:
+        except Exception as exc:  # not only unreachable: a migration that failed is tried again too, never dropped
             log.warning("projection store still unavailable (%s); retrying in %.0fs", mask_urls(str(exc)), delay)
             await asyncio.sleep(delay)  # backoff between attempts
             delay = min(delay * 2, 15.0)

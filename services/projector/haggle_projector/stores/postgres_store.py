@@ -60,6 +60,7 @@ class PostgresStore:
         self.schema = _identifier("schema", schema)
         self.connect_timeout = connect_timeout
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self._migrated = False
         self._connect_lock = asyncio.Lock()
         self._qualified = sql.Identifier(self.schema, self.table)
         self._upsert = self._upsert_statement()
@@ -89,12 +90,21 @@ class PostgresStore:
         except psycopg.OperationalError as exc:
             await self._drop(conn)
             raise ConnectionError(f"PostgreSQL store lost its connection while migrating: {exc}") from exc
+        self._migrated = True
         log.info("postgres store ready: %s.%s", self.schema, self.table)
 
     async def close(self) -> None:
+        self._migrated = False
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    async def _migrated_connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
+        # Until open() has migrated, the table may not exist, and a query on the shared connection would run
+        # inside open()'s transaction and abort it. The store is simply not there yet: the caller's 503.
+        if not self._migrated:
+            raise ConnectionError("PostgreSQL store is not open yet (still connecting or migrating)")
+        return await self._connection()
 
     async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         async with self._connect_lock:
@@ -124,7 +134,7 @@ class PostgresStore:
             log.debug("closing a broken connection failed", exc_info=True)
 
     async def _fetch(self, query: sql.Composable, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        conn = await self._connection()
+        conn = await self._migrated_connection()
         try:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if cur.description else []
@@ -142,7 +152,7 @@ class PostgresStore:
         await self._fetch(self._upsert, tuple(to_row(state, "postgres").values()))
 
     async def upsert_many(self, states: list[ProviderState]) -> None:
-        conn = await self._connection()
+        conn = await self._migrated_connection()
         try:
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(self._upsert, [tuple(to_row(s, "postgres").values()) for s in states])
