@@ -47,12 +47,13 @@ up: install ## everything in one process on one port (embedded NATS unless NATS_
 browsers: ## Debian's Chromium for the browser tests (browsers cannot be downloaded here)
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-# Twelve workers on two cores: most tests wait on simulated calls in real time, not on the CPU (two workers left
-# it 60% idle). The `slow` tests are collected first and `--maxschedchunk 1` hands tests out one at a time, so the
-# long ones start at once and no short one waits queued behind them.
+# Ten workers on two cores: most tests wait on simulated calls in real time, not on the CPU (two workers left it
+# 60% idle; twelve starved the real-time tests once another process took a core). The `slow` tests are collected
+# first and `--maxschedchunk 1` hands tests out one at a time, so the long ones start at once and no short one
+# waits queued behind them.
 test: install browsers
 	$(BIN)/ruff check .
-	$(PYTEST) -q -n 12 --dist load --maxschedchunk 1
+	$(PYTEST) -q -n 10 --dist load --maxschedchunk 1
 
 test-cluster: install ## only the scale-out test on a 3-node NATS cluster (make test runs it too)
 	$(PYTEST) -q -m cluster
