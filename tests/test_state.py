@@ -93,6 +93,20 @@ def test_a_call_announced_after_its_end_stays_settled() -> None:
     assert (state.call_status, state.outcome, state.attempts, state.call_sid) == ("dialing", None, 2, "CA2")
 
 
+def test_a_call_announced_after_its_price_stays_settled() -> None:
+    """The dispatcher's CallDialed publish kept failing while a NATS node was down and landed after the call had
+    been answered, ended and priced (seen in the cluster test): the provider stays settled, so the job completes."""
+    schedule, announce = dialed(1)
+    ended = ev.CallEnded(event_id="e1", job_id="j", provider_id="a", attempt=1, call_sid="CA1", reason="end_call")
+    price = ev.PriceExtracted(event_id="p1", job_id="j", provider_id="a", attempt=1, call_sid="CA1",
+                              outcome=ev.Outcome.AGREED, agreed=True, price=90.0)
+    log: list[ev.Event] = [started(), schedule, status(1, "in-progress"), ended, price, announce]
+    state = st.fold_job(log)["a"]
+    assert (state.call_status, state.outcome, state.negotiated_price, state.attempts) == ("completed", "agreed",
+                                                                                        90.0, 1)
+    assert state.dialed_at is not None and st.job_settled(st.fold_job(log))
+
+
 def test_cancel_before_the_announcement_still_lets_the_call_run() -> None:
     """Cancel lands between DialScheduled and CallDialed (the call was placed already, and its first callback
     came first): the live call goes on and is reported, as the cancel promises for live calls."""

@@ -269,9 +269,13 @@ def apply(state: ProviderState | None, event: ev.Event, spec: ev.ProviderSpec | 
             state.attempts = max(state.attempts, event.attempt - 1)
         case ev.CallDialed():
             ended = state.twilio_status in ev.TERMINAL_TWILIO_STATUSES
-            if state.call_sid == event.call_sid and (ended or state.call_status in (DIALING, IN_PROGRESS)):
-                # Announced late (a dispatcher died between placing the call and saying so) or twice: the call's
-                # own events, even its end from reconciliation, are on the log already and must not be undone.
+            # Settled by the call's own events (its extracted price), not by a cancel that came before the call
+            # was announced: a cancel lets a call already placed run, so that one is reopened below.
+            settled = state.terminal and state.outcome != ev.Outcome.CANCELLED.value
+            if state.call_sid == event.call_sid and (ended or settled or state.call_status in (DIALING, IN_PROGRESS)):
+                # Announced late (a dispatcher died between placing the call and saying so, or its publish was
+                # retried through a NATS outage) or twice: the call's own events, even its end and its extracted
+                # price, are on the log already and must not be undone.
                 state.dialed_at = state.dialed_at or event.occurred_at
                 state.retry_at = None
                 return state
