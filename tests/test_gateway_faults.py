@@ -106,7 +106,7 @@ def system_settings(tmp_path: Path, twilio: TwilioStandin, realtime: RealtimeSta
         public_base_url=public_base_url or f"http://127.0.0.1:{port}", twilio_account_sid=SIM_ACCOUNT_SID,
         twilio_auth_token=SIM_AUTH_TOKEN, twilio_phone_number=SIM_FROM, twilio_api_base_url=twilio.base_url,
         xai_api_key=SIM_XAI_KEY, xai_realtime_url=realtime.url, xai_api_base_url=chat.base_url,
-        calling_hours=None, silence_timeout_s=10.0, max_call_attempts=1, calls_per_second=5.0,
+        calling_hours=None, max_call_attempts=1, calls_per_second=5.0,
         negotiation_strategy="independent",  # these tests run calls side by side on purpose
     )
 
