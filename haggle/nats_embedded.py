@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,7 +36,32 @@ def server_binary() -> str:
     return found
 
 
+_LOWEST_PICKED_PORT = 10000  # above the ports local services commonly listen on
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
+
 def free_port() -> int:
+    """A port nothing listens on now, for a server (often a child process) to bind a moment later.
+
+    Picked below the kernel's ephemeral range: a port from that range (what binding port 0 returns) can become an
+    outgoing connection's local port before the server binds it, which failed servers with EADDRINUSE when many
+    processes started side by side. Random, so two callers rarely pick the same one."""
+    floor = _ephemeral_floor()
+    if floor - _LOWEST_PICKED_PORT >= 1000:
+        for _ in range(50):
+            port = random.randrange(_LOWEST_PICKED_PORT, floor)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
