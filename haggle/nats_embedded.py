@@ -7,6 +7,7 @@ already own 4222) and keeps its data in a local folder, so events survive a rest
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ def server_binary() -> str:
 _LOWEST_PICKED_PORT = 10000  # above the ports local services commonly listen on
 
 
+@functools.cache  # the kernel's setting, read once rather than on every port handed out
 def _ephemeral_floor() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
