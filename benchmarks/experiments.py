@@ -41,12 +41,25 @@ def _starlette_ws() -> None:
     app.StarletteLink.__init__ = through_the_wrapper  # type: ignore[method-assign]
 
 
-def _gc_freeze() -> None:
-    """gc.freeze() once the process has started (applied by gateway_proc after startup, not here)."""
+def _no_gc_freeze() -> None:
+    """The gateway without `gc.freeze()` after start (gateway_proc reads the name; production freezes)."""
+
+
+def _uvicorn_ws() -> None:
+    """Media streams through uvicorn's own sans-I/O WebSocket protocol, as before haggle_gateway/ws_server.py."""
+    from haggle import system
+
+    options = system.uvicorn_options
+
+    def uvicorns_protocol() -> dict[str, object]:
+        return {**options(), "ws": "websockets-sansio"}
+
+    system.uvicorn_options = uvicorns_protocol  # type: ignore[assignment]
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
-    "gcfreeze": _gc_freeze,
+    "nogcfreeze": _no_gc_freeze,
+    "uvicornws": _uvicorn_ws,
     "markeach": _mark_each_chunk,
     "tick50": _tick_50ms,
     "starlettews": _starlette_ws,

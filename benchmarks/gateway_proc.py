@@ -1,9 +1,10 @@
 """The media gateway under test, alone in its own process so its CPU seconds and memory are its own.
 
 It is `haggle run media-gateway` (haggle.system.start_system) minus the settings plumbing: the same Runtime
-on NATS, the same `start_gateway`, the same FastAPI app from `build_app` and the same uvicorn options, but the
-GatewaySettings are built here so the benchmark can point the realtime URL at its load generator and choose
-`outbound_chunk_ms` and the audio format. Twilio's REST hang-up is a no-op: benchmark calls end with `stop`.
+on NATS, the same `start_gateway`, the same FastAPI app from `build_app`, the same uvicorn options and the same
+`gc.freeze()` after start, but the GatewaySettings are built here so the benchmark can point the realtime URL at
+its load generator and choose `outbound_chunk_ms` and the audio format. Twilio's REST hang-up is a no-op:
+benchmark calls end with `stop`.
 
     python -m benchmarks.gateway_proc --nats URL --realtime-url ws://... [--audio-format pcmu|pcm24k]
         [--chunk-ms 40] [--loop asyncio|uvloop]
@@ -22,6 +23,7 @@ import uvicorn
 from haggle_gateway.app import start_gateway
 from haggle_gateway.settings import GatewaySettings
 
+from haggle import system
 from haggle.config import Settings
 from haggle.logs import setup_logging
 from haggle.runtime import Runtime, ServiceHandle
@@ -61,8 +63,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     service = await start_gateway(rt.nc, rt.js, gw_settings, rt.publisher, hangup=_no_hangup)
     app = build_app([ServiceHandle("media-gateway", routers=[service.router])])
-    # The options haggle.system.start_system gives uvicorn.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws_max_size=65536)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, **system.uvicorn_options())  # as haggle up serves
     server = _Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -71,8 +72,8 @@ async def main(args: argparse.Namespace) -> None:
             raise RuntimeError("uvicorn exited at start")
         await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
     heap = serve.full_collection()  # what one gen-2 pass over the started process costs
-    if "gcfreeze" in args.experiment:
-        gc.freeze()
+    if "nogcfreeze" not in args.experiment:
+        gc.freeze()  # as haggle.system.start_system does once the process has started
         heap["after_freeze_ms"] = serve.full_collection()["full_gc_ms"]
     pauses = serve.GcPauses()
     serve.announce(server.servers[0].sockets[0].getsockname()[1])

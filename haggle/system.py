@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -168,6 +169,19 @@ class System:
 IDLE_KEEP_ALIVE_S = 75
 
 
+def uvicorn_options() -> dict[str, Any]:
+    """The server options of every process that serves the app (the benchmark's gateway process uses them too).
+
+    `ws`: the media gateway's WebSocket protocol (uvicorn's handshake, lean framing once open; see
+    haggle_gateway/ws_server.py), without permessage-deflate (audio hardly compresses, and the lean path reads
+    uncompressed frames only; a client that asks for it gets a connection without it). 64 KiB bounds a message:
+    a media frame is under 1 KiB."""
+    from haggle_gateway.ws_server import LeanWebSocketProtocol
+
+    return {"log_level": "warning", "lifespan": "off", "ws_max_size": 65536, "ws": LeanWebSocketProtocol,
+            "ws_per_message_deflate": False, "timeout_keep_alive": IDLE_KEEP_ALIVE_S}
+
+
 async def start_system(
     settings: Settings,
     services: Iterable[str] = SERVICES,
@@ -190,8 +204,7 @@ async def start_system(
             handles.append(await start_service(name, rt, **(service_options or {}).get(name, {})))
         app = build_app(handles, settings=settings)
         config = uvicorn.Config(app, host=settings.host, port=settings.port if port is None else port,
-                                log_level="warning", lifespan="off", ws_max_size=65536,
-                                timeout_keep_alive=IDLE_KEEP_ALIVE_S)
+                                **uvicorn_options())
         server = uvicorn.Server(config)
         system = System(settings=settings, rt=rt, handles=handles, server=server, port=0, nats=embedded)
         system._serve_task = asyncio.create_task(server.serve())

@@ -19,7 +19,15 @@ class RecordingLink:
         return Frame(closed=True)
 
     async def send(self, text: str) -> None:
+        self.send_now(text)
+
+    writable_now = True
+
+    def send_now(self, text: str) -> None:
         self.sent.append(json.loads(text))
+
+    def attach(self, feed: object) -> None:
+        return None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         return None

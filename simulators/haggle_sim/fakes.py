@@ -121,12 +121,23 @@ class FakeTwilioLink:
         self._playing_until = clock.now()
         self._seq = itertools.count(1)
         self._timer: _VirtualTimer | None = None
+        self._feed: Callable[[str], bool] | None = None
 
     # what the bridge calls
     async def receive(self) -> Frame:
         return await self._inbound.get()
 
+    def attach(self, feed: Callable[[str], bool] | None) -> None:
+        self._feed = feed
+
+    @property
+    def writable_now(self) -> bool:
+        return self.closed is None
+
     async def send(self, text: str) -> None:
+        self.send_now(text)
+
+    def send_now(self, text: str) -> None:
         if self.closed is not None:
             raise ConnectionError("stream closed")
         message = json.loads(text)
@@ -172,7 +183,10 @@ class FakeTwilioLink:
 
     # what a test calls
     def inject(self, message: dict[str, Any]) -> None:
-        self._inbound.put_nowait(Frame(text=json.dumps(message)))
+        text = json.dumps(message)
+        feed = self._feed
+        if feed is None or not self._inbound.empty() or not feed(text):  # as the server's read callback does
+            self._inbound.put_nowait(Frame(text=text))
 
     def caller_audio(self, ulaw: bytes) -> None:
         self.inject({"event": "media", "sequenceNumber": str(next(self._seq)), "streamSid": self.stream_sid,
@@ -218,11 +232,22 @@ class FakeRealtime:
         self.closed = False
         self._events: asyncio.Queue[rt.ServerEvent | BaseException] = asyncio.Queue()
         self.fail_sends = False
+        self._feed: Callable[[rt.ServerEvent], bool] | None = None
+
+    @property
+    def writable_now(self) -> bool:
+        return True
 
     async def send(self, event: dict[str, Any]) -> None:
+        self.send_now(event)
+
+    def send_now(self, event: dict[str, Any]) -> None:
         if self.closed or self.fail_sends:
             raise RealtimeError("fake realtime session closed")
         self.sent.append(event)
+
+    def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None:
+        self._feed = feed
 
     async def recv(self) -> rt.ServerEvent:
         item = await self._events.get()
@@ -237,7 +262,9 @@ class FakeRealtime:
         self.push(rt.parse_server_event(json.dumps(event)))
 
     def push(self, event: rt.ServerEvent) -> None:
-        self._events.put_nowait(event)
+        feed = self._feed
+        if feed is None or not self._events.empty() or not feed(event):  # as the client's read callback does
+            self._events.put_nowait(event)
 
     def lose(self, why: str = "connection lost") -> None:
         self._events.put_nowait(RealtimeError(why))

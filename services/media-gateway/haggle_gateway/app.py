@@ -52,6 +52,7 @@ from .transfer import HomeownerTransfers, whisper_line
 from .transfer import outcome_of as transfer_outcome
 from .twilio_rest import TwilioHangup
 from .twilio_webhooks import SIGNATURE_HEADER, WebhookValidator
+from .ws_server import SCOPE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,41 @@ class StreamRejected(Exception):
 class StarletteLink:
     """The bridge's TwilioLink over an accepted Starlette WebSocket.
 
-    Frames go straight through the connection's ASGI receive/send callables: Starlette's wrapper re-checks its
-    state machine and builds a message per frame, which at 100 frames a second per call is measurable
-    (benchmarks/README.md). Accept and close still go through the wrapper, so its state stays right."""
+    Frames go straight to the server's WebSocket protocol (`ws_server`, found in the scope) when it is ours, else
+    through the connection's ASGI receive/send callables: Starlette's wrapper re-checks its state machine and
+    builds a message per frame, which at 100 frames a second per call is measurable (benchmarks/README.md).
+    Accept and close still go through the wrapper, so its state stays right."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
-        self._receive = websocket._receive  # the ASGI callables Starlette wraps (set in its constructor)
+        lean = websocket.scope.get("extensions", {}).get(SCOPE_KEY)
+        # the ASGI callables Starlette wraps (set in its constructor), or the protocol's own
+        self._receive = websocket._receive if lean is None else lean.receive
         self._send = websocket._send
+        self._send_data = None if lean is None else lean.send_data
+        self._lean = lean
         self._closed = False
+
+    def attach(self, feed: Callable[[str], bool] | None) -> None:
+        """Offer each text frame to `feed` as it is read, while nothing is queued ahead of it (see `ws_server`);
+        frames it declines (False) are received as usual. A feed that raises is detached and its frame received as
+        usual, so the failure surfaces where the receiving task handles it. None detaches."""
+        lean = self._lean
+        if lean is None:
+            return
+        if feed is None:
+            lean.sink = None
+            return
+
+        def sink(text: str) -> bool:
+            try:
+                return feed(text)
+            except Exception:
+                log.exception("media stream: the frame reader failed; frames go through the receiving task")
+                lean.sink = None
+                return False
+
+        lean.sink = sink
 
     async def receive(self) -> Frame:
         if self._closed:
@@ -134,10 +161,25 @@ class StarletteLink:
             return Frame(text=text)
         return Frame(binary=message.get("bytes") or b"")
 
+    @property
+    def writable_now(self) -> bool:
+        lean = self._lean
+        return (lean is not None and not self._closed and not lean.close_sent and not lean.disconnected
+                and lean.writable.is_set())
+
+    def send_now(self, text: str) -> None:
+        lean = self._lean
+        if lean is None or self._closed or lean.close_sent or lean.disconnected:
+            raise WebSocketDisconnect(code=1006)
+        lean.write_data(text.encode())
+
     async def send(self, text: str) -> None:
         if self._closed:
             raise WebSocketDisconnect(code=1006)
-        await self._send({"type": "websocket.send", "text": text})
+        if self._send_data is not None:
+            await self._send_data(text.encode())
+        else:
+            await self._send({"type": "websocket.send", "text": text})
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._ws.application_state != WebSocketState.CONNECTED or self._closed:

@@ -119,6 +119,7 @@ class CallBridge:
                                     timeout_s=settings.realtime_reconnect_timeout_s,
                                     buffer_ms=settings.reconnect_buffer_ms)
         self.twilio_pump = TwilioPump(self, link, guard, self.clock, settings.max_malformed_frames)
+        self.realtime_pump = RealtimePump(self)
         self._end = asyncio.Event()
         self._closed = asyncio.Event()
         self._heard: deque[FinalUtterance] = deque()  # the callee's finished lines, for the call flow
@@ -145,12 +146,16 @@ class CallBridge:
         self._outbox.start()
         tasks = [
             asyncio.create_task(self._guarded(self.twilio_pump.run(), "twilio"), name=f"twilio-{self.call_sid}"),
-            asyncio.create_task(self._guarded(RealtimePump(self).run(), "realtime"), name=f"rt-{self.call_sid}"),
+            asyncio.create_task(self._guarded(self.realtime_pump.run(), "realtime"), name=f"rt-{self.call_sid}"),
             asyncio.create_task(self._guarded(Ticker(self, self.clock).run(), "ticker"), name=f"tick-{self.call_sid}"),
         ]
+        self._link.attach(self.twilio_pump.feed)
+        self.keeper.attach(self.realtime_pump.feed)
         try:
             await self._end.wait()
         finally:
+            self._link.attach(None)
+            self.keeper.attach(None)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -229,10 +234,18 @@ class CallBridge:
     # ------------------------------------------------------------------------------------------------ Twilio side
 
     async def on_caller_audio(self, ulaw: bytes, payload: str) -> None:
+        self._hear_caller(ulaw)
+        await self.keeper.audio_in(self._transcoder.to_model(payload))
+
+    def on_caller_audio_now(self, ulaw: bytes, payload: str) -> None:
+        """`on_caller_audio` from the socket's read callback; only when `keeper.can_send_now()`."""
+        self._hear_caller(ulaw)
+        self.keeper.audio_in_now(self._transcoder.to_model(payload))
+
+    def _hear_caller(self, ulaw: bytes) -> None:
         if self.turns.gate.waiting and audioop.rms(audioop.ulaw2lin(ulaw, 2), 2) >= self.settings.greeting_voice_rms:
             self.turns.gate.voice(self.clock.now())  # local energy, so the opening line never starts over a hello
         self.flow.audio(ulaw)
-        await self.keeper.audio_in(self._transcoder.to_model(payload))
 
     async def on_mark(self, name: str) -> None:
         echo = self.out.tracker.on_echo(name)

@@ -40,9 +40,20 @@ class Frame:
 
 
 class TwilioLink(Protocol):
+    """The media stream. Besides the awaited `receive`/`send`, the hot path has a synchronous form: `attach(feed)`
+    offers each text frame to `feed` as it is read (while nothing is queued ahead of it; True: handled, not
+    queued for `receive`), and `send_now` writes at once while `writable_now`."""
+
     async def receive(self) -> Frame: ...
 
     async def send(self, text: str) -> None: ...
+
+    @property
+    def writable_now(self) -> bool: ...
+
+    def send_now(self, text: str) -> None: ...
+
+    def attach(self, feed: Callable[[str], bool] | None) -> None: ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
@@ -52,10 +63,19 @@ class LinkClosed(Exception):
 
 
 class RealtimeSession(Protocol):
-    """One open, configured model session (see docs/xai-realtime.md). `send` and `recv` raise
-    `RealtimeError` once the session is gone."""
+    """One open, configured model session (see docs/xai-realtime.md). `send`, `send_now` and `recv` raise
+    `RealtimeError` once the session is gone. The synchronous forms mirror `TwilioLink`'s: `attach(feed)` offers
+    each event to `feed` as it is read (while none is queued ahead of it), `send_now` writes at once while
+    `writable_now`."""
 
     async def send(self, event: dict[str, Any]) -> None: ...
+
+    @property
+    def writable_now(self) -> bool: ...
+
+    def send_now(self, event: dict[str, Any]) -> None: ...
+
+    def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None: ...
 
     async def recv(self) -> rt.ServerEvent: ...
 

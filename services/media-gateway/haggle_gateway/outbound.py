@@ -105,14 +105,34 @@ class AudioOut:
 
     async def audio(self, item_id: str, model_audio: bytes) -> None:
         """Queue model audio (converted to the line's mu-law); full chunks go out."""
+        if self._queue_audio(item_id, model_audio):
+            await self.release()
+
+    def can_send_now(self) -> bool:
+        """`audio_now` may run: no send is waiting on the link, and the link takes a write at once."""
+        return not self._lock.locked() and self._link.writable_now
+
+    def audio_now(self, item_id: str, model_audio: bytes) -> None:
+        """`audio` without awaiting (from the model socket's read callback); only after `can_send_now()`. The link
+        is not waited on: pacing (`lead_ms`) already bounds what is queued at Twilio."""
+        if self._queue_audio(item_id, model_audio):
+            send = self._link.send_now
+            try:
+                for text in self._due():
+                    send(text)
+            except Exception as exc:
+                raise LinkClosed(str(exc)) from exc
+
+    def _queue_audio(self, item_id: str, model_audio: bytes) -> bool:
+        """Buffer the audio; True when a chunk is held ready to go (then `release` is due)."""
         ulaw = self._transcoder.to_twilio(model_audio)
         if self._item is not None and self._item != item_id:
-            await self.flush()
+            self._hold()  # the previous item's tail goes ahead of this one
         self._item = item_id
         self._buf += ulaw
         if len(self._buf) >= self._chunk_bytes:
-            self._hold()  # flush() inlined: one coroutine less per model delta
-            await self.release()
+            self._hold()
+        return bool(self._held)
 
     async def end_of_item(self, item_id: str) -> None:
         """An item's audio is complete: send the resampler's tail with it (once per item)."""
@@ -150,13 +170,20 @@ class AudioOut:
 
     async def release(self) -> None:
         """Send held audio while less than `lead_ms` is queued at Twilio. Called on every echo and tick."""
+        if self._held:
+            for text in self._due():
+                await self.send(text)
+
+    def _due(self) -> list[str]:
+        """Take what `release` sends off the held queue, recorded as sent: the messages, in order."""
+        out: list[str] = []
         heldq, tracker = self._held, self.tracker
         while heldq and (heldq[0].item_id is None or tracker.outstanding_ms < self._lead_ms):
             held = heldq.popleft()
             item_id = held.item_id
             if item_id is None:
                 self._unmarked_ms = 0.0  # a marker's echo credits the audio before it
-                await self.send(tm.mark_message(self._stream_sid, tracker.marker(held.label)))
+                out.append(tm.mark_message(self._stream_sid, tracker.marker(held.label)))
                 continue
             ms = len(held.audio) / TWILIO_BYTES_PER_MS
             self._unmarked_ms += ms
@@ -166,16 +193,17 @@ class AudioOut:
             marked = (self._unmarked_ms >= MARK_EVERY_MS or (after is not None and after != item_id and (
                 after or item_id != self._item or item_id in self._ended)))
             mark = tracker.audio_sent(item_id, ms, marked=marked)
-            await self.send(tm.media_message(self._stream_sid, held.audio))
+            out.append(tm.media_message(self._stream_sid, held.audio))
             if marked:
                 self._unmarked_ms = 0.0
-                await self.send(tm.mark_message(self._stream_sid, mark))
+                out.append(tm.mark_message(self._stream_sid, mark))
             _FRAMES_OUT.inc()
             self.media_out += 1
             self._chunks += 1
             if tracker.outstanding_ms > self.max_queued_ms:
                 self.max_queued_ms = tracker.outstanding_ms
             self._on_sent(item_id)
+        return out
 
     async def seal_stalled(self) -> None:
         """On every tick: audio sent unmarked with nothing sent since the last tick gets its mark now (a response

@@ -105,7 +105,35 @@ class TwilioPump:
         else:
             log.debug("call %s: ignoring repeated %s", bridge.call_sid, type(message).__name__)
 
+    def feed(self, text: str) -> bool:
+        """A text frame straight from the socket's read callback, before any task wakes. True when it was a media
+        frame and was handled here (forwarded to the model at once, or kept while the session is down); False
+        leaves the frame to `run()`, which sees it as if this had not been called. The link calls this only when
+        nothing is queued ahead of the frame, so order holds. Media is five frames in six: this spares each a task
+        switch and the coroutines of the path below."""
+        if not text.isascii():
+            return False  # `run()` measures and judges it (a Media Streams frame is ASCII)
+        try:
+            message = tm.parse_message(text)
+        except tm.MediaMessageError:
+            return False
+        bridge = self._bridge
+        if not isinstance(message, tm.Media) or not bridge.keeper.can_send_now():
+            return False
+        if self._guard.check(len(text), self._clock.now()) is not None:
+            return False  # `run()` checks it again (no tokens were taken) and closes the stream
+        ulaw = self._accept_media(message)
+        if ulaw:
+            bridge.on_caller_audio_now(ulaw, message.media.payload)
+        return True
+
     async def _media(self, media: tm.Media) -> None:
+        ulaw = self._accept_media(media)
+        if ulaw:
+            await self._bridge.on_caller_audio(ulaw, media.media.payload)
+
+    def _accept_media(self, media: tm.Media) -> bytes | None:
+        """The frame's mu-law bytes, counted; None (counted as malformed) if its payload is not base64."""
         _FRAMES_IN.inc()
         # `sequenceNumber` counts every message on the stream (mark echoes too), so gaps in it are normal;
         # `media.chunk` counts media messages only: a jump there is audio that never arrived.
@@ -116,18 +144,33 @@ class TwilioPump:
                 log.debug("call %s: media chunk gap %d -> %d", self._bridge.call_sid, self._last_chunk, n)
             self._last_chunk = n
         try:
-            ulaw = media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
+            return media.audio()  # validates the base64 (a C loop); pcmu still forwards the original string
         except tm.MediaMessageError:
             self._malformed()
-            return
-        if ulaw:
-            await self._bridge.on_caller_audio(ulaw, media.media.payload)
+            return None
 
 
 class RealtimePump:
     def __init__(self, bridge: CallBridge) -> None:
         self._bridge = bridge
         self._unknown_seen: set[str] = set()
+
+    def feed(self, event: rt.ServerEvent) -> bool:
+        """A model event straight from the socket's read callback (none queued ahead of it). True when it was an
+        audio delta and went to the line here; False leaves it to `run()`. Deltas are nearly every event: this
+        spares each a task switch. What `run()` does after every event is cheap to defer for a delta: transcripts
+        and line events are the ticker's work too."""
+        bridge = self._bridge
+        if not isinstance(event, rt.AudioDelta) or not bridge.out.can_send_now():
+            return False
+        try:
+            bridge.turns.on_audio_delta_now(event)
+        except LinkClosed as exc:
+            log.warning("call %s: Twilio stream lost: %s", bridge.call_sid, exc)
+            bridge.request_end("twilio_stream_lost")
+        except Exception:
+            log.exception("call %s: handling %s failed", bridge.call_sid, event.type)
+        return True
 
     async def run(self) -> None:
         bridge = self._bridge

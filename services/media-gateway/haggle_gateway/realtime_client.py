@@ -163,6 +163,14 @@ class RealtimeClient:
     async def _from_backlog(self) -> rt.ServerEvent:
         return self._backlog.popleft()
 
+    writable_now = False  # temporary
+
+    def send_now(self, event: dict[str, Any]) -> None:
+        raise RealtimeError("no synchronous send")
+
+    def attach(self, feed: object) -> None:
+        return None
+
     async def send(self, event: dict[str, Any]) -> None:
         try:
             # Already UTF-8 JSON: sent as a text frame without a round trip through str (one per caller frame).

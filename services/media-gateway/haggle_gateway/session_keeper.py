@@ -52,6 +52,7 @@ class SessionKeeper:
         self._timeout_s = timeout_s
         self._history: list[FinalUtterance] = []
         self._backlog: deque[str] = deque(maxlen=max(1, buffer_ms // TWILIO_FRAME_MS))
+        self._feed: Callable[[rt.ServerEvent], bool] | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
         """Send to the model. While the session is down the event is dropped; a failed send marks it down, and
@@ -64,9 +65,15 @@ class SessionKeeper:
             self.down = True
             log.info("realtime send failed: %s", exc)
 
+    def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None:
+        """Offer the model's events to `feed` as they are read, on this session and on any reopened one."""
+        self._feed = feed
+        self.session.attach(feed)
+
     def lost(self) -> None:
         """The session is gone (its socket closed); sends are dropped until it is reopened."""
         self.down = True
+        self.session.attach(None)
 
     def recv(self) -> Coroutine[Any, Any, rt.ServerEvent]:
         # The session's own coroutine, not one wrapping it: one coroutine level less on every model event.
@@ -80,6 +87,22 @@ class SessionKeeper:
             self._backlog.append(model_audio)
             return
         await self.send(rt.input_audio_append(model_audio))
+
+    def can_send_now(self) -> bool:
+        """`audio_in_now` can take the callee's audio without waiting: the session is down (the audio is kept) or
+        its socket takes a write at once."""
+        return self.down or self.session.writable_now
+
+    def audio_in_now(self, model_audio: str) -> None:
+        """`audio_in` without awaiting; only after `can_send_now()`."""
+        if self.down:
+            self._backlog.append(model_audio)
+            return
+        try:
+            self.session.send_now(rt.input_audio_append(model_audio))
+        except RealtimeError as exc:
+            self.down = True
+            log.info("realtime send failed: %s", exc)
 
     def remember(self, utterance: FinalUtterance) -> None:
         if utterance.revision:
@@ -102,6 +125,7 @@ class SessionKeeper:
         Raises ReopenFailed."""
         assert self._reopen is not None
         self.reopens += 1
+        self.session.attach(None)
         await self.session.close()
         history = self._history[-MAX_REPLAYED_UTTERANCES:]
         resumed = any(u.role == ev.Role.ASSISTANT for u in history)
@@ -123,4 +147,5 @@ class SessionKeeper:
             metrics.REALTIME_ERRORS.labels(kind="reopen_failed").inc()
             raise ReopenFailed(f"reopened realtime session lost at once: {exc}") from exc
         self.down = False
+        client.attach(self._feed)
         return len(history), len(backlog) * TWILIO_FRAME_MS

@@ -160,24 +160,36 @@ class ModelTurns:
         self._call.transcript.user_snapshot(event.item_id, event.transcript, event.is_final, self._clock.now(), _wall())
 
     async def on_audio_delta(self, event: rt.AudioDelta) -> None:
+        audio = self._take_delta(event)
+        if audio is not None:
+            await self._call.out.audio(event.item_id, audio)
+
+    def on_audio_delta_now(self, event: rt.AudioDelta) -> None:
+        """`on_audio_delta` without awaiting; only after `out.can_send_now()`."""
+        audio = self._take_delta(event)
+        if audio is not None:
+            self._call.out.audio_now(event.item_id, audio)
+
+    def _take_delta(self, event: rt.AudioDelta) -> bytes | None:
+        """The delta's audio if it is to be played now; None if it was dropped or held back."""
         state = self.ledger.for_audio(event.response_id, event.item_id)
         after_goodbye = self.ledger.goodbye_pending and (state is None or not state.end_call)
         if (state is not None and state.dropped) or after_goodbye:
             self.dropped_deltas += 1  # cut by a barge-in, or said after the goodbye (the call is hanging up)
-            return
+            return None
         if self._call.phases.silent_agent:
             self.dropped_deltas += 1  # on hold: nothing reaches the line (see `hold_over`)
             if len(self._held_back) < MAX_HELD_BACK:
                 self._held_back.append(event)
-            return
+            return None
         try:
             audio = base64.b64decode(event.delta)
         except (binascii.Error, ValueError):
             log.warning("call %s: undecodable audio delta dropped", self._call.call_sid)
-            return
+            return None
         if state is not None:
             state.had_audio = True
-        await self._call.out.audio(event.item_id, audio)
+        return audio
 
     async def on_audio_done(self, response_id: str, item_id: str) -> None:
         state = self.ledger.get(response_id)

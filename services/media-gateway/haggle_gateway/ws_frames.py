@@ -41,12 +41,14 @@ _H64 = struct.Struct("!Q")
 
 
 class FrameError(Exception):
-    """The peer broke the framing rules; `code` is the close code to answer with."""
+    """The peer broke the framing rules; `code` is the close code to answer with. `messages` are those the same
+    read held before the bad frame: deliver them, then close."""
 
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.messages: list[tuple[int, bytes]] = []
 
 
 class FrameReader:
@@ -57,7 +59,7 @@ class FrameReader:
     (TEXT or BINARY); control frames come out as they arrive, even between fragments. Payloads are unmasked.
     """
 
-    __slots__ = ("_buf", "_masked", "_max_size", "_parts", "_parts_size", "_parts_op")
+    __slots__ = ("_buf", "_masked", "_max_size", "_parts", "_parts_op", "_parts_size")
 
     def __init__(self, *, masked: bool, max_size: int) -> None:
         self._buf = b""
@@ -68,8 +70,17 @@ class FrameReader:
         self._parts_op = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        buf = self._buf + data if self._buf else data
+        """Raises FrameError at the first frame that breaks the rules, carrying the messages before it."""
         out: list[tuple[int, bytes]] = []
+        try:
+            return self._feed(data, out)
+        except FrameError as exc:
+            exc.messages = out
+            self._buf = b""
+            raise
+
+    def _feed(self, data: bytes, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        buf = self._buf + data if self._buf else data
         pos, end = 0, len(buf)
         masked = self._masked
         while end - pos >= 2:
@@ -159,7 +170,8 @@ def close_payload(code: int, reason: str = "") -> bytes:
     """The body of a close frame (no body for 1005, which must not be sent on the wire)."""
     if code == CLOSE_NO_STATUS:
         return b""
-    return _H16.pack(code) + reason.encode("utf-8")[:123]
+    # 125 bytes at most in a control frame; a cut must not split a character (the reason must be valid UTF-8)
+    return _H16.pack(code) + reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
