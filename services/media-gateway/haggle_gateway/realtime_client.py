@@ -10,10 +10,10 @@ handed out by `recv()` afterwards, so nothing is lost.
 OpenAI-style `?model=` broke the handshake, so a refused handshake (HTTP status) is retried once on the
 bare URL, and that is logged.
 
-The socket is our own minimal WebSocket client (`ws_client`): about a hundred messages a second go each way on
-a live call, and a queued server event is handed out without a suspension, a send is one synchronous write.
-It pings the server every 20 s and drops the session when a pong takes longer than 20 s (the same keepalive the
-`websockets` library gave us before).
+The socket is our own minimal WebSocket client (`ws_client`), because a live call moves about a hundred messages
+a second each way: a queued server event is handed out without a suspension and a send is one synchronous write.
+It pings the server every 20 s and drops the session when a pong takes longer than 20 s, so a silently dead
+socket ends in RealtimeError (and a reopen) instead of a deaf call.
 """
 
 from __future__ import annotations

@@ -24,9 +24,7 @@ from urllib.parse import urlsplit
 from .ws_frames import (
     CLOSE_ABNORMAL,
     CLOSE_INTERNAL,
-    CLOSE_NO_STATUS,
     CLOSE_NORMAL,
-    CLOSE_PROTOCOL_ERROR,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -428,6 +426,3 @@ class WsClient(asyncio.Protocol):
                 timer.cancel()
         self._ping_timer = self._pong_timer = None
 
-
-__all__ = ["CLOSE_NO_STATUS", "CLOSE_PROTOCOL_ERROR", "ConnectionClosed", "HandshakeError", "InvalidStatus",
-           "WsClient", "WsError", "connect"]
