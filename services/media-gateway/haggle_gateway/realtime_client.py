@@ -9,6 +9,11 @@ handed out by `recv()` afterwards, so nothing is lost.
 `?model=` goes in the query string unless the configured URL already has one. An April 2026 report says an
 OpenAI-style `?model=` broke the handshake, so a refused handshake (HTTP status) is retried once on the
 bare URL, and that is logged.
+
+The socket is our own minimal WebSocket client (`ws_client`), because a live call moves about a hundred messages
+a second each way: a queued server event is handed out without a suspension and a send is one synchronous write.
+It pings the server every 20 s and drops the session when a pong takes longer than 20 s, so a silently dead
+socket ends in RealtimeError (and a reopen) instead of a deaf call.
 """
 
 from __future__ import annotations
@@ -21,16 +26,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
 
 from . import realtime_events as rt
 from .settings import GatewaySettings
+from .ws_client import ConnectionClosed, HandshakeError, InvalidStatus, WsClient, connect
 
 log = logging.getLogger(__name__)
 
 MAX_SERVER_FRAME = 4 * 1024 * 1024  # audio deltas are small; this only bounds a misbehaving server
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
 
 
 class RealtimeError(RuntimeError):
@@ -55,7 +60,7 @@ _encoder = msgspec.json.Encoder()
 class RealtimeClient:
     """One connected, configured realtime session."""
 
-    def __init__(self, ws: ClientConnection, url: str) -> None:
+    def __init__(self, ws: WsClient, url: str) -> None:
         self._ws = ws
         self.url = url
         self.session: dict[str, Any] = {}
@@ -81,7 +86,7 @@ class RealtimeClient:
         try:
             ws = await cls._connect(url, headers)
         except InvalidStatus as exc:
-            status = exc.response.status_code
+            status = exc.status
             if status in (401, 403) or not settings.realtime_model_in_query:
                 raise RealtimeError(f"realtime handshake refused: HTTP {status}") from exc
             bare = realtime_url(settings.xai_realtime_url, None, with_model=False)
@@ -89,7 +94,7 @@ class RealtimeClient:
             try:
                 ws = await cls._connect(bare, headers)
             except InvalidStatus as exc2:
-                raise RealtimeError(f"realtime handshake refused: HTTP {exc2.response.status_code}") from exc2
+                raise RealtimeError(f"realtime handshake refused: HTTP {exc2.status}") from exc2
             url = bare
         client = cls(ws, url)
         try:
@@ -100,13 +105,13 @@ class RealtimeClient:
         return client
 
     @staticmethod
-    async def _connect(url: str, headers: dict[str, str]) -> ClientConnection:
+    async def _connect(url: str, headers: dict[str, str]) -> WsClient:
         try:
-            return await connect(url, additional_headers=headers, proxy=None, max_size=MAX_SERVER_FRAME,
-                                 open_timeout=None, compression=None, ping_interval=20, ping_timeout=20)
+            return await connect(url, headers, max_size=MAX_SERVER_FRAME, ping_interval=PING_INTERVAL_S,
+                                 ping_timeout=PING_TIMEOUT_S)
         except InvalidStatus:
             raise
-        except (OSError, websockets.exceptions.WebSocketException) as exc:
+        except (OSError, HandshakeError) as exc:
             raise RealtimeError(f"cannot connect to the realtime API: {exc}") from exc
 
     async def _configure(self, session: dict[str, Any], settings: GatewaySettings) -> None:
@@ -142,9 +147,13 @@ class RealtimeClient:
             return event
 
     async def _recv_raw(self) -> rt.ServerEvent:
+        ws = self._ws
         try:
-            data = await self._ws.recv(decode=False)  # msgspec reads the UTF-8 bytes: no str made per event
-        except websockets.exceptions.ConnectionClosed as exc:
+            # Usually a message is already queued: taken without creating and awaiting another coroutine.
+            data = ws.recv_nowait()
+            if data is None:
+                data = await ws.recv()
+        except ConnectionClosed as exc:
             raise RealtimeError(f"realtime connection closed: {exc}") from exc
         try:
             return rt.parse_server_event(data)
@@ -172,10 +181,13 @@ class RealtimeClient:
         return None
 
     async def send(self, event: dict[str, Any]) -> None:
+        ws = self._ws
         try:
             # Already UTF-8 JSON: sent as a text frame without a round trip through str (one per caller frame).
-            await self._ws.send(_encoder.encode(event), text=True)
-        except websockets.exceptions.ConnectionClosed as exc:
+            ws.send_text(_encoder.encode(event))
+            if ws.write_paused:  # the socket buffer is full: wait for it here rather than grow it without bound
+                await ws.drain()
+        except ConnectionClosed as exc:
             raise RealtimeError(f"realtime connection closed: {exc}") from exc
 
     async def close(self) -> None:
@@ -183,6 +195,6 @@ class RealtimeClient:
             return
         self.closed = True
         try:
-            await asyncio.wait_for(self._ws.close(), 2.0)
-        except (TimeoutError, OSError, websockets.exceptions.WebSocketException):
+            await self._ws.close(timeout_s=2.0)  # bounded: aborts the socket if the server does not answer
+        except OSError:
             pass
