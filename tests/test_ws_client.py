@@ -279,8 +279,6 @@ async def test_an_oversize_message_closes_with_1009() -> None:
         assert await asyncio.wait_for(received, WAIT_S) == 1009
 
 
-@pytest.mark.xfail(strict=True, reason="ws_frames.FrameReader.feed raises on a bad frame and drops the messages "
-                                       "it had already parsed from the same read")
 async def test_a_message_before_a_bad_frame_in_the_same_read_is_delivered() -> None:
     async def good_then_bad(_: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes) -> None:
         writer.write(upgrade_response(key))

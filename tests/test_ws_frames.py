@@ -66,7 +66,11 @@ def test_a_fragmented_message_is_joined_and_a_ping_between_fragments_comes_first
     (masked_raw(wf.OP_TEXT, b"a") + masked_raw(0x80 | wf.OP_TEXT, b"b"), wf.CLOSE_PROTOCOL_ERROR),
     (wf.client_frame(wf.OP_TEXT, b"x" * 101), wf.CLOSE_TOO_BIG),
     (masked_raw(wf.OP_TEXT, b"x" * 60) + masked_raw(0x80 | wf.OP_CONT, b"x" * 60), wf.CLOSE_TOO_BIG),
-])
+    (masked_raw(0x80 | wf.OP_CLOSE, b"\x03"), wf.CLOSE_PROTOCOL_ERROR),  # half a close code
+    (masked_raw(0x80 | wf.OP_CLOSE, wf.close_payload(1006)), wf.CLOSE_PROTOCOL_ERROR),  # never on the wire
+    (masked_raw(0x80 | wf.OP_CLOSE, b"\x03\xe8\xff"), wf.CLOSE_INVALID_DATA),  # reason not UTF-8
+], ids=["rsv1", "unmasked", "opcode", "fragmented-control", "orphan-continuation", "interleaved", "too-big",
+        "too-big-joined", "close-1-byte", "close-1006", "close-reason"])
 def test_rule_breaking_frames_name_their_close_code(data: bytes, code: int) -> None:
     with pytest.raises(wf.FrameError) as err:
         client_reader(max_size=100).feed(data)
@@ -93,3 +97,20 @@ def test_close_payloads() -> None:
     assert wf.close_payload(wf.CLOSE_NO_STATUS) == b""
     long = wf.close_payload(1000, "é" * 200)
     assert len(long) <= 125 and long[2:].decode("utf-8") == "é" * 61  # a control frame's limit, whole characters
+
+
+def test_a_ping_between_fragments_does_not_count_toward_the_message_size() -> None:
+    data = masked_raw(wf.OP_TEXT, b"12345678") + masked_raw(0x80 | wf.OP_PING, b"abcde")
+    data += masked_raw(0x80 | wf.OP_CONT, b"9")
+    assert client_reader(max_size=10).feed(data) == [(wf.OP_PING, b"abcde"), (wf.OP_TEXT, b"123456789")]
+
+
+def test_a_large_frame_over_many_reads_is_joined_once() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    frame = wf.server_frame(wf.OP_BINARY, payload)
+    reader = wf.FrameReader(masked=False, max_size=1 << 21)
+    got: list[tuple[int, bytes]] = []
+    for start in range(0, len(frame), 4096):
+        got += reader.feed(frame[start:start + 4096])
+        assert len(reader._buf) <= 4096 * 2  # the reads wait in a list, not in an ever-growing joined buffer
+    assert got == [(wf.OP_BINARY, payload)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -172,13 +172,42 @@ class RealtimeClient:
     async def _from_backlog(self) -> rt.ServerEvent:
         return self._backlog.popleft()
 
-    writable_now = False  # temporary
+    def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None:
+        """Offer each event to `feed` inside the socket's read callback, while none is queued ahead of it (the
+        handshake's leftovers included). An event it declines is parsed again when `recv` hands it out: declined
+        events are the rare ones. A feed that raises is detached and its event received as usual."""
+        ws = self._ws
+        if feed is None:
+            ws.sink = None
+            return
+        backlog, parse = self._backlog, rt.parse_server_event
+
+        def sink(data: bytes) -> bool:
+            if backlog:
+                return False
+            try:
+                return feed(parse(data))
+            except rt.RealtimeProtocolError:
+                return False  # `recv` logs it
+            except Exception:
+                log.exception("realtime: the event reader failed; events go through the receiving task")
+                ws.sink = None
+                return False
+
+        ws.sink = sink
+
+    @property
+    def writable_now(self) -> bool:
+        """`send_now` may run: the socket is open and its buffer under the high-water mark."""
+        ws = self._ws
+        return not ws.write_paused and not ws.closed
 
     def send_now(self, event: dict[str, Any]) -> None:
-        raise RealtimeError("no synchronous send")
-
-    def attach(self, feed: object) -> None:
-        return None
+        """`send` without waiting on the socket's buffer (the caller checked `writable_now`)."""
+        try:
+            self._ws.send_text(_encoder.encode(event))
+        except ConnectionClosed as exc:
+            raise RealtimeError(f"realtime connection closed: {exc}") from exc
 
     async def send(self, event: dict[str, Any]) -> None:
         ws = self._ws

@@ -19,6 +19,7 @@ import hashlib
 import os
 import ssl as ssl_module
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .ws_frames import (
@@ -145,6 +146,9 @@ class WsClient(asyncio.Protocol):
         self._ping_payload: bytes | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
         self._pong_timer: asyncio.TimerHandle | None = None
+        # The reader's synchronous form: offered each message while none is queued ahead of it; True means it was
+        # handled inside this read callback and is not queued for `recv`.
+        self.sink: Callable[[bytes], bool] | None = None
 
     # --- public API ---------------------------------------------------------------------------------------------
 
@@ -237,12 +241,17 @@ class WsClient(asyncio.Protocol):
         try:
             frames = self._reader.feed(data)
         except FrameError as exc:
+            self._deliver(exc.messages)
             self._fail(exc.code, exc.reason)
             return
-        queue = self._queue
+        self._deliver(frames)
+
+    def _deliver(self, frames: list[tuple[int, bytes]]) -> None:
+        queue, sink = self._queue, self.sink
         for opcode, payload in frames:
             if opcode == OP_TEXT or opcode == OP_BINARY:
-                queue.append(payload)
+                if sink is None or queue or not sink(payload):
+                    queue.append(payload)
             elif opcode == OP_PING:
                 self._transport.write(client_frame(OP_PONG, payload))  # type: ignore[union-attr]
             elif opcode == OP_PONG:

@@ -59,10 +59,13 @@ class FrameReader:
     (TEXT or BINARY); control frames come out as they arrive, even between fragments. Payloads are unmasked.
     """
 
-    __slots__ = ("_buf", "_masked", "_max_size", "_parts", "_parts_op", "_parts_size")
+    __slots__ = ("_buf", "_masked", "_max_size", "_need", "_parts", "_parts_op", "_parts_size", "_waiting")
 
     def __init__(self, *, masked: bool, max_size: int) -> None:
         self._buf = b""
+        # A frame that arrives over many reads is not re-joined on each: reads wait here until `_need` bytes are in.
+        self._waiting: list[bytes] = []
+        self._need = 0
         self._masked = masked  # frames from this peer must carry a mask (they come from a client)
         self._max_size = max_size
         self._parts: list[bytes] = []
@@ -72,6 +75,13 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Raises FrameError at the first frame that breaks the rules, carrying the messages before it."""
         out: list[tuple[int, bytes]] = []
+        if self._need:
+            self._waiting.append(data)
+            self._need -= len(data)
+            if self._need > 0:
+                return out
+            self._need = 0
+            data, self._waiting = b"".join(self._waiting), []
         try:
             return self._feed(data, out)
         except FrameError as exc:
@@ -81,6 +91,7 @@ class FrameReader:
 
     def _feed(self, data: bytes, out: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         buf = self._buf + data if self._buf else data
+        short = 0  # bytes the incomplete frame at the end still lacks, when its header says
         pos, end = 0, len(buf)
         masked = self._masked
         while end - pos >= 2:
@@ -103,16 +114,18 @@ class FrameReader:
                 size = _H64.unpack_from(buf, head)[0]
                 head += 8
             opcode = b0 & 0x0F
-            if size > self._max_size or self._parts_size + size > self._max_size:
+            if size > self._max_size or (opcode < OP_CLOSE and self._parts_size + size > self._max_size):
                 raise FrameError(CLOSE_TOO_BIG, f"message over {self._max_size} bytes")
             if masked:
                 if end - head < 4 + size:
+                    short = head + 4 + size - end
                     break
                 key = buf[head:head + 4]
                 head += 4
                 payload = apply_mask(buf[head:head + size], key)
             else:
                 if end - head < size:
+                    short = head + size - end
                     break
                 payload = buf[head:head + size]
             pos = head + size
@@ -120,6 +133,8 @@ class FrameReader:
             if opcode in _CONTROL_OPCODES:
                 if not fin or size > 125:
                     raise FrameError(CLOSE_PROTOCOL_ERROR, "control frames must be whole and at most 125 bytes")
+                if opcode == OP_CLOSE:
+                    _check_close(payload)
                 out.append((opcode, payload))
             elif opcode not in _DATA_OPCODES:
                 raise FrameError(CLOSE_PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
@@ -138,6 +153,8 @@ class FrameReader:
             else:
                 self._parts, self._parts_size, self._parts_op = [payload], size, opcode
         self._buf = buf[pos:] if pos < end else b""
+        if short > 65536:  # worth waiting for whole rather than joining again on every read
+            self._waiting, self._buf, self._need = [self._buf], b"", short
         return out
 
     @property
@@ -172,6 +189,21 @@ def close_payload(code: int, reason: str = "") -> bytes:
         return b""
     # 125 bytes at most in a control frame; a cut must not split a character (the reason must be valid UTF-8)
     return _H16.pack(code) + reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _check_close(payload: bytes) -> None:
+    """A close frame's body is empty, or a code a peer may send plus a UTF-8 reason (section 7.4)."""
+    if not payload:
+        return
+    if len(payload) == 1:
+        raise FrameError(CLOSE_PROTOCOL_ERROR, "close frame with a one-byte body")
+    code = _H16.unpack_from(payload)[0]
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+        raise FrameError(CLOSE_PROTOCOL_ERROR, f"close code {code} may not be sent")
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FrameError(CLOSE_INVALID_DATA, "close reason is not UTF-8") from exc
 
 
 def parse_close(payload: bytes) -> tuple[int, str]:
