@@ -114,3 +114,17 @@ def test_a_large_frame_over_many_reads_is_joined_once() -> None:
         got += reader.feed(frame[start:start + 4096])
         assert len(reader._buf) <= 4096 * 2  # the reads wait in a list, not in an ever-growing joined buffer
     assert got == [(wf.OP_BINARY, payload)]
+
+
+def test_the_one_whole_frame_path_keeps_every_rule() -> None:
+    """A read holding exactly one medium-sized frame takes a shortcut; the rules hold there too."""
+    payload = b"m" * 300
+    assert client_reader().feed(wf.client_frame(wf.OP_TEXT, payload)) == [(wf.OP_TEXT, payload)]
+    rsv = bytearray(wf.client_frame(wf.OP_TEXT, payload))
+    rsv[0] |= 0x40
+    unmasked = wf.server_frame(wf.OP_TEXT, payload)
+    for data, code in ((bytes(rsv), wf.CLOSE_PROTOCOL_ERROR), (unmasked, wf.CLOSE_PROTOCOL_ERROR),
+                       (wf.client_frame(wf.OP_TEXT, payload), wf.CLOSE_TOO_BIG)):
+        with pytest.raises(wf.FrameError) as err:
+            client_reader(max_size=299 if code == wf.CLOSE_TOO_BIG else 1 << 20).feed(data)
+        assert err.value.code == code

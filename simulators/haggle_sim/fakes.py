@@ -137,7 +137,11 @@ class FakeTwilioLink:
     async def send(self, text: str) -> None:
         self.send_now(text)
 
-    def send_now(self, text: str) -> None:
+    def send_now(self, *texts: str) -> None:
+        for text in texts:
+            self._take(text)
+
+    def _take(self, text: str) -> None:
         if self.closed is not None:
             raise ConnectionError("stream closed")
         message = json.loads(text)

@@ -128,22 +128,8 @@ class StarletteLink:
         """Offer each text frame to `feed` as it is read, while nothing is queued ahead of it (see `ws_server`);
         frames it declines (False) are received as usual. A feed that raises is detached and its frame received as
         usual, so the failure surfaces where the receiving task handles it. None detaches."""
-        lean = self._lean
-        if lean is None:
-            return
-        if feed is None:
-            lean.sink = None
-            return
-
-        def sink(text: str) -> bool:
-            try:
-                return feed(text)
-            except Exception:
-                log.exception("media stream: the frame reader failed; frames go through the receiving task")
-                lean.sink = None
-                return False
-
-        lean.sink = sink
+        if self._lean is not None:
+            self._lean.sink = feed
 
     async def receive(self) -> Frame:
         if self._closed:
@@ -164,14 +150,13 @@ class StarletteLink:
     @property
     def writable_now(self) -> bool:
         lean = self._lean
-        return (lean is not None and not self._closed and not lean.close_sent and not lean.disconnected
-                and lean.writable.is_set())
+        return lean is not None and lean.can_write and not self._closed
 
-    def send_now(self, text: str) -> None:
+    def send_now(self, *texts: str) -> None:
         lean = self._lean
         if lean is None or self._closed or lean.close_sent or lean.disconnected:
             raise WebSocketDisconnect(code=1006)
-        lean.write_data(text.encode())
+        lean.write_texts(texts)
 
     async def send(self, text: str) -> None:
         if self._closed:

@@ -42,7 +42,7 @@ class Frame:
 class TwilioLink(Protocol):
     """The media stream. Besides the awaited `receive`/`send`, the hot path has a synchronous form: `attach(feed)`
     offers each text frame to `feed` as it is read (while nothing is queued ahead of it; True: handled, not
-    queued for `receive`), and `send_now` writes at once while `writable_now`."""
+    queued for `receive`), and `send_now` writes its messages at once (in one write) while `writable_now`."""
 
     async def receive(self) -> Frame: ...
 
@@ -51,7 +51,7 @@ class TwilioLink(Protocol):
     @property
     def writable_now(self) -> bool: ...
 
-    def send_now(self, text: str) -> None: ...
+    def send_now(self, *texts: str) -> None: ...
 
     def attach(self, feed: Callable[[str], bool] | None) -> None: ...
 

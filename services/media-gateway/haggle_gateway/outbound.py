@@ -116,12 +116,17 @@ class AudioOut:
         """`audio` without awaiting (from the model socket's read callback); only after `can_send_now()`. The link
         is not waited on: pacing (`lead_ms`) already bounds what is queued at Twilio."""
         if self._queue_audio(item_id, model_audio):
-            send = self._link.send_now
-            try:
-                for text in self._due():
-                    send(text)
-            except Exception as exc:
-                raise LinkClosed(str(exc)) from exc
+            self.release_now()
+
+    def release_now(self) -> None:
+        """`release` without awaiting; only after `can_send_now()`. What is due goes out in one write."""
+        if self._held:
+            due = self._due()
+            if due:
+                try:
+                    self._link.send_now(*due)
+                except Exception as exc:
+                    raise LinkClosed(str(exc)) from exc
 
     def _queue_audio(self, item_id: str, model_audio: bytes) -> bool:
         """Buffer the audio; True when a chunk is held ready to go (then `release` is due)."""
@@ -208,9 +213,27 @@ class AudioOut:
     async def seal_stalled(self) -> None:
         """On every tick: audio sent unmarked with nothing sent since the last tick gets its mark now (a response
         that paused, or ended without its end reaching us), so playback of it is still tracked."""
-        if self._chunks == self._chunks_at_tick and not self._held:
-            await self._seal()
+        mark = self._stalled_mark()
+        if mark is not None:
+            await self.send(mark)
+
+    def seal_stalled_now(self) -> None:
+        """`seal_stalled` without awaiting; only after `can_send_now()`."""
+        mark = self._stalled_mark()
+        if mark is not None:
+            try:
+                self._link.send_now(mark)
+            except Exception as exc:
+                raise LinkClosed(str(exc)) from exc
+
+    def _stalled_mark(self) -> str | None:
+        stalled = self._chunks == self._chunks_at_tick and not self._held
         self._chunks_at_tick = self._chunks
+        name = self.tracker.seal() if stalled else None
+        if name is None:
+            return None
+        self._unmarked_ms = 0.0
+        return tm.mark_message(self._stream_sid, name)
 
     async def _seal_if_drained(self) -> None:
         if not self._held:

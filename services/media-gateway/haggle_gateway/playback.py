@@ -182,6 +182,11 @@ class PlaybackTracker:
         self.generation += 1
         return cuts
 
+    def audio_mark(self, name: str) -> bool:
+        """`name` is a pending audio mark of the current generation (no label): its echo only credits playback."""
+        entry = self._pending.get(name)
+        return entry is not None and entry.marked and entry.label is None
+
     def expected(self, name: str) -> bool:
         """True if `name` is an echo we are owed: a pending mark, or one of the marks a `clear` dropped (each of
         those counted once). A peer inventing mark names gets False."""

@@ -346,9 +346,24 @@ _head_decoder = msgspec.json.Decoder(_Head)
 _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {kind: msgspec.json.Decoder(cls) for kind, cls in _TYPES.items()}
 
 
+_DELTA_DECODER = _DECODERS["response.output_audio.delta"]
+_DELTA_TYPE = "response.output_audio.delta"
+_DELTA_PROBE = b'"response.output_audio.delta"'
+
+
 def parse_server_event(data: str | bytes) -> ServerEvent:
     """Parse one server frame. Unknown types -> UnknownEvent; a known type with bad fields -> UnknownEvent too
     (logged by the caller), so a schema drift degrades one feature instead of the call."""
+    if type(data) is bytes and _DELTA_PROBE in data[:64]:
+        # Nearly every frame is an audio delta: decoded once, straight into its Struct, when its type is where
+        # servers put it (first); anything else, or a delta that does not decode, takes the general path.
+        try:
+            event: ServerEvent = _DELTA_DECODER.decode(data)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if event.type == _DELTA_TYPE:
+                return event
     try:
         head = _head_decoder.decode(data)
     except msgspec.DecodeError as exc:  # includes a JSON value that is not an object
@@ -360,7 +375,7 @@ def parse_server_event(data: str | bytes) -> ServerEvent:
     if decoder is None:
         return UnknownEvent(type=kind, event_id=str(head.event_id or ""))
     try:
-        event: ServerEvent = decoder.decode(data)
+        event = decoder.decode(data)
     except msgspec.ValidationError:
         return UnknownEvent(type=f"invalid:{kind}", event_id=str(head.event_id or ""))
     canonical = CANONICAL.get(kind)

@@ -6,7 +6,6 @@ the model through its `SessionKeeper`, and the transcript through its assembler.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import logging
 from datetime import UTC, datetime
@@ -183,7 +182,7 @@ class ModelTurns:
                 self._held_back.append(event)
             return None
         try:
-            audio = base64.b64decode(event.delta)
+            audio = binascii.a2b_base64(event.delta)  # as base64.b64decode, one call less
         except (binascii.Error, ValueError):
             log.warning("call %s: undecodable audio delta dropped", self._call.call_sid)
             return None

@@ -74,6 +74,21 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Raises FrameError at the first frame that breaks the rules, carrying the messages before it."""
+        if not self._buf and not self._need and not self._parts_op:
+            # The common case, one whole data frame in one read (a media message, an audio delta): no loop.
+            size = len(data)
+            if size >= 4:
+                b0, b1 = data[0], data[1]
+                length = b1 & 0x7F
+                if length == 126 and b0 & 0xF0 == 0x80 and (b1 & 0x80 == 0x80) is self._masked:
+                    length = (data[2] << 8) | data[3]
+                    opcode = b0 & 0x0F
+                    if opcode in (OP_TEXT, OP_BINARY) and length <= self._max_size:
+                        if self._masked:
+                            if size == 8 + length:
+                                return [(opcode, apply_mask(data[8:], data[4:8]))]
+                        elif size == 4 + length:
+                            return [(opcode, data[4:])]
         out: list[tuple[int, bytes]] = []
         if self._need:
             self._waiting.append(data)

@@ -22,6 +22,7 @@ ASGI `receive`/`send` keep working for everything else (accept, close, Starlette
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ from websockets.frames import Opcode
 from . import ws_frames as wf
 
 SCOPE_KEY = "haggle.ws"
+log = logging.getLogger(__name__)
 _HIGH_WATER = 256  # messages queued for the app before the socket stops being read
 _LOW_WATER = 64
 
@@ -75,12 +77,48 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `ws=` protocol class for `haggle up` and `haggle run media-gateway`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._close_sent = self._disconnected = self._write_paused = False
+        self.can_write = False  # accepted, open both ways, and the transport's buffer under its mark
         super().__init__(*args, **kwargs)
         self.queue = _Inbox(self.loop)  # type: ignore[assignment]
         self._reader: wf.FrameReader | None = None  # set once the app has accepted
         # The app's synchronous reader: offered each text message while nothing is queued ahead of it; True means
         # it was handled there and is not queued (see app.StarletteLink.attach).
         self.sink: Callable[[str], bool] | None = None
+
+    # -- state the direct path reads on every message, kept as one flag ----------------------------------------
+
+    @property  # type: ignore[override]
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        self._update_can_write()
+
+    @property  # type: ignore[override]
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._disconnected = value
+        self._update_can_write()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_can_write()
+        super().pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._update_can_write()
+        super().resume_writing()
+
+    def _update_can_write(self) -> None:
+        self.can_write = (getattr(self, "_reader", None) is not None and not self._close_sent
+                          and not self._disconnected and not self._write_paused)
 
     # -- handshake: uvicorn's, plus the scope key --------------------------------------------------------------
 
@@ -103,6 +141,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             # so websockets' parser holds nothing yet. (A connection that negotiated compression stays on
             # uvicorn's path: `uvicorn_options` offers none.)
             self._reader = wf.FrameReader(masked=True, max_size=self.config.ws_max_size)
+            self._update_can_write()
 
     # -- frames in ----------------------------------------------------------------------------------------------
 
@@ -134,8 +173,16 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                     self._fail(wf.CLOSE_INVALID_DATA, "text frame is not UTF-8")
                     return False
                 sink = self.sink
-                if sink is None or inbox.items or not sink(text):
-                    inbox.put_nowait({"type": "websocket.receive", "text": text})
+                if sink is not None and not inbox.items:
+                    try:
+                        if sink(text):
+                            continue
+                    except Exception:
+                        # A bug in the reader: detach it; the frame (and the rest) go to `receive`, where the
+                        # failure surfaces in the task that handles it.
+                        log.exception("WebSocket reader failed; frames go through receive()")
+                        self.sink = None
+                inbox.put_nowait({"type": "websocket.receive", "text": text})
             elif opcode == wf.OP_BINARY:
                 if not self.close_sent:
                     inbox.put_nowait({"type": "websocket.receive", "bytes": payload})
@@ -199,6 +246,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.writable.is_set():
             await self.writable.wait()
 
-    def write_data(self, data: bytes) -> None:
-        """One text message to the peer, written at once whatever the transport holds (the caller bounds that)."""
-        self.transport.write(wf.server_frame(wf.OP_TEXT, data))
+    def write_texts(self, texts: tuple[str, ...]) -> None:
+        """Text messages to the peer in one write (a media message and its mark: one syscall, not two), at once
+        whatever the transport holds (the caller bounds that)."""
+        if len(texts) == 1:
+            self.transport.write(wf.server_frame(wf.OP_TEXT, texts[0].encode()))
+        else:
+            self.transport.write(b"".join([wf.server_frame(wf.OP_TEXT, text.encode()) for text in texts]))
