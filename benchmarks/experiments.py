@@ -57,9 +57,27 @@ def _uvicorn_ws() -> None:
     system.uvicorn_options = uvicorns_protocol  # type: ignore[assignment]
 
 
+def _no_read_callbacks() -> None:
+    """Every media frame, mark echo and audio delta through the pump tasks (`receive`/`recv`), as before the
+    synchronous path in the sockets' read callbacks."""
+    from haggle_gateway import pumps
+
+    pumps.TwilioPump.feed = lambda self, text: False  # type: ignore[method-assign]
+    pumps.RealtimePump.feed = lambda self, event: False  # type: ignore[method-assign]
+
+
+def _task_ticks() -> None:
+    """Every tick in the call's ticker task (a task switch per call every 100 ms), as before `tick_now`."""
+    from haggle_gateway import bridge
+
+    bridge.CallBridge.tick_now = lambda self, now: None  # type: ignore[method-assign]
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "nogcfreeze": _no_gc_freeze,
     "uvicornws": _uvicorn_ws,
+    "nofeed": _no_read_callbacks,
+    "taskticks": _task_ticks,
     "markeach": _mark_each_chunk,
     "tick50": _tick_50ms,
     "starlettews": _starlette_ws,

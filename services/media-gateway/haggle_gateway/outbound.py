@@ -133,6 +133,10 @@ class AudioOut:
         ulaw = self._transcoder.to_twilio(model_audio)
         if self._item is not None and self._item != item_id:
             self._hold()  # the previous item's tail goes ahead of this one
+        elif not self._buf and len(ulaw) == self._chunk_bytes:  # a whole chunk (streaming pcmu): no copying
+            self._item = item_id
+            self._held.append(_Held(item_id, ulaw))
+            return True
         self._item = item_id
         self._buf += ulaw
         if len(self._buf) >= self._chunk_bytes:

@@ -80,6 +80,7 @@ class PlaybackTracker:
         self._audio_pending = 0
         self._marked_pending = 0
         self._tail: _Pending | None = None  # the newest pending entry
+        self._tail_key = ""  # its name
 
     def _name(self, label: str | None = None) -> str:
         self._seq += 1
@@ -89,11 +90,30 @@ class PlaybackTracker:
     def audio_sent(self, item_id: str, ms: float, content_index: int = 0, *, marked: bool = True) -> str:
         """Record a chunk handed to Twilio; returns the mark name to send right after it. With `marked=False` no
         mark is sent for it: the echo of a later mark credits it."""
+        tail = self._tail
+        if tail is not None and not tail.marked and tail.item_id == item_id and tail.content_index == content_index:
+            # Unmarked audio since the last mark is one entry that grows (its name is never sent), not one per
+            # chunk: the echo that credits it pops one entry.
+            tail.ms += ms
+            self._outstanding_ms += ms
+            self._sent_ms[item_id] += ms
+            if not marked:
+                return self._tail_key
+            # This chunk carries the run's mark: the run moves to the mark's name (it stays last in the queue).
+            self._seq += 1
+            name = f"g{self.generation}-{self._seq}"
+            del self._pending[self._tail_key]
+            self._pending[name] = tail
+            self._tail_key = name
+            tail.marked = True
+            self._marked_pending += 1
+            return name
         self._seq += 1
         name = f"g{self.generation}-{self._seq}"
         entry = _Pending(item_id, content_index, ms, None, marked)
         self._pending[name] = entry
         self._tail = entry
+        self._tail_key = name
         self._outstanding_ms += ms
         self._audio_pending += 1
         if marked:
@@ -108,6 +128,7 @@ class PlaybackTracker:
         entry = _Pending(item_id=None, content_index=0, ms=0.0, label=label)
         self._pending[name] = entry
         self._tail = entry
+        self._tail_key = name
         self._marked_pending += 1
         return name
 
