@@ -73,11 +73,19 @@ def _task_ticks() -> None:
     bridge.CallBridge.tick_now = lambda self, now: None  # type: ignore[method-assign]
 
 
+def _marks_200ms() -> None:
+    """A mark per 200 ms of streamed audio instead of 100 ms (what-if)."""
+    from haggle_gateway import outbound
+
+    outbound.MARK_EVERY_MS = 200.0
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "nogcfreeze": _no_gc_freeze,
     "uvicornws": _uvicorn_ws,
     "nofeed": _no_read_callbacks,
     "taskticks": _task_ticks,
+    "marks200": _marks_200ms,
     "markeach": _mark_each_chunk,
     "tick50": _tick_50ms,
     "starlettews": _starlette_ws,

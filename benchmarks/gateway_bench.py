@@ -35,6 +35,8 @@ from haggle_contracts import subjects
 from haggle_contracts.calls import CallContext, ctx_key, encode_context
 
 from haggle import bus
+from haggle.loop import factory as loop_factory
+from haggle.loop import uvloop_available
 from haggle.nats_embedded import EmbeddedNats
 
 from . import event_path, procstat, report, system_proc
@@ -478,7 +480,7 @@ async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--calls", default="25,50,100,200", help="comma-separated concurrent call counts")
+    p.add_argument("--calls", default="25,50,100,200,300,400", help="comma-separated concurrent call counts")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of streaming before the window opens")
     p.add_argument("--targets", default="gateway,relay,system",
@@ -493,8 +495,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="HAGGLE_EVENT_LOOP for haggle up, and the relay measured beside it (auto: haggle's default)")
     p.add_argument("--chunk-ms", type=int, default=20,
                    help="the gateway's outbound_chunk_ms (production default 20: one Twilio frame)")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="event loop of the gateway and relay steps (haggle up itself: --system-loop)")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop" if uvloop_available() else "asyncio",
+                   help="event loop of the gateway and relay steps (haggle up itself: --system-loop); default: "
+                        "uvloop where installed, as `haggle run` serves")
+    p.add_argument("--loadgen-loop", choices=["asyncio", "uvloop"],
+                   default="uvloop" if uvloop_available() else "asyncio",
+                   help="event loop of this process (the load generator): the leaner it is, the less of the "
+                        "measured latency is its own")
     p.add_argument("--experiment", action="append", default=[],
                    help="patch the gateway with a what-if from benchmarks.experiments (repeatable)")
     p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
@@ -557,7 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="haggle-bench-") as tmp:
-        results = asyncio.run(sweep(args, Path(tmp)))
+        with asyncio.Runner(loop_factory=loop_factory(args.loadgen_loop)) as runner:
+            results = runner.run(sweep(args, Path(tmp)))
     table = "" if args.system_only else report.markdown(results)
     system_table = report.system_markdown(results)
     print(table + ("\n" + system_table if system_table else ""))

@@ -111,8 +111,7 @@ class WsEndpoint(asyncio.Protocol):
     # ------------------------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
         if self.client:
             lines = [
                 f"GET {self.path} HTTP/1.1",
