@@ -1,7 +1,8 @@
 """One live call: Twilio Media Stream <-> Grok realtime session.
 
 The bridge wires small parts together and holds the handlers; each part owns its own state:
-- `pumps`: the Twilio pump, the realtime pump and the ticker (the three tasks of a call);
+- `pumps`: the Twilio pump, the realtime pump and the ticker (the three tasks of a call), and the synchronous
+  path that spares them the common messages;
 - `ModelTurns` (turns.py): the model's side: responses, barge-in, tools, greeting and goodbye, with
   - `GreetingGate` (greeting.py): when to open, never over the callee's "Hello?";
   - `ResponseLedger` (ledger.py): one handle per model response; what a barge-in cuts; whether a goodbye is due;

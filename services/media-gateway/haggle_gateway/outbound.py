@@ -13,7 +13,9 @@ every tick) bounds how late a barge-in learns what was heard to that much, and l
 their own mark, so the goodbye, key presses and the voicemail message are tracked exactly.
 
 Sends are serialised with a lock: the Twilio pump (echoes release audio; clear on barge-in) and the realtime pump
-(audio) both write.
+(audio) both write. The synchronous forms (`audio_now`, `release_now`, `seal_stalled_now`, for the read and timer
+callbacks) run only while no send holds the lock, and write what is due in one go (a media message and its mark in
+one write).
 """
 
 from __future__ import annotations
