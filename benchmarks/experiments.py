@@ -66,13 +66,6 @@ def _no_read_callbacks() -> None:
     pumps.RealtimePump.feed = lambda self, event: False  # type: ignore[method-assign]
 
 
-def _task_ticks() -> None:
-    """Every tick in the call's ticker task (a task switch per call every 100 ms), as before `tick_now`."""
-    from haggle_gateway import bridge
-
-    bridge.CallBridge.tick_now = lambda self, now: None  # type: ignore[method-assign]
-
-
 def _marks_200ms() -> None:
     """A mark per 200 ms of streamed audio instead of 100 ms (what-if)."""
     from haggle_gateway import outbound
@@ -84,7 +77,6 @@ EXPERIMENTS: dict[str, Callable[[], None]] = {
     "nogcfreeze": _no_gc_freeze,
     "uvicornws": _uvicorn_ws,
     "nofeed": _no_read_callbacks,
-    "taskticks": _task_ticks,
     "marks200": _marks_200ms,
     "markeach": _mark_each_chunk,
     "tick50": _tick_50ms,

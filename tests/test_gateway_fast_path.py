@@ -1,5 +1,5 @@
-"""The synchronous path: media frames, audio-mark echoes, audio deltas and ticks handled inside the sockets' read
-callbacks and the ticker's timer (no task switch), on the virtual-time rig. What it may take, it handles exactly as
+"""The synchronous path: media frames, audio-mark echoes and audio deltas handled inside the sockets' read
+callbacks (no task switch), on the virtual-time rig. What it may take, it handles exactly as
 the pump tasks do; what it declines, and anything while a pump is mid-event, goes through the tasks in order."""
 
 from __future__ import annotations
@@ -96,36 +96,3 @@ async def test_a_delta_waits_while_a_send_to_twilio_is_in_progress() -> None:
             assert rig.bridge.realtime_pump.feed(delta()) is False
         finally:
             out._lock.release()
-
-
-async def test_ticks_run_in_the_timer_and_wake_the_task_only_for_awaited_work() -> None:
-    async with BridgeRig(SETTINGS) as rig:
-        await talking(rig)
-        calls: list[str] = []
-        bridge = rig.bridge
-        tick, tick_now = bridge.tick, bridge.tick_now
-
-        async def counted_tick(now: float) -> bool:
-            calls.append("task")
-            return await tick(now)
-
-        def counted_tick_now(now: float) -> bool | None:
-            done = tick_now(now)
-            calls.append("timer" if done is not None else "declined")
-            return done
-
-        bridge.tick, bridge.tick_now = counted_tick, counted_tick_now  # type: ignore[method-assign]
-        await rig.advance(1.0)
-        assert calls and set(calls) == {"timer"}  # a call under way: every tick in the timer
-        bridge.machine_verdict("machine_start")  # an AMD verdict is handled with awaits
-        await rig.advance(0.2)
-        assert "declined" in calls and "task" in calls
-        assert bridge.flow.machine_suspected
-
-
-async def test_the_silence_timeout_still_ends_the_call_from_the_timer() -> None:
-    async with BridgeRig(SETTINGS) as rig:
-        await talking(rig)
-        ended = await rig.ended_with(limit_s=30)
-        assert ended.reason == "silence_timeout"
-        assert 20.0 <= ended.duration_s <= 21.2 + 0.2  # 20 s after the last audio (in the first 1.2 s), plus a tick

@@ -215,28 +215,6 @@ class CallBridge:
         if self._on_end is not None:
             self._on_end(self)
 
-    def tick_now(self, now: float) -> bool | None:
-        """`tick` (and the stalled-audio seal after it) inside the ticker's timer callback, when none of it needs
-        awaiting: nearly every tick once the call is under way. None: `tick` must run instead (what was done
-        here is what it repeats harmlessly). Else as `tick`: True once the call is ending."""
-        turns, out = self.turns, self.out
-        if (self._verdicts or self._heard or not out.can_send_now()
-                or (not turns.gate.done and not self.keeper.down and not self.phases.automated)):
-            return None
-        self.release_transcript()
-        if self._heard or not self.flow.tick_now(now):
-            return None
-        if now - self.started_at >= self.settings.max_call_s:
-            self.request_end("max_duration")
-            return True
-        out.release_now()
-        if (self.phases.silence_expired(now, self.settings.silence_timeout_s) and not out.busy
-                and not self.keeper.down):
-            self.request_end("silence_timeout")
-            return True
-        out.seal_stalled_now()
-        return False
-
     async def tick(self, now: float) -> bool:
         """The ticker's work; True once the call is ending."""
         self.release_transcript()

@@ -180,37 +180,15 @@ class CallFlow:
         self.voicemail_left = True
 
     async def tick(self, now: float) -> None:
-        self._note_opening_heard(now)
-        if self._beep_heard and not self.voicemail:
-            await self.voicemail_detected("a beep on the line")
-        elif self._hold_over_time(now):
-            pass
-        elif self._unanswered_machine(now):
-            await self.voicemail_detected(f"AMD said {self.machine_suspected} and nobody answered our opening line")
-
-    def tick_now(self, now: float) -> bool:
-        """`tick` when it has nothing to await (nearly always): True when done here; False (nothing done but what
-        `tick` repeats harmlessly) when `tick` must run."""
-        self._note_opening_heard(now)
-        if self._beep_heard and not self.voicemail:
-            return False
-        return self._hold_over_time(now) or not self._unanswered_machine(now)
-
-    def _note_opening_heard(self, now: float) -> None:
-        call = self._call
+        call, settings = self._call, self._call.settings
         if self._opening_heard_at is None and call.turns.first_done_at is not None and not call.out.busy:
             self._opening_heard_at = now
-
-    def _hold_over_time(self, now: float) -> bool:
-        call, settings = self._call, self._call.settings
-        if not call.phases.hold_expired(now, settings.hold_timeout_s):
-            return False
-        log.info("call %s: on hold for %.0fs; giving up", call.call_sid, settings.hold_timeout_s)
-        call.request_end("hold_timeout")
-        return True
-
-    def _unanswered_machine(self, now: float) -> bool:
-        call = self._call
-        return (bool(self.machine_suspected) and not self.voicemail and self._opening_heard_at is not None
-                and not call.turns.speech_started_after(self._opening_heard_at)
-                and now - self._opening_heard_at >= call.settings.voicemail_reply_wait_s)
+        if self._beep_heard and not self.voicemail:
+            await self.voicemail_detected("a beep on the line")
+        elif call.phases.hold_expired(now, settings.hold_timeout_s):
+            log.info("call %s: on hold for %.0fs; giving up", call.call_sid, settings.hold_timeout_s)
+            call.request_end("hold_timeout")
+        elif (self.machine_suspected and not self.voicemail and self._opening_heard_at is not None
+              and not call.turns.speech_started_after(self._opening_heard_at)
+              and now - self._opening_heard_at >= settings.voicemail_reply_wait_s):
+            await self.voicemail_detected(f"AMD said {self.machine_suspected} and nobody answered our opening line")

@@ -13,7 +13,7 @@ every tick) bounds how late a barge-in learns what was heard to that much, and l
 their own mark, so the goodbye, key presses and the voicemail message are tracked exactly.
 
 Sends are serialised with a lock: the Twilio pump (echoes release audio; clear on barge-in) and the realtime pump
-(audio) both write. The synchronous forms (`audio_now`, `release_now`, `seal_stalled_now`, for the read and timer
+(audio) both write. The synchronous forms (`audio_now`, `release_now`, for the sockets' read
 callbacks) run only while no send holds the lock, and write what is due in one go (a media message and its mark in
 one write).
 """
@@ -219,27 +219,9 @@ class AudioOut:
     async def seal_stalled(self) -> None:
         """On every tick: audio sent unmarked with nothing sent since the last tick gets its mark now (a response
         that paused, or ended without its end reaching us), so playback of it is still tracked."""
-        mark = self._stalled_mark()
-        if mark is not None:
-            await self.send(mark)
-
-    def seal_stalled_now(self) -> None:
-        """`seal_stalled` without awaiting; only after `can_send_now()`."""
-        mark = self._stalled_mark()
-        if mark is not None:
-            try:
-                self._link.send_now(mark)
-            except Exception as exc:
-                raise LinkClosed(str(exc)) from exc
-
-    def _stalled_mark(self) -> str | None:
-        stalled = self._chunks == self._chunks_at_tick and not self._held
+        if self._chunks == self._chunks_at_tick and not self._held:
+            await self._seal()
         self._chunks_at_tick = self._chunks
-        name = self.tracker.seal() if stalled else None
-        if name is None:
-            return None
-        self._unmarked_ms = 0.0
-        return tm.mark_message(self._stream_sid, name)
 
     async def _seal_if_drained(self) -> None:
         if not self._held:
