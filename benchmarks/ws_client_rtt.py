@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 from haggle_gateway import ws_client
 from websockets.asyncio.client import connect as ws_connect
@@ -58,13 +59,9 @@ async def run_ours(url: str, n: int, batch: int) -> tuple[float, float]:
                     data = await client.recv()
         return data
 
-    await trips(1000)  # warm-up
-    cpu, wall = time.process_time(), time.perf_counter()
-    data = await trips(n)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    assert data == PAYLOAD
+    result = await timed(trips, n)
     await client.close()
-    return cpu, wall
+    return result
 
 
 async def run_websockets(url: str, n: int, batch: int) -> tuple[float, float]:
@@ -79,12 +76,18 @@ async def run_websockets(url: str, n: int, batch: int) -> tuple[float, float]:
                 data = await ws.recv(decode=False)
         return data
 
+    result = await timed(trips, n)
+    await ws.close()
+    return result
+
+
+async def timed(trips: Callable[[int], Awaitable[object]], n: int) -> tuple[float, float]:
+    """CPU and wall seconds of `n` round trips, after a warm-up of 1000."""
     await trips(1000)
     cpu, wall = time.process_time(), time.perf_counter()
     data = await trips(n)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert data == PAYLOAD
-    await ws.close()
     return cpu, wall
 
 
