@@ -183,6 +183,34 @@ async def test_frames_in_the_same_write_as_the_101_are_kept() -> None:
 
 # --- receiving ----------------------------------------------------------------------------------------------------
 
+async def test_the_sink_takes_messages_in_order_and_a_failing_one_is_detached() -> None:
+    """A reader attached to the socket handles messages inside the read callback while none is queued ahead;
+    what it declines goes to `recv`, in order; a reader that raises is detached and its message received."""
+    sunk: list[bytes] = []
+
+    def sink(data: bytes) -> bool:
+        if data == b"boom":
+            raise RuntimeError("reader bug")
+        if data.startswith(b"sink"):
+            sunk.append(data)
+            return True
+        return False
+
+    async with ws_server(echo) as url:
+        client = await connect(url)
+        client.sink = sink
+        for text in (b"sink-1", b"keep-1"):
+            client.send_text(text)
+        assert await asyncio.wait_for(client.recv(), WAIT_S) == b"keep-1"
+        for text in (b"boom", b"sink-2"):
+            client.send_text(text)
+        assert await asyncio.wait_for(client.recv(), WAIT_S) == b"boom"
+        assert client.sink is None  # detached: what follows is received
+        assert await asyncio.wait_for(client.recv(), WAIT_S) == b"sink-2"
+        assert sunk == [b"sink-1"]
+        await asyncio.wait_for(client.close(), WAIT_S)
+
+
 async def test_a_fragmented_message_comes_out_whole() -> None:
     async def fragments(ws: ServerConnection) -> None:
         await ws.send(["hel", "lo ", "world"])

@@ -154,7 +154,7 @@ class StarletteLink:
 
     def send_now(self, *texts: str) -> None:
         lean = self._lean
-        if lean is None or self._closed or lean.close_sent or lean.disconnected:
+        if lean is None or self._closed or not lean.accepted_open:
             raise WebSocketDisconnect(code=1006)
         lean.write_texts(texts)
 

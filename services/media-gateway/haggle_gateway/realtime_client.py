@@ -57,6 +57,10 @@ def realtime_url(base: str, model: str | None, *, with_model: bool = True) -> st
 _encoder = msgspec.json.Encoder()
 
 
+def _lost(exc: ConnectionClosed) -> RealtimeError:
+    return RealtimeError(f"realtime connection closed: {exc}")
+
+
 class RealtimeClient:
     """One connected, configured realtime session."""
 
@@ -154,7 +158,7 @@ class RealtimeClient:
             if data is None:
                 data = await ws.recv()
         except ConnectionClosed as exc:
-            raise RealtimeError(f"realtime connection closed: {exc}") from exc
+            raise _lost(exc) from exc
         try:
             return rt.parse_server_event(data)
         except rt.RealtimeProtocolError as exc:
@@ -175,10 +179,9 @@ class RealtimeClient:
     def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None:
         """Offer each event to `feed` inside the socket's read callback, while none is queued ahead of it (the
         handshake's leftovers included). An event it declines is parsed again when `recv` hands it out: declined
-        events are the rare ones. A feed that raises is detached and its event received as usual."""
-        ws = self._ws
+        events are the rare ones. A feed that raises is detached by the socket and its event received as usual."""
         if feed is None:
-            ws.sink = None
+            self._ws.sink = None
             return
         backlog, parse = self._backlog, rt.parse_server_event
 
@@ -186,15 +189,12 @@ class RealtimeClient:
             if backlog:
                 return False
             try:
-                return feed(parse(data))
+                event = parse(data)
             except rt.RealtimeProtocolError:
                 return False  # `recv` logs it
-            except Exception:
-                log.exception("realtime: the event reader failed; events go through the receiving task")
-                ws.sink = None
-                return False
+            return feed(event)
 
-        ws.sink = sink
+        self._ws.sink = sink
 
     @property
     def writable_now(self) -> bool:
@@ -205,19 +205,18 @@ class RealtimeClient:
     def send_now(self, event: dict[str, Any]) -> None:
         """`send` without waiting on the socket's buffer (the caller checked `writable_now`)."""
         try:
+            # Already UTF-8 JSON: sent as a text frame without a round trip through str (one per caller frame).
             self._ws.send_text(_encoder.encode(event))
         except ConnectionClosed as exc:
-            raise RealtimeError(f"realtime connection closed: {exc}") from exc
+            raise _lost(exc) from exc
 
     async def send(self, event: dict[str, Any]) -> None:
-        ws = self._ws
-        try:
-            # Already UTF-8 JSON: sent as a text frame without a round trip through str (one per caller frame).
-            ws.send_text(_encoder.encode(event))
-            if ws.write_paused:  # the socket buffer is full: wait for it here rather than grow it without bound
-                await ws.drain()
-        except ConnectionClosed as exc:
-            raise RealtimeError(f"realtime connection closed: {exc}") from exc
+        self.send_now(event)
+        if self._ws.write_paused:  # the socket buffer is full: wait for it here rather than grow it without bound
+            try:
+                await self._ws.drain()
+            except ConnectionClosed as exc:
+                raise _lost(exc) from exc
 
     async def close(self) -> None:
         if self.closed:

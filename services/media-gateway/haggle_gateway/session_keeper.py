@@ -62,8 +62,20 @@ class SessionKeeper:
         try:
             await self.session.send(event)
         except RealtimeError as exc:
-            self.down = True
-            log.info("realtime send failed: %s", exc)
+            self._send_failed(exc)
+
+    def send_now(self, event: dict[str, Any]) -> None:
+        """`send` without awaiting; only after `can_send_now()`."""
+        if self.down:
+            return
+        try:
+            self.session.send_now(event)
+        except RealtimeError as exc:
+            self._send_failed(exc)
+
+    def _send_failed(self, exc: RealtimeError) -> None:
+        self.down = True
+        log.info("realtime send failed: %s", exc)
 
     def attach(self, feed: Callable[[rt.ServerEvent], bool] | None) -> None:
         """Offer the model's events to `feed` as they are read, on this session and on any reopened one."""
@@ -98,11 +110,7 @@ class SessionKeeper:
         if self.down:
             self._backlog.append(model_audio)
             return
-        try:
-            self.session.send_now(rt.input_audio_append(model_audio))
-        except RealtimeError as exc:
-            self.down = True
-            log.info("realtime send failed: %s", exc)
+        self.send_now(rt.input_audio_append(model_audio))
 
     def remember(self, utterance: FinalUtterance) -> None:
         if utterance.revision:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 import ssl as ssl_module
 from collections import deque
@@ -37,6 +38,8 @@ from .ws_frames import (
     close_payload,
     parse_close,
 )
+
+log = logging.getLogger(__name__)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_RESPONSE_HEAD = 16 * 1024  # a 101 response is a few hundred bytes; this bounds a server that never ends it
@@ -247,11 +250,20 @@ class WsClient(asyncio.Protocol):
         self._deliver(frames)
 
     def _deliver(self, frames: list[tuple[int, bytes]]) -> None:
-        queue, sink = self._queue, self.sink
+        queue = self._queue
         for opcode, payload in frames:
             if opcode == OP_TEXT or opcode == OP_BINARY:
-                if sink is None or queue or not sink(payload):
-                    queue.append(payload)
+                sink = self.sink
+                if sink is not None and not queue:
+                    try:
+                        if sink(payload):
+                            continue
+                    except Exception:
+                        # A bug in the reader: detach it; this message and the rest go to `recv`, where the
+                        # failure surfaces in the task that handles them.
+                        log.exception("WebSocket reader failed; messages go through recv()")
+                        self.sink = None
+                queue.append(payload)
             elif opcode == OP_PING:
                 self._transport.write(client_frame(OP_PONG, payload))  # type: ignore[union-attr]
             elif opcode == OP_PONG:
@@ -261,9 +273,7 @@ class WsClient(asyncio.Protocol):
                 self._on_close_frame(payload)
                 break
         if queue:
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake()
             if not self._reading_paused and len(queue) > QUEUE_HIGH and self._state != _CLOSED:
                 self._reading_paused = True
                 self._transport.pause_reading()  # type: ignore[union-attr]

@@ -42,7 +42,7 @@ _LOW_WATER = 64
 
 class _Inbox:
     """What the app has yet to receive: ASGI messages, in order, with at most one waiting reader. Replaces uvicorn's
-    `asyncio.Queue` (its `put_nowait`, `get` and `empty` are what the parent class calls)."""
+    `asyncio.Queue` (`put_nowait` is what the parent class calls; `receive` below reads it)."""
 
     __slots__ = ("_loop", "_waiter", "items")
 
@@ -59,12 +59,6 @@ class _Inbox:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def empty(self) -> bool:
-        return not self.items
-
-    def qsize(self) -> int:
-        return len(self.items)
-
     async def get(self) -> dict[str, Any]:
         items = self.items
         while not items:
@@ -77,8 +71,6 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `ws=` protocol class for `haggle up` and `haggle run media-gateway`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._close_sent = self._disconnected = self._write_paused = False
-        self.can_write = False  # accepted, open both ways, and the transport's buffer under its mark
         super().__init__(*args, **kwargs)
         self.queue = _Inbox(self.loop)  # type: ignore[assignment]
         self._reader: wf.FrameReader | None = None  # set once the app has accepted
@@ -86,39 +78,15 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         # it was handled there and is not queued (see app.StarletteLink.attach).
         self.sink: Callable[[str], bool] | None = None
 
-    # -- state the direct path reads on every message, kept as one flag ----------------------------------------
+    @property
+    def accepted_open(self) -> bool:
+        """Accepted (frames are ours to parse) and open both ways."""
+        return self._reader is not None and not self.close_sent and not self.disconnected
 
-    @property  # type: ignore[override]
-    def close_sent(self) -> bool:
-        return self._close_sent
-
-    @close_sent.setter
-    def close_sent(self, value: bool) -> None:
-        self._close_sent = value
-        self._update_can_write()
-
-    @property  # type: ignore[override]
-    def disconnected(self) -> bool:
-        return self._disconnected
-
-    @disconnected.setter
-    def disconnected(self, value: bool) -> None:
-        self._disconnected = value
-        self._update_can_write()
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._update_can_write()
-        super().pause_writing()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._update_can_write()
-        super().resume_writing()
-
-    def _update_can_write(self) -> None:
-        self.can_write = (getattr(self, "_reader", None) is not None and not self._close_sent
-                          and not self._disconnected and not self._write_paused)
+    @property
+    def can_write(self) -> bool:
+        """`accepted_open`, and the transport's buffer under its high-water mark: a write goes out at once."""
+        return self.accepted_open and self.writable.is_set()
 
     # -- handshake: uvicorn's, plus the scope key --------------------------------------------------------------
 
@@ -141,7 +109,6 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             # so websockets' parser holds nothing yet. (A connection that negotiated compression stays on
             # uvicorn's path: `uvicorn_options` offers none.)
             self._reader = wf.FrameReader(masked=True, max_size=self.config.ws_max_size)
-            self._update_can_write()
 
     # -- frames in ----------------------------------------------------------------------------------------------
 
@@ -221,19 +188,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     # -- the app's direct path ----------------------------------------------------------------------------------
 
     async def receive(self) -> Any:
-        inbox = self.queue
-        items = inbox.items
-        if not items:
-            return await self._receive_waiting()
-        message = items.popleft()
+        items = self.queue.items
+        # A queued message is taken without creating the waiting coroutine.
+        message = items.popleft() if items else await self.queue.get()
         if self.read_paused and len(items) < _LOW_WATER:
-            self.read_paused = False
-            self.transport.resume_reading()
-        return message
-
-    async def _receive_waiting(self) -> Any:
-        message = await self.queue.get()
-        if self.read_paused and len(self.queue.items) < _LOW_WATER:
             self.read_paused = False
             self.transport.resume_reading()
         return message
