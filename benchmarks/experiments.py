@@ -42,7 +42,13 @@ def _starlette_ws() -> None:
 
 
 def _no_gc_freeze() -> None:
-    """The gateway without `gc.freeze()` after start (gateway_proc reads the name; production freezes)."""
+    """The gateway without `gc.freeze()` after start and with CPython's own full-collection rule (gateway_proc reads
+    the name; production freezes and paces full passes: haggle/gc_pacing.py)."""
+
+
+def _cpython_gc() -> None:
+    """The start-up heap frozen, full collections on CPython's own rule (as before haggle/gc_pacing.py;
+    gateway_proc reads the name)."""
 
 
 def _uvicorn_ws() -> None:
@@ -75,6 +81,7 @@ def _marks_200ms() -> None:
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {
     "nogcfreeze": _no_gc_freeze,
+    "cpythongc": _cpython_gc,
     "uvicornws": _uvicorn_ws,
     "nofeed": _no_read_callbacks,
     "marks200": _marks_200ms,

@@ -2,9 +2,9 @@
 
 It is `haggle run media-gateway` (haggle.system.start_system) minus the settings plumbing: the same Runtime
 on NATS, the same `start_gateway`, the same FastAPI app from `build_app`, the same uvicorn options and the same
-`gc.freeze()` after start, but the GatewaySettings are built here so the benchmark can point the realtime URL at
-its load generator and choose `outbound_chunk_ms` and the audio format. Twilio's REST hang-up is a no-op:
-benchmark calls end with `stop`.
+garbage-collector pacing after start (haggle/gc_pacing.py), but the GatewaySettings are built here so the
+benchmark can point the realtime URL at its load generator and choose `outbound_chunk_ms` and the audio format.
+Twilio's REST hang-up is a no-op: benchmark calls end with `stop`.
 
     python -m benchmarks.gateway_proc --nats URL --realtime-url ws://... [--audio-format pcmu|pcm24k]
         [--chunk-ms 40] [--loop asyncio|uvloop]
@@ -25,6 +25,7 @@ from haggle_gateway.settings import GatewaySettings
 
 from haggle import system
 from haggle.config import Settings
+from haggle.gc_pacing import FullCollections
 from haggle.logs import setup_logging
 from haggle.runtime import Runtime, ServiceHandle
 from haggle.system import build_app
@@ -72,13 +73,24 @@ async def main(args: argparse.Namespace) -> None:
             raise RuntimeError("uvicorn exited at start")
         await asyncio.sleep(0.01)  # uvicorn exposes no start event to await
     heap = serve.full_collection()  # what one gen-2 pass over the started process costs
+    collections = None
+    if "nogcfreeze" in args.experiment:
+        pass  # CPython's collector as it comes
+    elif "cpythongc" in args.experiment:
+        gc.freeze()  # the start-up heap frozen, full passes on CPython's own rule
+    else:
+        collections = FullCollections()  # as haggle.system.start_system does once the process has started
+        collections.install()
+        collections.start()
     if "nogcfreeze" not in args.experiment:
-        gc.freeze()  # as haggle.system.start_system does once the process has started
         heap["after_freeze_ms"] = serve.full_collection()["full_gc_ms"]
     pauses = serve.GcPauses()
     serve.announce(server.servers[0].sockets[0].getsockname()[1])
     await serve.until_stdin_closes(pauses)
     gc_window = pauses.summary()
+    if collections is not None:
+        gc_window["paced_passes"] = collections.passes
+        collections.uninstall()
     stats = dict(service.registry.stats)
     await service.stop(deadline_s=3.0)
     server.should_exit = True

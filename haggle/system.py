@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import ipaddress
 import logging
@@ -22,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from .config import ConfigError, Settings
+from .gc_pacing import FullCollections
 from .http_guard import AllowedMethods, HttpGuard
 from .logs import mask_urls
 from .nats_embedded import EmbeddedNats
@@ -137,6 +137,7 @@ class System:
     nats: EmbeddedNats | None = None
     extra_stops: list[object] = field(default_factory=list)
     metrics_server: uvicorn.Server | None = None
+    collections: FullCollections | None = None
     _serve_task: asyncio.Task[None] | None = None
     _metrics_task: asyncio.Task[None] | None = None
 
@@ -161,6 +162,8 @@ class System:
         await self.rt.close()
         if self.nats is not None:
             self.nats.stop()
+        if self.collections is not None:
+            self.collections.uninstall()
 
 
 # A server that closes an idle connection just as a client reuses it fails that request (httpx's pool and uvicorn
@@ -218,9 +221,12 @@ async def start_system(
             system.metrics_server = uvicorn.Server(uvicorn.Config(
                 metrics_app(), host=settings.host, port=settings.metrics_port, log_level="warning", lifespan="off"))
             system._metrics_task = asyncio.create_task(system.metrics_server.serve())
-        # Everything built so far lives as long as the process: keep it out of every later GC pass (a full
-        # collection of a started gateway scanned ~75k objects, a 15-35 ms pause in the audio path).
-        gc.freeze()
+        # Everything built so far lives as long as the process: frozen out of every later GC pass (a full
+        # collection of a started gateway scanned ~75k objects, a 15-35 ms pause in the audio path); later full
+        # passes only when the heap has doubled (haggle/gc_pacing.py).
+        system.collections = FullCollections()
+        system.collections.install()
+        system.collections.start()
         return system
     except BaseException:
         for h in handles:
