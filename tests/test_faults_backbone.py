@@ -62,7 +62,9 @@ async def test_nats_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
                     await asyncio.wait_for(heard.wait(), 30)
                     server.kill()  # mid-conversation: calls are live, utterances are being published
                     await asyncio.sleep(1.5)  # the outage itself: nothing to await while the server is gone
-                    server.start()
+                    # In a thread: start() polls for the port, and polling on this loop would freeze the calls under
+                    # test with it (a full suite beside a CPU burner once projected a line half-transcribed here).
+                    await asyncio.to_thread(server.start)
                     await asyncio.wait_for(completed.wait(), 90)
 
                     doc = await settled(system.base_url, "restart", timeout_s=20)
