@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 # compiling the venv's sources again, which matters where PYTHONDONTWRITEBYTECODE is set.
 SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --compile-bytecode --extra test
 
-.PHONY: install lock freeze demo up test test-cluster test-fast lint fmt asyncapi eval bench clean browsers
+.PHONY: install lock freeze demo up test test-cluster test-fast lint fmt asyncapi eval bench bench-beep clean browsers
 
 install: $(STAMP)
 
@@ -80,6 +80,10 @@ eval-negotiation: install ## the offer policy and market rounds against seeded s
 bench: install ## gateway vs. a bare relay at 25-400 calls, then haggle up whole vs. the relay (~12 min): benchmarks/results/, docs/bench.png
 	$(SYNC) --extra bench
 	$(BIN)/python -m benchmarks.gateway_bench
+	$(BIN)/python -m benchmarks.beep_cost
+
+bench-beep: install ## the voicemail-beep detector per 20 ms frame vs. its per-sample Python purity test (seconds): benchmarks/results/beep.json
+	$(BIN)/python -m benchmarks.beep_cost
 
 clean:
 	rm -rf $(VENV) .tools .haggle .pytest_cache

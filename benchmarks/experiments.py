@@ -79,7 +79,18 @@ def _marks_200ms() -> None:
     outbound.MARK_EVERY_MS = 200.0
 
 
+def _python_beep_purity() -> None:
+    """The voicemail-beep detector with its purity test run per sample in Python, as before it moved to C
+    (benchmarks/beep_cost.py keeps that version as its baseline)."""
+    from haggle_gateway import beep
+
+    from .beep_cost import BaselineDetector
+
+    beep.BeepDetector._window = BaselineDetector._window  # type: ignore[method-assign]
+
+
 EXPERIMENTS: dict[str, Callable[[], None]] = {
+    "pybeep": _python_beep_purity,
     "nogcfreeze": _no_gc_freeze,
     "cpythongc": _cpython_gc,
     "uvicornws": _uvicorn_ws,

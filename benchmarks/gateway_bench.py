@@ -40,7 +40,7 @@ from haggle.loop import uvloop_available
 from haggle.nats_embedded import EmbeddedNats
 
 from . import event_path, procstat, report, system_proc
-from .loadgen import CallSpec, LoadGenerator, business_name, make_call_id
+from .loadgen import CALLER_AUDIO, CallSpec, LoadGenerator, business_name, make_call_id
 from .serve import GcPauses
 from .stats import percentile, rounded
 
@@ -62,6 +62,7 @@ class Step:
     loop: str = "asyncio"
     warmup_s: float = 2.0
     experiments: tuple[str, ...] = ()
+    caller_audio: str = "silence"  # what the callees send after each frame's id (loadgen.CALLER_AUDIO)
 
 
 @dataclass
@@ -232,6 +233,7 @@ class Bench:
         gen.reset()
         gen.audio_format = step.audio_format
         gen.embedded_ids = step.audio_format == "pcmu"
+        gen.set_caller_audio(step.caller_audio)
         subject = await self._spawn(step)
         proc, port, log_path = subject.proc, subject.port, subject.log_path
         pid = proc.pid
@@ -364,6 +366,7 @@ def holds(r: dict[str, Any]) -> bool:
 def describe(r: dict[str, Any]) -> str:
     gc_max = r["child"].get("gc", {}).get("max_ms")
     return (f"{r['target']:<7} {r['audio_format']:<6} {r['loop']:<7} chunk {r['chunk_ms']} N={r['calls']:<4} "
+            f"callers {r.get('caller_audio', 'silence')} "
             f"in p50/p99 {r['in_p50_ms']}/{r['in_p99_ms']} out p50/p99 {r['out_p50_ms']}/{r['out_p99_ms']} ms "
             f"(per frame {r['out_frame_p99_ms']}), lost {r['in_lost']}/{r['out_lost']}, "
             f"CPU {r['cpu_s_per_call_min']} s/call-min ({r['cpu_share']:.0%} core), "
@@ -377,7 +380,7 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     started = time.time()
     base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup,
-            "experiments": tuple(args.experiment)}
+            "experiments": tuple(args.experiment), "caller_audio": args.caller_audio}
     async with Bench(work, profile=args.profile, pin=args.pin, quiet_wait_s=args.quiet_wait) as bench:
 
         async def run(step: Step) -> dict[str, Any]:
@@ -452,6 +455,11 @@ def variant_steps(args: argparse.Namespace, base: dict[str, Any]) -> list[Step]:
     out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets if t != "system"]
     if max(args.calls) > n:
         out.append(Step(target="gateway", calls=max(args.calls), **{**base, "loop": other}))
+    if args.caller_audio != "speech":
+        # Callees talking all call: the voicemail-beep detector, which listens until the callee has answered (all
+        # call long on a suspected machine), then tests every window; silence stops at its level check.
+        talk_n = 300 if 300 in args.calls else max(args.calls)
+        out.append(Step(target="gateway", calls=talk_n, **{**base, "caller_audio": "speech"}))
     return out
 
 
@@ -504,6 +512,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "measured latency is its own")
     p.add_argument("--experiment", action="append", default=[],
                    help="patch the gateway with a what-if from benchmarks.experiments (repeatable)")
+    p.add_argument("--caller-audio", choices=CALLER_AUDIO, default="silence",
+                   help="what the callees send after each frame's id in the main sweep (the variants add speech)")
     p.add_argument("--pcm24k-calls", type=int, default=50, help="N for the pcm24k cost step (0: skip)")
     p.add_argument("--event-calls", type=int, default=100, help="calls publishing utterances (0: skip)")
     p.add_argument("--utterance-interval", type=float, default=3.0, help="seconds between a call's utterances")

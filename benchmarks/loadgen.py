@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+from haggle_sim.audio import speech_like
 
 from .wsraw import WsEndpoint
 
@@ -43,6 +44,8 @@ SLOTS = 10  # phases of the 20 ms period the calls are spread over
 MAGIC = b"HgB1"
 _ID = struct.Struct("<I")
 _FILL = b"\xff" * (ULAW_FRAME - len(MAGIC) - _ID.size)  # mu-law silence after the id
+CALLER_AUDIO = ("silence", "speech")
+_SPEECH_MS = 10_000  # looped; each call starts at its own point in it
 _PCM24K_SILENCE_B64 = base64.b64encode(bytes(PCM24K_FRAME)).decode("ascii")
 _CALL_IN_INSTRUCTIONS = re.compile(r"Bench Call (\d+)")
 _CALL_ID = re.compile(r"^b(\d+)_")
@@ -175,6 +178,7 @@ class TwilioCall(WsEndpoint):
         self._seq = 0
         self._chunk = 0  # media messages only, as Twilio numbers media.chunk
         self._rx_bytes = 0
+        self._voice = (spec.index * 7919 * ULAW_FRAME) % len(gen.voice) if gen.voice else 0
 
     def on_open(self) -> None:
         s = self.spec
@@ -194,7 +198,14 @@ class TwilioCall(WsEndpoint):
         fid = self.gen.inbound.new(now)
         if not self.gen.embedded_ids:
             self.gen.in_order[self.spec.index].append(fid)
-        payload = base64.b64encode(MAGIC + _ID.pack(fid) + _FILL).decode("ascii")
+        voice = self.gen.voice
+        if voice:  # the callee talking: the rest of the frame from the looped speech
+            at = self._voice
+            self._voice = (at + ULAW_FRAME) % len(voice)
+            fill = voice[at + 8:at + ULAW_FRAME]
+        else:
+            fill = _FILL
+        payload = base64.b64encode(MAGIC + _ID.pack(fid) + fill).decode("ascii")
         self._seq += 1
         self._chunk += 1
         chunk = self._chunk
@@ -336,6 +347,9 @@ class LoadGenerator:
             raise ValueError(f"audio_format must be pcmu or pcm24k, got {audio_format!r}")
         self.audio_format = audio_format
         self.embedded_ids = audio_format == "pcmu"
+        # What the callees say after each frame's id: mu-law silence (b"") or speech-like audio (simulators'
+        # haggle_sim.audio), which reaches the gateway's per-frame listening (the voicemail-beep detector)
+        self.voice = b""
         self.model_frame = ULAW_FRAME if self.embedded_ids else PCM24K_FRAME
         self.inbound = FrameLog()  # Twilio -> model
         self.outbound = FrameLog()  # model -> Twilio
@@ -351,6 +365,11 @@ class LoadGenerator:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.model_port = 0
+
+    def set_caller_audio(self, kind: str) -> None:
+        if kind not in CALLER_AUDIO:
+            raise ValueError(f"caller audio must be one of {CALLER_AUDIO}, got {kind!r}")
+        self.voice = speech_like(_SPEECH_MS, seed=1) if kind == "speech" else b""
 
     # ------------------------------------------------------------------------------------------- setup
 

@@ -51,7 +51,9 @@ def markdown(results: dict[str, Any]) -> str:
                    key=lambda s: (s["calls"], s["target"] != "gateway"))
     lines = [
         f"Gateway vs. a bare relay: {cfg['duration']:g} s measured per step after all calls stream, 20 ms mu-law "
-        f"frames both ways per call, gateway `outbound_chunk_ms={cfg['chunk_ms']}`, `{cfg['loop']}` event loop, "
+        f"frames both ways per call (the callees' after each frame's id: "
+        f"{'speech-like audio' if cfg.get('caller_audio') == 'speech' else 'silence'}), "
+        f"gateway `outbound_chunk_ms={cfg['chunk_ms']}`, `{cfg['loop']}` event loop, "
         f"{results['machine']['cpus']} CPUs"
         + (": the process under test pinned to one, the load generator and nats-server on the other"
            if cfg.get("pin") else " shared by the process under test, the load generator and nats-server")
@@ -142,6 +144,8 @@ def variant_lines(results: dict[str, Any]) -> list[str]:
              "|---|---:|---|---:|---:|---:|---:|---:|---:|:---:|"]
     for v in variants:
         setting = f"`{v['loop']}` loop, `outbound_chunk_ms={v['chunk_ms']}`"
+        if v.get("caller_audio", "silence") != results.get("config", {}).get("caller_audio", "silence"):
+            setting += f", callers: {v['caller_audio']}"
         main = next((s for s in _pcmu(results, v["target"]) if s["calls"] == v["calls"]), None)
         relay = next((r for r in [*variants, *results["steps"]] if r["target"] == "relay" and r["loop"] == v["loop"]
                       and r["calls"] == v["calls"] and r["audio_format"] == "pcmu"), None)
