@@ -29,7 +29,7 @@ RESULT = Path(__file__).parent / "results" / "beep.json"
 FRAME = 160  # 20 ms of mu-law
 
 
-def _python_purity(samples: array, hz: float) -> float:
+def python_purity(samples: array, hz: float) -> float:
     """The purity test as it was: a Goertzel filter run sample by sample in Python."""
     coeff = 2.0 * math.cos(2.0 * math.pi * hz / beep.SAMPLE_RATE)
     s1 = s2 = total = 0.0
@@ -52,7 +52,7 @@ class BaselineDetector(BeepDetector):
             return False
         hz = audioop.cross(pcm, 2) * beep.SAMPLE_RATE / (2.0 * len(samples))
         if not (beep.MIN_HZ <= hz <= beep.MAX_HZ) or max(
-                _python_purity(samples, hz + k * beep._STEP_HZ) for k in range(-3, 4)) < beep.MIN_PURITY:
+                python_purity(samples, hz + k * beep._STEP_HZ) for k in range(-3, 4)) < beep.MIN_PURITY:
             self._run = 0
             return False
         steady = self._run > 0 and abs(hz - self._last_hz) <= beep.SAME_PITCH * self._last_hz

@@ -8,11 +8,18 @@ import audioop
 import itertools
 import math
 import random
+import sys
 from array import array
+from pathlib import Path
 
 import pytest
 from haggle_gateway import beep
 from haggle_gateway.beep import SAMPLE_RATE, WINDOW, BeepDetector
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` is a folder of the repository
+
+# The per-sample Python Goertzel the detector used before its purity moved to C (the benchmark's baseline): the oracle.
+from benchmarks.beep_cost import python_purity
 
 
 def _pairwise_crossings(samples: array) -> int:
@@ -52,19 +59,6 @@ def test_a_beep_is_still_heard_and_speech_like_noise_is_not() -> None:
     assert not any(noise.feed(frame) for frame in frames)
 
 
-def _goertzel_purity(samples: array, hz: float) -> float:
-    """The per-sample Python Goertzel the detector used before its purity moved to C: the oracle."""
-    coeff = 2.0 * math.cos(2.0 * math.pi * hz / SAMPLE_RATE)
-    s1 = s2 = total = 0.0
-    for x in samples:
-        s1, s2 = x + coeff * s1 - s2, s1
-        total += x * x
-    if total <= 0:
-        return 0.0
-    n = len(samples)
-    return (2.0 * (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (n * n)) / (total / n)
-
-
 def test_purity_in_c_is_the_goertzel_purity() -> None:
     rng = random.Random(11)
     windows: list[array] = []
@@ -82,4 +76,4 @@ def test_purity_in_c_is_the_goertzel_purity() -> None:
         assert energy == pytest.approx(float(sum(x * x for x in samples)), rel=1e-6)
         for bin_ in (61, rng.randint(62, 338), 339):  # the grid's ends and a bin between
             assert beep.purity(pcm, bin_, energy) == pytest.approx(
-                _goertzel_purity(samples, bin_ * beep._STEP_HZ), abs=1e-4)
+                python_purity(samples, bin_ * beep._STEP_HZ), abs=1e-4)
