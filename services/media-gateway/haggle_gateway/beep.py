@@ -25,13 +25,13 @@ MIN_WINDOWS = 5  # 200 ms
 
 
 # The purity test is a Goertzel filter, i.e. one DFT bin: |sum x[n] e^(-jwn)|^2. Computed per sample in Python it
-# cost ~80-100 us per 20 ms frame of any audio loud enough to test (speech, music, line noise): more than all the
+# cost 20-90 us per 20 ms frame of speech, music or line noise (benchmarks/beep_cost.py), up to more than all the
 # rest of a call's audio path, and it runs on every frame until the callee has answered. Here the two sums are dot
 # products with a stored cosine and sine, taken in C by audioop.findfactor (sum(x*r) / sum(r*r)). The windows'
 # frequency estimates are multiples of 12.5 Hz and the bins tried sit 6.25 Hz apart, so the references form a
 # fixed grid, built on first use.
 _STEP_HZ = 6.25
-_REF_PEAK = 32000.0  # the references' amplitude: the highest a 16-bit sample holds, rounded down
+_REF_PEAK = 32000.0  # near full scale, so rounding the references to integers costs ~1e-5 of their amplitude
 _WIDE = 1 << 16  # lin2lin from 2 to 4 bytes scales by this
 
 
