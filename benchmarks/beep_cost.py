@@ -11,7 +11,6 @@ answering-machine detection suspects a machine. Silent frames stop at its level 
 from __future__ import annotations
 
 import argparse
-import audioop
 import json
 import math
 import random
@@ -43,22 +42,11 @@ def python_purity(samples: array, hz: float) -> float:
 
 
 class BaselineDetector(BeepDetector):
-    """The detector with its purity measured in Python (everything else shared)."""
+    """The detector with its purity measured per sample in Python (everything else is the detector's own)."""
 
-    def _window(self, samples: array) -> bool:
-        pcm = samples.tobytes()
-        if audioop.rms(pcm, 2) < beep.MIN_RMS:
-            self._run = 0
-            return False
-        hz = audioop.cross(pcm, 2) * beep.SAMPLE_RATE / (2.0 * len(samples))
-        if not (beep.MIN_HZ <= hz <= beep.MAX_HZ) or max(
-                python_purity(samples, hz + k * beep._STEP_HZ) for k in range(-3, 4)) < beep.MIN_PURITY:
-            self._run = 0
-            return False
-        steady = self._run > 0 and abs(hz - self._last_hz) <= beep.SAME_PITCH * self._last_hz
-        self._run = self._run + 1 if steady or self._run == 0 else 1
-        self._last_hz = hz
-        return self._run >= beep.MIN_WINDOWS
+    def _best_purity(self, pcm: bytes, center: int) -> float:
+        samples = array("h", pcm)
+        return max(python_purity(samples, (center + k) * beep._STEP_HZ) for k in range(-3, 4))
 
 
 def _clips(seconds: int) -> dict[str, bytes]:

@@ -86,7 +86,7 @@ def _python_beep_purity() -> None:
 
     from .beep_cost import BaselineDetector
 
-    beep.BeepDetector._window = BaselineDetector._window  # type: ignore[method-assign]
+    beep.BeepDetector._best_purity = BaselineDetector._best_purity  # type: ignore[method-assign]
 
 
 EXPERIMENTS: dict[str, Callable[[], None]] = {

@@ -96,12 +96,15 @@ class BeepDetector:
         # Zero crossings place the tone within half a crossing (12.5 Hz); the Goertzel bin is 25 Hz wide, so
         # the purity is the best of a few frequencies around that estimate (hz is crossings x 12.5 Hz: bin
         # 2 x crossings).
-        energy = _energy(pcm)
-        center = round(hz / _STEP_HZ)
-        if max(purity(pcm, center + k, energy) for k in range(-3, 4)) < MIN_PURITY:
+        if self._best_purity(pcm, round(hz / _STEP_HZ)) < MIN_PURITY:
             self._run = 0
             return False
         steady = self._run > 0 and abs(hz - self._last_hz) <= SAME_PITCH * self._last_hz
         self._run = self._run + 1 if steady or self._run == 0 else 1
         self._last_hz = hz
         return self._run >= MIN_WINDOWS
+
+    def _best_purity(self, pcm: bytes, center: int) -> float:
+        """The highest `purity` of a loud window over the seven bins around bin `center`."""
+        energy = _energy(pcm)
+        return max(purity(pcm, center + k, energy) for k in range(-3, 4))
