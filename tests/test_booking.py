@@ -19,7 +19,7 @@ from haggle_contracts import events as ev
 from haggle_contracts import subjects
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import PersonaBook, ToolCall, Turn, negotiation
-from waits import ACCEPTED, job_body, running_world, settled, wait_job_completed
+from waits import ACCEPTED, job_body, kv_entries, running_world, settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -102,8 +102,7 @@ async def test_booking_is_refused_until_complete_then_calls_the_best_offer_back(
             page = (await http.get("/ui/jobs/bk")).text
             assert 'data-booking-status="confirmed"' in page and "Tue Jan 13, 10am" in page
             assert 'id="book"' not in page  # booked: no second booking
-        calls_kv = await nc.jetstream().key_value(subjects.KV_CALLS)
-        contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+        contexts = [decode_context(v) for v in (await kv_entries(nc.jetstream(), subjects.KV_CALLS)).values()]
     dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
     assert dialed.count(joe.phone) == 3 and dialed.count(bay.phone) == 1  # the booking calls went to the best

@@ -17,7 +17,7 @@ from haggle_contracts import decisions, fanout, subjects
 from haggle_contracts import events as ev
 from haggle_contracts.calls import decode_context
 from haggle_sim.personas import Persona, PersonaBook, callback, follow_policy
-from waits import ACCEPTED, job_body, running_world, settled, wait_job_completed
+from waits import ACCEPTED, job_body, kv_entries, running_world, settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -52,9 +52,7 @@ async def test_market_rounds_end_to_end(nc, nats_server, tmp_path: Path) -> None
             assert (await http.post("/jobs", json=body)).status_code in ACCEPTED
         await wait_job_completed(nc, "mkt", timeout=120)
         doc = await settled(system.base_url, "mkt", timeout_s=20)
-        js = nc.jetstream()
-        calls_kv = await js.key_value(subjects.KV_CALLS)
-        contexts = [decode_context((await calls_kv.get(k)).value) for k in await calls_kv.keys()]
+        contexts = [decode_context(v) for v in (await kv_entries(nc.jetstream(), subjects.KV_CALLS)).values()]
     dialed = [c.params["To"][0] for c in world.twilio.calls]  # type: ignore[attr-defined]
 
     history = await bus.job_history(nc.jetstream(), "mkt")

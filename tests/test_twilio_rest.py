@@ -23,7 +23,7 @@ from haggle_sim.personas import Persona, PersonaBook, negotiation
 from haggle_sim.twilio_rest_standin import RestFaults
 from haggle_sim.twilio_standin import TwilioStandin
 from twilio.base.exceptions import TwilioRestException
-from waits import ACCEPTED, settled, wait_job_completed
+from waits import ACCEPTED, kv_entries, settled, wait_job_completed
 
 from haggle import bus
 from haggle.config import Settings
@@ -101,9 +101,9 @@ async def test_a_create_lost_in_a_client_timeout_is_adopted_not_placed_again(nc,
         faults.slow_creates, faults.slow_create_s = 1, 60.0
         doc, history = await run_job(nc, nats_server.url, world, "lost", [deal], timeout=45)
         [call] = world.twilio.calls  # type: ignore[attr-defined]
-        kv = await nc.jetstream().key_value(subjects.KV_DIALS)
-        [key] = [k for k in await kv.keys() if k.startswith("dial.lost.")]
-        record = msgspec.json.decode((await kv.get(key)).value, type=DialState)
+        dials = await kv_entries(nc.jetstream(), subjects.KV_DIALS)
+        [key] = [k for k in dials if k.startswith("dial.lost.")]
+        record = msgspec.json.decode(dials[key], type=DialState)
     assert faults.served[0][:2] == ("slow-create", 201)
     # The first try timed out (ambiguous), the next looked the call up and adopted it instead of dialling.
     assert (record.state, record.sid, record.tries) == ("dialed", call.sid, 1)

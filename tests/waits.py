@@ -2,7 +2,7 @@
 job settled in the projection, JobCompleted on the log, a job's events as they are published (`JobWatch`). The
 projection and /healthz are HTTP read models with nothing to subscribe to, so those two poll (every 0.1 s, always
 under a timeout). Also the end-to-end setup those modules share: every service on the simulated world
-(`running_world`) and the job they post (`job_body`)."""
+(`running_world`) and the job they post (`job_body`); and what a KV bucket holds (`kv_entries`)."""
 
 from __future__ import annotations
 
@@ -142,3 +142,18 @@ class JobWatch:
     async def until(self, pred: Callable[[ev.Event], bool], timeout_s: float) -> ev.Event:
         """The first event seen for which `pred` holds (it may have come already), within `timeout_s`."""
         return await self.wait_for(lambda: next((e for e in self.seen if pred(e)), None), timeout_s)
+
+
+async def kv_entries(js: Any, bucket: str) -> dict[str, bytes]:
+    """Every live key of a KV bucket with its value. Listed from the bucket's stream state on the server:
+    nats-py's `KeyValue.keys()` lists through a watcher that can report "no keys" before the replay of existing
+    ones has reached it (nats-io/nats.py#842; seen once in a full suite)."""
+    prefix = f"$KV.{bucket}."
+    info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    kv = await js.key_value(bucket)
+    entries: dict[str, bytes] = {}
+    for subject in sorted(info.state.subjects or {}):
+        value, _ = await bus.kv_read(kv, subject[len(prefix):])
+        if value is not None:  # deleted or purged keys are not listed, as keys() did not list them
+            entries[subject[len(prefix):]] = value
+    return entries
