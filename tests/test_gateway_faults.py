@@ -432,7 +432,12 @@ async def test_sigterm_drains_live_calls_then_ends_the_rest(nc, nats_server, tmp
     slow_row = rows[slow.business]
     assert slow_row["end_reason"] == "shutdown"
     assert 2 <= len(slow_row["transcript"]) < len(slow.turns)
-    assert slow_row["transcript"] == lines(slow, len(slow_row["transcript"]))
+    said, expected = slow_row["transcript"], lines(slow, len(slow_row["transcript"]))
+    assert said[:-1] == expected[:-1]
+    # The deadline may fall while our agent speaks: its last line is then what the callee heard of it, a prefix.
+    last, full = said[-1], expected[-1]
+    assert last == full or (last["role"] == full["role"] == "assistant" and last["text"]
+                            and full["text"].startswith(last["text"]))
     assert len(by_call[slow_end.call_sid]) == slow_end.utterances
     slow_call = next(c for c in twilio.calls if c.sid == slow_end.call_sid)
     assert slow_call.updates == [{"Status": "completed"}]  # hung up by the gateway at the deadline
