@@ -1,8 +1,12 @@
-"""Before/after for the whole system: `haggle up` from another checkout and from this one, alternating in one
-bench session, each pair followed by the relay.
+"""Before/after in one bench session: another checkout and this one, alternating, under the same load generator.
 
     git worktree add --detach ../base main && (cd ../base && make install)
     python -m benchmarks.compare_builds --base ../base [--rounds 4] [--duration 20] [--calls 100]
+    python -m benchmarks.compare_builds --base ../base --target gateway --calls 150,200,250,300 [--rounds 2]
+
+`--target system` (the default): `haggle up` whole, each pair followed by the relay. `--target gateway`: the
+gateway alone on its own core, as `make bench`'s sweep runs it, at each N in turn; this is how "more calls per
+core than build X" is measured on a machine whose speed differs from the one a figure was taken on.
 
 On a machine shared with other work, absolute figures swing by tens of percent from one minute to the next; two
 builds measured in separate runs cannot be told apart by a few percent. Here both run back to back under the same
@@ -22,6 +26,35 @@ from typing import Any
 
 from . import gateway_bench as gb
 from . import system_proc
+
+
+async def compare_gateways(base: Path, rounds: int, duration_s: float, calls: list[int]) -> list[dict[str, Any]]:
+    """The gateway alone, before and after alternating at each N (the order swapped every round)."""
+    builds = {"before": (str(base / ".venv" / "bin" / "python"), base), "after": (sys.executable, gb.REPO)}
+    results: list[dict[str, Any]] = []
+    async with gb.Bench(Path(tempfile.mkdtemp(prefix="haggle-compare-"))) as bench:
+        for n in calls:
+            for i in range(rounds):
+                row: dict[str, Any] = {"calls": n}
+                for name in (["before", "after"] if i % 2 == 0 else ["after", "before"]):
+                    # The child is `sys.executable -m benchmarks.gateway_proc` run in `gb.REPO`: both point at
+                    # the build (each checkout's venv has its own packages installed from that checkout).
+                    saved = sys.executable, gb.REPO
+                    sys.executable, gb.REPO = builds[name][0], builds[name][1]
+                    try:
+                        row[name] = await bench.run(gb.Step(target="gateway", calls=n, duration_s=duration_s,
+                                                            loop="uvloop"))
+                    finally:
+                        sys.executable, gb.REPO = saved
+                    print(f"{name:6}", gb.describe(row[name]), flush=True)
+                cpu = {k: row[k]["cpu_s_per_call_min"] for k in ("before", "after")}
+                print(f"N={n} round {i + 1}: CPU s per call-min before {cpu['before']} after {cpu['after']} "
+                      f"(after/before {cpu['after'] / cpu['before']:.3f}); holds before "
+                      f"{row['before']['ok']} after {row['after']['ok']}"
+                      + ("" if not any(gb.disturbed(row[k]) for k in ("before", "after")) else " (disturbed)"),
+                      flush=True)
+                results.append(row)
+    return results
 
 
 async def compare(base: Path, rounds: int, duration_s: float, calls: int) -> list[dict[str, Any]]:
@@ -59,12 +92,17 @@ def cli() -> None:
     p.add_argument("--base", type=Path, required=True, help="the other checkout (with its .venv)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=20.0)
-    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--target", choices=("system", "gateway"), default="system")
+    p.add_argument("--calls", default="100", help="N (system); comma-separated N in turn (gateway)")
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "haggle-compare-builds.json")
     args = p.parse_args()
     if not (args.base / ".venv" / "bin" / "python").exists():
         p.error(f"{args.base}/.venv/bin/python not found: run `make install` there first")
-    results = asyncio.run(compare(args.base.resolve(), args.rounds, args.duration, args.calls))
+    calls = [int(n) for n in args.calls.split(",")]
+    if args.target == "gateway":
+        results = asyncio.run(compare_gateways(args.base.resolve(), args.rounds, args.duration, calls))
+    else:
+        results = asyncio.run(compare(args.base.resolve(), args.rounds, args.duration, calls[0]))
     args.out.write_text(json.dumps(results, indent=1, default=str))
 
 

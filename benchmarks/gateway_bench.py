@@ -39,7 +39,7 @@ from haggle.loop import factory as loop_factory
 from haggle.loop import uvloop_available
 from haggle.nats_embedded import EmbeddedNats
 
-from . import event_path, procstat, report, system_proc
+from . import baseline_build, event_path, procstat, report, system_proc
 from .loadgen import CALLER_AUDIO, CallSpec, LoadGenerator, business_name, make_call_id
 from .serve import GcPauses
 from .stats import percentile, rounded
@@ -54,7 +54,9 @@ LATENCY_BUDGET_MS = 20.0
 
 @dataclass(frozen=True)
 class Step:
-    target: str  # "gateway" | "relay" | "system" (`haggle up`: the process and its nats-server child)
+    # "gateway" | "relay" | "system" (`haggle up`: the process and its nats-server child) | "baseline" (the
+    # gateway of the build before issue 18, benchmarks/baseline_build.py)
+    target: str
     calls: int
     duration_s: float
     audio_format: str = "pcmu"
@@ -92,8 +94,9 @@ class Bench:
     """The shared world of a run: one nats-server, one load generator, a log folder."""
 
     def __init__(self, work: Path, *, profile: Path | None = None, pin: bool = True,
-                 quiet_wait_s: float = 15.0) -> None:
+                 quiet_wait_s: float = 15.0, baseline: Path | None = None) -> None:
         self.work = work
+        self.baseline = baseline  # the baseline build's tree, for "baseline" steps
         self.profile = profile
         self.quiet_wait_s = quiet_wait_s
         # The process under test gets a core of its own; this process and nats-server share the other. Left to
@@ -131,18 +134,24 @@ class Bench:
         log_path = self.work / f"{step.target}-{step.calls}-{step.audio_format}-{secrets.token_hex(2)}.log"
         if step.target == "system":
             return await self._spawn_system(step, log_path)
-        if step.target == "gateway":
+        cwd, env = REPO, None
+        if step.target in ("gateway", "baseline"):
             cmd = [sys.executable, "-m", "benchmarks.gateway_proc", "--nats", self.nats.url,
                    "--chunk-ms", str(step.chunk_ms)]
             for name in step.experiments:
                 cmd += ["--experiment", name]
+            if step.target == "baseline":
+                if self.baseline is None:
+                    raise RuntimeError("a baseline step needs Bench(baseline=<tree>)")
+                # The old tree's gateway_proc and packages, this checkout's interpreter and libraries.
+                cwd, env = self.baseline, baseline_build.child_env(self.baseline)
         else:
             cmd = [sys.executable, "-m", "benchmarks.relay"]
         cmd += ["--realtime-url", self.gen.realtime_url, "--audio-format", step.audio_format, "--loop", step.loop]
         errf = await asyncio.to_thread(open, log_path, "wb")
         try:
             proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                        stderr=errf, cwd=REPO)
+                                                        stderr=errf, cwd=cwd, env=env)
         finally:
             errf.close()  # the child has its own copy
         assert proc.stdout is not None
@@ -381,7 +390,15 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.time()
     base = {"duration_s": args.duration, "chunk_ms": args.chunk_ms, "loop": args.loop, "warmup_s": args.warmup,
             "experiments": tuple(args.experiment), "caller_audio": args.caller_audio}
-    async with Bench(work, profile=args.profile, pin=args.pin, quiet_wait_s=args.quiet_wait) as bench:
+    baseline = None
+    if "baseline" in args.targets:
+        try:
+            baseline = baseline_build.extract(REPO, work / "baseline", args.baseline_commit)
+        except baseline_build.BaselineUnavailable as exc:
+            print(f"baseline build skipped: {exc}", flush=True)
+            args.targets.remove("baseline")
+    async with Bench(work, profile=args.profile, pin=args.pin, quiet_wait_s=args.quiet_wait,
+                     baseline=baseline) as bench:
 
         async def run(step: Step) -> dict[str, Any]:
             tries: list[dict[str, Any]] = []
@@ -399,8 +416,12 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         for n in args.calls:
             for target in args.targets:
-                if target != "system":
-                    await run(Step(target=target, calls=n, **base))
+                if target == "system":
+                    continue
+                if target == "baseline" and any(s["target"] == "baseline" and not s["ok"] for s in steps):
+                    continue  # the old build broke at a smaller N: more calls would only pile up
+                await run(Step(target=target, calls=n, **{**base, "experiments": ()} if target == "baseline"
+                               else base))
         system = []
         if "system" in args.targets:
             for n in args.system_calls:
@@ -452,7 +473,7 @@ def variant_steps(args: argparse.Namespace, base: dict[str, Any]) -> list[Step]:
     if args.chunk_ms != 40:
         out.append(Step(target="gateway", calls=n, **{**base, "chunk_ms": 40}))
     other = "uvloop" if args.loop == "asyncio" else "asyncio"
-    out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets if t != "system"]
+    out += [Step(target=t, calls=n, **{**base, "loop": other}) for t in args.targets if t in ("gateway", "relay")]
     if max(args.calls) > n:
         out.append(Step(target="gateway", calls=max(args.calls), **{**base, "loop": other}))
     if args.caller_audio != "speech":
@@ -481,7 +502,8 @@ async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace
                 mid = (good + bad) // 2
             if mid <= good or mid >= bad:
                 break
-            await run(Step(target=target, calls=mid, **base))
+            await run(Step(target=target, calls=mid, **{**base, "experiments": ()} if target == "baseline"
+                           else base))
         out[target] = {"holds_up_to": good, "breaks_at": bad}
     return out
 
@@ -492,7 +514,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of streaming before the window opens")
     p.add_argument("--targets", default="gateway,relay,system",
-                   help="any of gateway, relay, system (`haggle up` whole; always with a relay right after it)")
+                   help="any of gateway, relay, system (`haggle up` whole; always with a relay right after it), "
+                        "baseline (the gateway of --baseline-commit; added beside gateway unless --no-baseline)")
+    p.add_argument("--baseline-commit", default=baseline_build.BASELINE_COMMIT,
+                   help="the build whose gateway the `baseline` target runs (default: the last before issue 18)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="do not measure the baseline build's gateway beside this one")
     p.add_argument("--system-calls", default=None,
                    help="N for the system step (default: 100 when the gateway sweep runs too, else --calls)")
     p.add_argument("--system-repeat", type=int, default=3,
@@ -542,8 +569,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.calls or min(args.calls) < 1:
         p.error("--calls needs at least one positive count")
     args.targets = [t.strip() for t in str(args.targets).split(",") if t.strip()]
-    if not set(args.targets) <= {"gateway", "relay", "system"} or not args.targets:
-        p.error("--targets must be one or more of gateway, relay, system")
+    if not set(args.targets) <= {"gateway", "relay", "system", "baseline"} or not args.targets:
+        p.error("--targets must be one or more of gateway, relay, system, baseline")
+    if args.baseline and "gateway" in args.targets and "baseline" not in args.targets and not args.quick:
+        args.targets.insert(args.targets.index("gateway") + 1, "baseline")
+    elif not args.baseline and "baseline" in args.targets:
+        args.targets.remove("baseline")
     args.system_only = "system" in args.targets and "gateway" not in args.targets
     if args.system_only:
         # The whole system alone (with its relay): none of the gateway-only steps.

@@ -81,8 +81,8 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_x(_ratio(g['out_p99_ms'], r['out_p99_ms']))} | "
                      f"{_x(_ratio(g['cpu_s_per_call_min'], r['cpu_s_per_call_min']))} | "
                      f"{_x(_ratio(g['rss_per_call_kb'], r['rss_per_call_kb']))} |")
-    lines += ["", *saturation_lines(results), *pcm24k_lines(results), *event_lines(results), *variant_lines(results),
-              *done_when(results)]
+    lines += ["", *saturation_lines(results), *baseline_lines(results), *pcm24k_lines(results), *event_lines(results),
+              *variant_lines(results), *done_when(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -105,6 +105,35 @@ def saturation_lines(results: dict[str, Any]) -> list[str]:
                        f"{step['machine_busy']:.0%} busy), p99 {_f(step['in_p99_ms'])} / {_f(step['out_p99_ms'])} ms, "
                        f"lost {step['in_lost']} / {step['out_lost']}.")
     return out
+
+
+def baseline_lines(results: dict[str, Any]) -> list[str]:
+    """This build's gateway against the baseline build's, both measured in this run (calls held per core, and
+    CPU per call-minute where both held): the ratios that survive a host's speed changing between runs."""
+    sat = results.get("saturation") or {}
+    new, old = sat.get("gateway") or {}, sat.get("baseline") or {}
+    if not old:
+        return []
+    commit = str(results["config"].get("baseline_commit", ""))[:7]
+    good_new, good_old = new.get("holds_up_to"), old.get("holds_up_to")
+    if good_old is None:
+        held = f"the baseline held none of its steps (it broke at {old.get('breaks_at')} calls)"
+        if good_new is not None:
+            held += f"; this build held {good_new}"
+    else:
+        held = (f"this build holds {good_new} calls per core, the baseline {good_old}: "
+                f"{_x(_ratio(good_new, good_old))}" if good_new is not None else f"the baseline held {good_old}")
+    both = [n for n in sorted({s["calls"] for s in _pcmu(results, "baseline") if s["ok"]})
+            if any(g["calls"] == n and g["ok"] for g in _pcmu(results, "gateway"))]
+    cpu = ""
+    if both:
+        n = both[-1]
+        g = next(s for s in _pcmu(results, "gateway") if s["calls"] == n)
+        b = next(s for s in _pcmu(results, "baseline") if s["calls"] == n)
+        cpu = (f"; at {n} calls, CPU per call-minute {g['cpu_s_per_call_min']:.3f} against "
+               f"{b['cpu_s_per_call_min']:.3f} ({_x(_ratio(g['cpu_s_per_call_min'], b['cpu_s_per_call_min']))})")
+    return [f"- Against the baseline build (`{commit}`, the gateway before issue 18, same run and machine): "
+            f"{held}{cpu}."]
 
 
 def pcm24k_lines(results: dict[str, Any]) -> list[str]:
@@ -300,7 +329,7 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    styles = {"gateway": ("tab:blue", "-"), "relay": ("tab:gray", "--")}
+    styles = {"gateway": ("tab:blue", "-"), "relay": ("tab:gray", "--"), "baseline": ("tab:orange", "-.")}
     lat, cpu, core = axes
     loop = results["config"]["loop"]
     for target, (color, ls) in styles.items():
@@ -338,7 +367,8 @@ def plot(results: dict[str, Any], path: Path) -> Path | None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Haggle media gateway vs. a bare relay, 20 ms frames both ways per call "
+    fig.suptitle("Haggle media gateway (blue; orange: the build before issue 18) vs. a bare relay (gray), 20 ms "
+                 "frames both ways per call "
                  "(shaded: between the last N that held and the first that broke)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
