@@ -77,7 +77,7 @@ eval: install ## score the offline price extractor on ../shared/eval
 eval-negotiation: install ## the offer policy and market rounds against seeded simulated markets (docs/negotiation.md)
 	$(BIN)/python scripts/eval_negotiation.py
 
-bench: install ## gateway vs. a bare relay at 25-400 calls, then haggle up whole vs. the relay (~12 min): benchmarks/results/, docs/bench.png
+bench: install ## gateway, the pre-issue-18 gateway and a bare relay at 25-400 calls, then haggle up whole vs. the relay (~15 min): benchmarks/results/, docs/bench.png
 	$(SYNC) --extra bench
 	$(BIN)/python -m benchmarks.gateway_bench
 	$(BIN)/python -m benchmarks.beep_cost

@@ -2,7 +2,8 @@
 
     python -m benchmarks.gateway_bench [--calls 25,50,100,200] [--duration 20] [--quick] [--loop asyncio]
 
-For each N, the gateway (benchmarks.gateway_proc) and the floor (benchmarks.relay) each run alone in a fresh
+For each N, the gateway (benchmarks.gateway_proc), the gateway of the build before issue 18 (the baseline,
+benchmarks/baseline_build.py, until it breaks) and the floor (benchmarks.relay) each run alone in a fresh
 child process while this process plays Twilio and the realtime model for N calls (benchmarks.loadgen). After
 every call streams and a warm-up, a window of `--duration` seconds is measured: forwarding latency each way
 (p50/p99), frames lost, the child's CPU seconds per call-minute (from /proc), its memory per call (RSS growth
