@@ -28,6 +28,22 @@ from . import gateway_bench as gb
 from . import system_proc
 
 
+def _order(round_: int) -> list[str]:
+    return ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
+
+
+async def _as_build(bench: gb.Bench, build: tuple[str, Path], step: gb.Step, owner: Any) -> dict[str, Any]:
+    """`step` measured on `build` (interpreter, checkout). Children start from `sys.executable`, in or with
+    `owner.REPO` (gateway_bench runs them in its REPO, system_proc puts its REPO on PYTHONPATH): for the step, both
+    point at the build, whose venv has its own packages installed from that checkout."""
+    saved = sys.executable, owner.REPO
+    sys.executable, owner.REPO = build
+    try:
+        return await bench.run(step)
+    finally:
+        sys.executable, owner.REPO = saved
+
+
 async def compare_gateways(base: Path, rounds: int, duration_s: float, calls: list[int]) -> list[dict[str, Any]]:
     """The gateway alone, before and after alternating at each N (the order swapped every round)."""
     builds = {"before": (str(base / ".venv" / "bin" / "python"), base), "after": (sys.executable, gb.REPO)}
@@ -36,16 +52,9 @@ async def compare_gateways(base: Path, rounds: int, duration_s: float, calls: li
         for n in calls:
             for i in range(rounds):
                 row: dict[str, Any] = {"calls": n}
-                for name in (["before", "after"] if i % 2 == 0 else ["after", "before"]):
-                    # The child is `sys.executable -m benchmarks.gateway_proc` run in `gb.REPO`: both point at
-                    # the build (each checkout's venv has its own packages installed from that checkout).
-                    saved = sys.executable, gb.REPO
-                    sys.executable, gb.REPO = builds[name][0], builds[name][1]
-                    try:
-                        row[name] = await bench.run(gb.Step(target="gateway", calls=n, duration_s=duration_s,
-                                                            loop="uvloop"))
-                    finally:
-                        sys.executable, gb.REPO = saved
+                for name in _order(i):
+                    step = gb.Step(target="gateway", calls=n, duration_s=duration_s, loop="uvloop")
+                    row[name] = await _as_build(bench, builds[name], step, gb)
                     print(f"{name:6}", gb.describe(row[name]), flush=True)
                 cpu = {k: row[k]["cpu_s_per_call_min"] for k in ("before", "after")}
                 print(f"N={n} round {i + 1}: CPU s per call-min before {cpu['before']} after {cpu['after']} "
@@ -64,15 +73,9 @@ async def compare(base: Path, rounds: int, duration_s: float, calls: int) -> lis
     async with gb.Bench(Path(tempfile.mkdtemp(prefix="haggle-compare-"))) as bench:
         for i in range(rounds):
             row: dict[str, Any] = {}
-            for name in (["before", "after"] if i % 2 == 0 else ["after", "before"]):
-                # `system_proc.spawn` starts `sys.executable` with REPO on PYTHONPATH: both point at the build.
-                saved = sys.executable, system_proc.REPO
-                sys.executable, system_proc.REPO = builds[name][0], builds[name][1]
-                try:
-                    row[name] = await bench.run(gb.Step(target="system", calls=calls, duration_s=duration_s,
-                                                        loop="uvloop"))
-                finally:
-                    sys.executable, system_proc.REPO = saved
+            for name in _order(i):
+                step = gb.Step(target="system", calls=calls, duration_s=duration_s, loop="uvloop")
+                row[name] = await _as_build(bench, builds[name], step, system_proc)
                 print(f"{name:6}", gb.describe(row[name]), flush=True)
             row["relay"] = await bench.run(gb.Step(target="relay", calls=calls, duration_s=duration_s, loop="uvloop"))
             print("relay ", gb.describe(row["relay"]), flush=True)

@@ -152,7 +152,10 @@ class _Playback:
         self._enqueued = 0
         self._consumed = 0  # played + cleared
         self._pending_marks: list[tuple[str, int]] = []
-        self.idle_since = now  # exact loop time the buffer last ran dry
+        # When the callee noticed the buffer was dry: the first look at it after it ran dry, not the moment it did.
+        # A person hears silence only while listening; when this process's loop stalls (a loaded test machine), the
+        # stall is not silence they sat through, and replying at once would talk over audio already on its way.
+        self.idle_since = now
 
     @property
     def busy(self) -> bool:
@@ -170,7 +173,7 @@ class _Playback:
         self._consumed += n
         self._clock += n / audio.SAMPLE_RATE
         if not self._buffer:
-            self.idle_since = self._clock
+            self.idle_since = now
             self._clock = now
 
     def enqueue(self, data: bytes, now: float) -> bool:

@@ -62,7 +62,7 @@ class CallFailed(Exception):
 
 @dataclass(frozen=True)
 class SimOptions:
-    reply_gap_ms: int = 300  # the provider answers this long after the agent's audio finished playing
+    reply_gap_ms: int = 300  # the provider answers this long after it heard the agent's audio run out
     unknown_ring_ms: int = 200  # ringing time of numbers no persona owns (then no-answer)
     webhook_timeout: float = 10.0
     sign_media_stream: bool = True  # send x-twilio-signature (over the stream url, no params) on the upgrade
