@@ -101,6 +101,9 @@ def cli() -> None:
     args = p.parse_args()
     if not (args.base / ".venv" / "bin" / "python").exists():
         p.error(f"{args.base}/.venv/bin/python not found: run `make install` there first")
+    if args.target == "system" and not (args.base / "benchmarks" / "system_entry.py").exists():
+        p.error(f"{args.base} predates the whole-system step (no benchmarks/system_entry.py): "
+                "compare it with --target gateway")
     calls = [int(n) for n in args.calls.split(",")]
     if args.target == "gateway":
         results = asyncio.run(compare_gateways(args.base.resolve(), args.rounds, args.duration, calls))
