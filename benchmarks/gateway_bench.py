@@ -421,8 +421,7 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     continue
                 if target == "baseline" and any(s["target"] == "baseline" and not s["ok"] for s in steps):
                     continue  # the old build broke at a smaller N: more calls would only pile up
-                await run(Step(target=target, calls=n, **{**base, "experiments": ()} if target == "baseline"
-                               else base))
+                await run(step_for(target, n, base))
         system = []
         if "system" in args.targets:
             for n in args.system_calls:
@@ -465,6 +464,11 @@ async def sweep(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def step_for(target: str, calls: int, base: dict[str, Any]) -> Step:
+    """A main-sweep step. What-ifs (`--experiment`) patch this build's gateway only: the baseline runs as it was."""
+    return Step(target=target, calls=calls, **({**base, "experiments": ()} if target == "baseline" else base))
+
+
 def variant_steps(args: argparse.Namespace, base: dict[str, Any]) -> list[Step]:
     """The same load under other settings: the production chunking, and uvloop for both processes."""
     if not args.variants:
@@ -503,8 +507,7 @@ async def refine(run: Any, steps: list[dict[str, Any]], args: argparse.Namespace
                 mid = (good + bad) // 2
             if mid <= good or mid >= bad:
                 break
-            await run(Step(target=target, calls=mid, **{**base, "experiments": ()} if target == "baseline"
-                           else base))
+            await run(step_for(target, mid, base))
         out[target] = {"holds_up_to": good, "breaks_at": bad}
     return out
 
