@@ -152,10 +152,8 @@ class _Playback:
         self._enqueued = 0
         self._consumed = 0  # played + cleared
         self._pending_marks: list[tuple[str, int]] = []
-        # When the callee noticed the buffer was dry: the first look at it after it ran dry, not the moment it did.
-        # A person hears silence only while listening; when this process's loop stalls (a loaded test machine), the
-        # stall is not silence they sat through, and replying at once would talk over audio already on its way.
-        self.idle_since = now
+        self.idle_since = now  # exact loop time the buffer last ran dry (or was cleared)
+        self.changes = 0  # audio queued or cleared so far: tells a listener that something played between looks
 
     @property
     def busy(self) -> bool:
@@ -173,7 +171,7 @@ class _Playback:
         self._consumed += n
         self._clock += n / audio.SAMPLE_RATE
         if not self._buffer:
-            self.idle_since = now
+            self.idle_since = self._clock
             self._clock = now
 
     def enqueue(self, data: bytes, now: float) -> bool:
@@ -184,6 +182,7 @@ class _Playback:
             self._clock = now
         self._buffer += data
         self._enqueued += len(data)
+        self.changes += 1
         return was_idle
 
     def add_mark(self, name: str, now: float) -> bool:
@@ -206,6 +205,7 @@ class _Playback:
         self._consumed += len(self._buffer)
         self._buffer.clear()
         self.idle_since = now
+        self.changes += 1
         marks = [name for name, _ in self._pending_marks]
         self._pending_marks.clear()
         return marks
@@ -247,6 +247,11 @@ class MediaStreamClient:
         self._stop_reason: str | None = None
         self._stopped = asyncio.Event()
         self._playback = _Playback(log, self._loop.time())
+        # Silence the callee has listened to since the agent's audio ran out (see `_listen`).
+        self._silence_s = 0.0
+        self._last_look: float | None = None
+        self._changes_seen = 0
+        self._was_busy = False
         # Provider script state.
         self._next_turn = 0  # index into persona.turns where the search for the next provider line starts
         self._speech: list[bytes] = []
@@ -357,6 +362,7 @@ class MediaStreamClient:
                 ws.transport.abort()  # the connection dies: no `stop`, no close frame
                 return "stream-dropped"
             await self._tick_playback(ws, now)
+            self._listen(now)
             self._maybe_start_line(now)
             if self._hangup or (self._record_until is not None and now >= self._record_until):
                 return "provider-hangup"
@@ -379,6 +385,21 @@ class MediaStreamClient:
                     return "provider-hangup"
 
     # --- provider script -------------------------------------------------------------------------------
+
+    def _listen(self, now: float) -> None:
+        """Count the silence the callee hears, once per frame tick. A person hears silence only while listening:
+        each tick adds at most two frames' time, so a stall of this process's loop (a loaded test machine) is not
+        silence they sat through. Replying after one would talk over agent audio that was already on its way."""
+        step = 0.0 if self._last_look is None else min(now - self._last_look, 2 * self._frame_s)
+        self._last_look = now
+        playback = self._playback
+        if playback.busy:
+            self._silence_s = 0.0
+        elif playback.changes != self._changes_seen or self._was_busy:
+            self._silence_s = min(step, max(0.0, now - playback.idle_since))  # the audio ran out since the last look
+        else:
+            self._silence_s += step
+        self._changes_seen, self._was_busy = playback.changes, playback.busy
 
     def _upcoming(self) -> tuple[int, bool] | None:
         """The next provider turn's index, and whether an agent turn comes before it in the script."""
@@ -412,7 +433,7 @@ class MediaStreamClient:
         if after_agent:
             if self._agent_bytes_since_line == 0:
                 return  # the agent has not said anything since our last line: stay silent
-            finished = not self._playback.busy and now - self._playback.idle_since >= self._reply_gap
+            finished = not self._playback.busy and self._silence_s >= self._reply_gap
             barge_in = (
                 not finished
                 and turn.barge_in_after_ms is not None
@@ -449,7 +470,7 @@ class MediaStreamClient:
         """A menu waiting for a key: "go" (a valid key, its tones played), "replay", or None (keep waiting)."""
         assert self._menu is not None
         if self._menu_digit is not None:
-            if self._playback.busy or now - self._playback.idle_since < self._reply_gap:
+            if self._playback.busy or self._silence_s < self._reply_gap:
                 return None  # let the agent's tones finish first
             if self._menu_digit in self._menu[1]:
                 return "go"
