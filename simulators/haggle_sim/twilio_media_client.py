@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,6 +232,7 @@ class MediaStreamClient:
         reply_gap_ms: int = 300,
         connect_timeout: float = 5.0,
         drop_after_s: float | None = None,
+        on_connected: Callable[[float], None] | None = None,
     ) -> None:
         self.log = log
         self._account_sid = account_sid
@@ -240,6 +242,7 @@ class MediaStreamClient:
         self._reply_gap = reply_gap_ms / 1000
         self._connect_timeout = connect_timeout
         self._drop_after_s = drop_after_s
+        self._on_connected = on_connected  # told when the persona's audio starts (answering-machine detection)
         self._frame_s = audio.FRAME_MS / 1000
         self._loop = asyncio.get_running_loop()
         self._seq = 0
@@ -299,6 +302,8 @@ class MediaStreamClient:
             return self._finish("stream-connect-failed")
         async with ws:
             self.log.connected_at = self._loop.time()
+            if self._on_connected is not None:
+                self._on_connected(self.log.connected_at)
             reason = await self._converse(ws)
             if reason not in ("stream-closed", "stream-dropped"):
                 await self._send_stop(ws)

@@ -105,6 +105,10 @@ class CallRun:
         self._cb_held: tuple[str, str, dict[str, str]] | None = None  # a callback delivered late (disorder)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()  # a hang-up or redirect request arrived
+        # The persona's audio plays from when its media stream connects: asynchronous answering-machine detection
+        # listens to that audio, so its clock starts there, however late the stream came up.
+        self._audio_began = asyncio.Event()
+        self._audio_began_at: float | None = None
         self.hangup_reason: str | None = None
         self.redirect: TwimlSource | None = None
         self.finalised = asyncio.Event()  # final status set (its callback may still be in flight)
@@ -203,22 +207,30 @@ class CallRun:
         mode = c.param("MachineDetection")
         if mode not in ("Enable", "DetectMessageEnd") or c.persona is None:
             return
+        timeout_s = _int_param(c, "MachineDetectionTimeout", 30, 3, 59)
         answered_by, detect_ms = amd_verdict(_stream_persona(c.persona), mode,
                                              speech_threshold_ms=_int_param(c, "MachineDetectionSpeechThreshold",
                                                                             2400, 1000, 6000),
                                              speech_end_ms=_int_param(c, "MachineDetectionSpeechEndThreshold",
                                                                       1200, 500, 5000),
-                                             timeout_ms=1000 * _int_param(c, "MachineDetectionTimeout", 30, 3, 59))
+                                             timeout_ms=1000 * timeout_s)
         if (c.param("AsyncAmd") or "").lower() == "true":
-            task = asyncio.create_task(self._async_amd(answered_by, detect_ms))
+            task = asyncio.create_task(self._async_amd(answered_by, detect_ms, timeout_s))
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
         elif not await self._hung_up_within(detect_ms / 1000):
             c.answered_by, c.machine_detection_ms = answered_by, detect_ms
 
-    async def _async_amd(self, answered_by: str, detect_ms: int) -> None:
+    async def _async_amd(self, answered_by: str, detect_ms: int, timeout_s: int) -> None:
         c = self.call
-        await asyncio.sleep(detect_ms / 1000)  # simulated detection time, running alongside the stream
+        began = self._loop.time()
+        # Detection hears the greeting as the stream plays it: timed from the stream's start (from here if no stream
+        # comes up within the detection timeout). Timed from the answer instead, a stream that came up late (a
+        # loaded gateway) would get "machine_end_beep" while its beep was still to come.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._audio_began.wait(), timeout_s)
+        start = self._audio_began_at if self._audio_began_at is not None else began
+        await asyncio.sleep(max(0.0, start + detect_ms / 1000 - self._loop.time()))  # simulated detection time
         c.answered_by, c.machine_detection_ms = answered_by, detect_ms
         url = c.param("AsyncAmdStatusCallback")
         if not url:
@@ -410,6 +422,11 @@ class CallRun:
             return self.hangup_reason or "hangup"
         return "redirect" if self.redirect is not None else "time-limit"
 
+    def _stream_connected(self, at: float) -> None:
+        if self._audio_began_at is None:  # the first stream: a redirect to another does not restart the greeting
+            self._audio_began_at = at
+            self._audio_began.set()
+
     async def _stream(self, url: str, parameters: dict[str, str]) -> str:
         c = self.call
         assert c.persona is not None and c.answered_at is not None
@@ -426,7 +443,8 @@ class CallRun:
         client = MediaStreamClient(log=log, account_sid=c.account_sid, call_sid=c.sid,
                                    persona=_stream_persona(c.persona), headers=headers,
                                    reply_gap_ms=self._options.reply_gap_ms,
-                                   drop_after_s=self._options.drop_stream_after_s)
+                                   drop_after_s=self._options.drop_stream_after_s,
+                                   on_connected=self._stream_connected)
         task = asyncio.create_task(client.run(), name=f"twilio-stream-{c.sid}")
         waker = asyncio.create_task(self._wake.wait())
         limit_s = _int_param(c, "TimeLimit", DEFAULT_TIME_LIMIT_S, 1, DEFAULT_TIME_LIMIT_S)
