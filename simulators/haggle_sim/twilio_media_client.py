@@ -154,7 +154,6 @@ class _Playback:
         self._consumed = 0  # played + cleared
         self._pending_marks: list[tuple[str, int]] = []
         self.idle_since = now  # exact loop time the buffer last ran dry (or was cleared)
-        self.changes = 0  # audio queued or cleared so far: tells a listener that something played between looks
 
     @property
     def busy(self) -> bool:
@@ -183,7 +182,6 @@ class _Playback:
             self._clock = now
         self._buffer += data
         self._enqueued += len(data)
-        self.changes += 1
         return was_idle
 
     def add_mark(self, name: str, now: float) -> bool:
@@ -206,7 +204,6 @@ class _Playback:
         self._consumed += len(self._buffer)
         self._buffer.clear()
         self.idle_since = now
-        self.changes += 1
         marks = [name for name, _ in self._pending_marks]
         self._pending_marks.clear()
         return marks
@@ -253,8 +250,6 @@ class MediaStreamClient:
         # Silence the callee has listened to since the agent's audio ran out (see `_listen`).
         self._silence_s = 0.0
         self._last_look: float | None = None
-        self._changes_seen = 0
-        self._was_busy = False
         # Provider script state.
         self._next_turn = 0  # index into persona.turns where the search for the next provider line starts
         self._speech: list[bytes] = []
@@ -395,16 +390,16 @@ class MediaStreamClient:
         """Count the silence the callee hears, once per frame tick. A person hears silence only while listening:
         each tick adds at most two frames' time, so a stall of this process's loop (a loaded test machine) is not
         silence they sat through. Replying after one would talk over agent audio that was already on its way."""
-        step = 0.0 if self._last_look is None else min(now - self._last_look, 2 * self._frame_s)
-        self._last_look = now
+        last, self._last_look = self._last_look, now
         playback = self._playback
-        if playback.busy:
+        if playback.busy or last is None:
             self._silence_s = 0.0
-        elif playback.changes != self._changes_seen or self._was_busy:
-            self._silence_s = min(step, max(0.0, now - playback.idle_since))  # the audio ran out since the last look
+            return
+        step = min(now - last, 2 * self._frame_s)
+        if playback.idle_since > last:  # the audio ran out (or was cleared) since the last look
+            self._silence_s = min(step, now - playback.idle_since)
         else:
             self._silence_s += step
-        self._changes_seen, self._was_busy = playback.changes, playback.busy
 
     def _upcoming(self) -> tuple[int, bool] | None:
         """The next provider turn's index, and whether an agent turn comes before it in the script."""

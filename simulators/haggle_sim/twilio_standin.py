@@ -423,7 +423,7 @@ class CallRun:
         return "redirect" if self.redirect is not None else "time-limit"
 
     def _stream_connected(self, at: float) -> None:
-        if self._audio_began_at is None:  # the first stream: a redirect to another does not restart the greeting
+        if self._audio_began_at is None:  # detection runs once per call, on its first stream's audio
             self._audio_began_at = at
             self._audio_began.set()
 
